@@ -1,0 +1,277 @@
+"""shoal's settings: one frozen object, built once per process at the edge.
+
+Layers, highest first: command-line flags, ``SHOAL_*`` environment variables,
+``[tool.shoal]`` in ``pyproject.toml`` (or ``shoal_*`` pytest ini keys), defaults.
+Every value remembers which layer it came from, so an error can say where to fix it.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
+
+from shoal import naming
+from shoal.errors import ConfigError, UsageError
+
+DEFAULT_DATABASE = "default"
+SETUP_KINDS = ("alembic:<path to alembic.ini>", "sql:<path to .sql>", "<module>:<attribute>")
+
+
+class DatabaseConfig(BaseModel):
+    """One database every worker gets a schema in."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    url: str | None = Field(
+        default=None,
+        description="libpq URL, or `env:VAR`; omitted: a database of this name on the embedded server",
+    )
+    setup: str | None = Field(
+        default=None,
+        description="SQLAlchemy `pkg.mod:metadata`, `alembic:alembic.ini`, `sql:schema.sql` or `pkg.mod:callable`",
+    )
+    export_env: tuple[str, ...] = Field(
+        default=(),
+        description="environment variables set to this database's worker URL (e.g. DATABASE_URL)",
+    )
+    extensions: tuple[str, ...] = Field(
+        default=(), description="extensions created once per database, outside worker schemas"
+    )
+
+
+class Settings(BaseSettings):
+    """Everything shoal can be told. Build it with :func:`load_settings`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="SHOAL_", env_nested_delimiter="__", frozen=True, extra="forbid"
+    )
+
+    databases: dict[str, DatabaseConfig] = Field(
+        default_factory=lambda: {DEFAULT_DATABASE: DatabaseConfig()},
+        description="name → database; the name is the key fixtures and the embedded server use",
+    )
+    search_path_tail: tuple[str, ...] = Field(
+        default=(),
+        description="schemas after the worker schema (e.g. `public` for extension functions); "
+        "must hold no tables",
+    )
+    ddl_slots: int | Literal["auto"] = Field(
+        default="auto", description="concurrent schema DDL per server; `auto` derives it from lock capacity"
+    )
+    keep_on_failure: bool = Field(
+        default=False, description="keep worker schemas when the run fails, and print how to connect"
+    )
+    reports_dir: Path = Field(default=Path(".shoal/reports"), description="where run reports go")
+    home: Path | None = Field(
+        default=None, description="the embedded server's data directory (default: user data dir)"
+    )
+    namespace_force: str | None = Field(
+        default=None, description="use this namespace instead of a fresh one (a-z, 0-9, ≤ 32)"
+    )
+    connect_timeout: int = Field(default=5, ge=1, le=60, description="seconds to wait for a server")
+
+    @field_validator("ddl_slots", mode="before")
+    @classmethod
+    def _slots(cls, value: object) -> object:
+        if value == "auto":
+            return value
+        try:
+            number = int(str(value))
+        except ValueError:
+            number = 0
+        if number < 1:
+            raise ValueError("expected a positive integer or 'auto'")
+        return number
+
+    # Where relative paths (setup files, reports) are resolved; set by the loader.
+    project_root: Path = Field(default=Path("."), exclude=True)
+    _sources: dict[str, str] = PrivateAttr(default_factory=dict)
+
+    def source_of(self, key: str) -> str:
+        """Where the value at dotted ``key`` came from (longest known prefix wins)."""
+        return _source_for(self._sources, key)
+
+    def resolve_path(self, path: str | Path) -> Path:
+        candidate = Path(path)
+        return candidate if candidate.is_absolute() else self.project_root / candidate
+
+
+# Settings that make sense as flat pytest ini keys (`shoal_<name>`).
+INI_KEYS = ("search_path_tail", "ddl_slots", "keep_on_failure", "reports_dir", "connect_timeout")
+
+
+def find_pyproject(start: Path) -> Path | None:
+    """The nearest pyproject.toml at or above ``start``."""
+    for directory in (start, *start.parents):
+        candidate = directory / "pyproject.toml"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _read_pyproject(path: Path) -> dict[str, Any]:
+    try:
+        document = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError([UsageError("[tool.shoal]", str(path), str(path), f"unreadable: {exc}")])
+    table = document.get("tool", {}).get("shoal", {})
+    if not isinstance(table, dict):
+        raise ConfigError([UsageError("tool.shoal", table, str(path), "expected a table")])
+    return table
+
+
+def _read_env() -> dict[str, Any]:
+    # pydantic-settings reads SHOAL_* (and SHOAL_DATABASES__NAME__URL style nesting).
+    return dict(EnvSettingsSource(Settings)())
+
+
+def _record(sources: dict[str, str], values: Mapping[str, Any], source: str, prefix: str = "") -> None:
+    for key, value in values.items():
+        dotted = f"{prefix}{key}"
+        if source == "environment":
+            sources[dotted] = "environment SHOAL_" + dotted.replace(".", "__").upper()
+        else:
+            sources[dotted] = source
+        if isinstance(value, Mapping):
+            _record(sources, value, source, f"{dotted}.")
+
+
+def _merge(base: dict[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in top.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = _merge(dict(merged[key]), value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _value_at(values: Mapping[str, Any], loc: tuple[int | str, ...]) -> Any:
+    current: Any = values
+    for part in loc:
+        if isinstance(current, Mapping) and part in current:
+            current = current[part]
+        else:
+            return None
+    return current
+
+
+def load_settings(
+    *,
+    flags: Mapping[str, Any] | None = None,
+    ini: Mapping[str, Any] | None = None,
+    pyproject: Path | None = None,
+    project_root: Path | None = None,
+) -> Settings:
+    """Build the settings from every layer, or raise ConfigError naming each bad value."""
+    layers: list[tuple[str, Mapping[str, Any]]] = []
+    if pyproject is not None:
+        layers.append((f"{pyproject.name} [tool.shoal]", _read_pyproject(pyproject)))
+    if ini:
+        layers.append(("pytest ini", {k: v for k, v in ini.items() if v is not None}))
+    layers.append(("environment", _read_env()))
+    if flags:
+        layers.append(("command line", {k: v for k, v in flags.items() if v is not None}))
+
+    merged: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for label, values in layers:
+        merged = _merge(merged, values)
+        _record(sources, values, label)
+
+    root = project_root or (pyproject.parent if pyproject else Path.cwd())
+    try:
+        # init kwargs only: the layers above already include the environment.
+        settings = _Validated(**merged, project_root=root)
+    except ValidationError as exc:
+        raise ConfigError(_problems(exc, merged, sources)) from None
+    settings._sources.update(sources)
+    _check_semantics(settings)
+    return settings
+
+
+class _Validated(Settings):
+    """Settings validated from explicit values only (no second read of the environment)."""
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, *args, **kwargs):  # type: ignore[no-untyped-def,override]
+        return (init_settings,)
+
+
+def _problems(
+    exc: ValidationError, values: Mapping[str, Any], sources: Mapping[str, str]
+) -> list[UsageError]:
+    # pydantic reports one error per union member, with the member's type in the location;
+    # keep the part of the location that exists in the input and join the messages.
+    grouped: dict[tuple[int | str, ...], list[str]] = {}
+    for error in exc.errors():
+        loc = tuple(error["loc"])
+        while loc and _value_at(values, loc) is None and len(loc) > 1:
+            loc = loc[:-1]
+        message = error["msg"].removeprefix("Value error, ")
+        grouped.setdefault(loc, [])
+        if message not in grouped[loc]:
+            grouped[loc].append(message)
+    problems = []
+    for loc, messages in grouped.items():
+        key = ".".join(str(p) for p in loc)
+        value = _value_at(values, loc)
+        problems.append(UsageError(key, value, _source_for(sources, key), "; or ".join(messages)))
+    return problems
+
+
+def _source_for(sources: Mapping[str, str], key: str) -> str:
+    parts = key.split(".")
+    while parts:
+        found = sources.get(".".join(parts))
+        if found is not None:
+            return found
+        parts.pop()
+    return "default"
+
+
+def _check_semantics(settings: Settings) -> None:
+    problems: list[UsageError] = []
+
+    def problem(key: str, value: object, expected: str) -> None:
+        problems.append(UsageError(key, value, settings.source_of(key), expected))
+
+    if settings.namespace_force is not None:
+        why = naming.forced_namespace_problem(settings.namespace_force)
+        if why:
+            problem(
+                "namespace_force",
+                settings.namespace_force,
+                f"{why}; expected 1-32 characters from a-z and 0-9 (e.g. 'mydebug')",
+            )
+    if not settings.databases:
+        problem("databases", {}, "expected at least one database")
+    for name, database in settings.databases.items():
+        why = naming.database_key_problem(name)
+        if why:
+            problem(f"databases.{name}", name, f"not a usable database name: {why}")
+        for variable in database.export_env:
+            if not variable.isidentifier():
+                problem(f"databases.{name}.export_env", variable, "expected environment variable names")
+        for extension in database.extensions:
+            if naming.schema_name_problem(extension.replace("-", "_")):
+                problem(f"databases.{name}.extensions", extension, "expected extension names")
+        if database.url is not None and not (
+            database.url.startswith(("postgresql://", "postgres://", "env:"))
+        ):
+            problem(
+                f"databases.{name}.url",
+                database.url,
+                "expected a postgresql:// URL, env:VARIABLE, or nothing for the embedded server",
+            )
+    for schema in settings.search_path_tail:
+        why = naming.schema_name_problem(schema)
+        if why:
+            problem("search_path_tail", schema, why)
+    if problems:
+        raise ConfigError(problems)

@@ -1,0 +1,206 @@
+"""Every name shoal puts into the world, built and parsed in one place.
+
+Namespace tokens, worker ids, schema names, connection labels, lock keys and the
+environment variables that carry them between processes. No other module formats or
+regex-matches these strings: two real bugs came from call sites composing names by
+hand (a seeder that wrote into ``public``, a slot regex that matched the PID).
+
+Everything here is pure: no I/O, no clock, no randomness of its own.
+"""
+
+from __future__ import annotations
+
+import re
+import zlib
+from dataclasses import dataclass
+from typing import Final
+
+# PostgreSQL silently truncates identifiers and application_name to 63 bytes.
+MAX_IDENTIFIER_BYTES: Final = 63
+
+FORCED_NAMESPACE_RE: Final = re.compile(r"[a-z0-9]{1,32}")
+_AUTO_NAMESPACE_RE: Final = re.compile(r"p(\d+)t(\d+)r([0-9a-f]{8})")
+_WORKER_RE: Final = re.compile(r"gw(\d+)|main")
+_SCHEMA_RE: Final = re.compile(r"test_([a-z0-9]{1,32})_(gw\d+|main)")
+# The namespace comes before any suffix so that truncation only ever eats the suffix.
+_LABEL_RE: Final = re.compile(r"pytest_(gw\d+|main|lease)_([a-z0-9]{1,32})(?:_(.*))?", re.DOTALL)
+# A database name shoal may create or address by key: what PostgreSQL accepts unquoted,
+# lower case, so that the key, the SQL name and the environment all agree.
+_DATABASE_KEY_RE: Final = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+_SCHEMA_NAME_RE: Final = re.compile(r"[a-z_][a-z0-9_$]{0,62}")
+
+MAIN_WORKER: Final = "main"
+LEASE_WORKER: Final = "lease"
+
+# Environment variables that carry names between processes.
+ENV_NAMESPACE: Final = "SHOAL_NAMESPACE"
+ENV_NAMESPACE_FORCE: Final = "SHOAL_NAMESPACE_FORCE"
+ENV_RUNNER: Final = "SHOAL_RUNNER"
+
+# Advisory-lock class id for shoal's locks: the first key of PostgreSQL's two-int form,
+# so shoal's locks never collide with an application's single-bigint advisory locks.
+LOCK_CLASS: Final = zlib.crc32(b"shoal") & 0x7FFFFFFF
+_EXTENSION_LOCK: Final = 1_000_000
+_DATABASE_LOCK: Final = 1_000_001
+
+
+class InvalidName(ValueError):
+    """A string that should be a shoal name is not one."""
+
+
+def new_namespace(pid: int, epoch: int, entropy: bytes) -> str:
+    """The auto namespace ``p<PID>t<EPOCH>r<8 hex>`` (entropy: 4 bytes from os.urandom)."""
+    if len(entropy) != 4:
+        raise ValueError("namespace entropy must be exactly 4 bytes")
+    return f"p{pid}t{epoch}r{entropy.hex()}"
+
+
+def is_auto_namespace(token: str) -> bool:
+    return _AUTO_NAMESPACE_RE.fullmatch(token) is not None
+
+
+def is_namespace(token: str) -> bool:
+    """True for any namespace shoal could have made: auto tokens and valid forced ones."""
+    return FORCED_NAMESPACE_RE.fullmatch(token) is not None
+
+
+def forced_namespace_problem(value: str) -> str | None:
+    """Why ``value`` cannot be a forced namespace, or None when it can."""
+    if value == "":
+        return "it is empty"
+    if not value.isascii():
+        return "it contains non-ASCII characters"
+    if len(value) > 32:
+        return f"it is {len(value)} characters long (at most 32)"
+    if "_" in value:
+        return "it contains an underscore, which would make schema names ambiguous"
+    if "-" in value:
+        return "it contains a hyphen, which is not valid in an unquoted SQL identifier"
+    if value != value.lower():
+        return "it contains capital letters, which PostgreSQL would fold to lower case"
+    if FORCED_NAMESPACE_RE.fullmatch(value) is None:
+        return "it contains characters other than a-z and 0-9"
+    return None
+
+
+def worker_id(xdist_worker: str | None) -> str:
+    """The worker id: the xdist worker name (``gwN``), or ``main`` without xdist."""
+    if xdist_worker is None:
+        return MAIN_WORKER
+    if _WORKER_RE.fullmatch(xdist_worker) is None:
+        raise InvalidName(f"{xdist_worker!r} is not an xdist worker id (expected gwN)")
+    return xdist_worker
+
+
+def worker_number(worker: str) -> int | None:
+    """N for ``gwN``; None for ``main``."""
+    match = _WORKER_RE.fullmatch(worker)
+    if match is None:
+        raise InvalidName(f"{worker!r} is not a worker id (expected gwN or main)")
+    return int(match.group(1)) if match.group(1) is not None else None
+
+
+def schema_name(namespace: str, worker: str) -> str:
+    """The worker schema ``test_<namespace>_<worker>``; the same name in every database."""
+    name = f"test_{namespace}_{worker}"
+    if _SCHEMA_RE.fullmatch(name) is None:
+        raise InvalidName(f"cannot build a schema name from {namespace!r} and {worker!r}")
+    return name
+
+
+@dataclass(frozen=True)
+class SchemaName:
+    namespace: str
+    worker: str
+
+
+def parse_schema(name: str) -> SchemaName | None:
+    """(namespace, worker) for a shoal worker schema; None for anything else."""
+    match = _SCHEMA_RE.fullmatch(name)
+    if match is None:
+        return None
+    return SchemaName(namespace=match.group(1), worker=match.group(2))
+
+
+def _truncate_utf8(text: str, limit: int) -> str:
+    return text.encode()[:limit].decode(errors="ignore")
+
+
+def connection_label(worker: str, namespace: str, suffix: str | None = None) -> str:
+    """``pytest_<worker>_<namespace>[_<suffix>]``, cut to 63 bytes on a character boundary."""
+    if worker not in (MAIN_WORKER, LEASE_WORKER) and _WORKER_RE.fullmatch(worker) is None:
+        raise InvalidName(f"{worker!r} is not a worker id")
+    if FORCED_NAMESPACE_RE.fullmatch(namespace) is None:
+        raise InvalidName(f"{namespace!r} is not a namespace")
+    label = f"pytest_{worker}_{namespace}"
+    if suffix:
+        label = f"{label}_{suffix}"
+    return _truncate_utf8(label, MAX_IDENTIFIER_BYTES)
+
+
+def lease_label(namespace: str, holder: str) -> str:
+    """The label of a run's lease connection; ``holder`` is the worker that holds it."""
+    return connection_label(LEASE_WORKER, namespace, holder)
+
+
+@dataclass(frozen=True)
+class Label:
+    worker: str
+    namespace: str
+    suffix: str | None
+
+    @property
+    def is_lease(self) -> bool:
+        return self.worker == LEASE_WORKER
+
+
+def parse_label(label: str) -> Label | None:
+    """Parse an ``application_name``; tolerant of PostgreSQL's 63-byte truncation."""
+    match = _LABEL_RE.fullmatch(label)
+    if match is None:
+        return None
+    return Label(worker=match.group(1), namespace=match.group(2), suffix=match.group(3))
+
+
+def preferred_ddl_slot(worker: str, slot_count: int) -> int:
+    """The worker's preferred DDL slot, from the number in its ``gwN`` id (``main``: 0).
+
+    Derived from the worker id itself, never from digits found elsewhere in a name:
+    schema names carry the PID, and matching the first digit run put every worker of
+    a run into the same slot.
+    """
+    if slot_count < 1:
+        raise ValueError("slot_count must be at least 1")
+    number = worker_number(worker)
+    return 0 if number is None else number % slot_count
+
+
+def ddl_slot_lock(slot: int) -> tuple[int, int]:
+    """The two-int advisory lock key of DDL slot ``slot`` (taken in the control database)."""
+    return (LOCK_CLASS, slot)
+
+
+def extension_lock() -> tuple[int, int]:
+    """Advisory lock key serialising CREATE EXTENSION within one database."""
+    return (LOCK_CLASS, _EXTENSION_LOCK)
+
+
+def database_lock() -> tuple[int, int]:
+    """Advisory lock key serialising CREATE DATABASE on the embedded server."""
+    return (LOCK_CLASS, _DATABASE_LOCK)
+
+
+def database_key_problem(key: str) -> str | None:
+    """Why ``key`` cannot name a database, or None when it can."""
+    if len(key.encode()) > MAX_IDENTIFIER_BYTES:
+        return f"it is {len(key.encode())} bytes long; PostgreSQL truncates names at 63"
+    if _DATABASE_KEY_RE.fullmatch(key) is None:
+        return "expected lower-case letters, digits and underscores, not starting with a digit"
+    return None
+
+
+def schema_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be used as a search-path schema, or None when it can."""
+    if _SCHEMA_NAME_RE.fullmatch(name) is None:
+        return "expected an unquoted lower-case SQL identifier of at most 63 bytes"
+    return None

@@ -1,0 +1,67 @@
+"""libpq connection strings: parse, rewrite, mask, and tell which cluster they reach."""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import quote, urlencode
+
+from psycopg.conninfo import conninfo_to_dict
+
+_PASSWORD_IN_URL = re.compile(r"(://[^:/@?#]*):[^@/?#]*@")
+_PASSWORD_PARAM = re.compile(r"(password=)[^&\s]*", re.IGNORECASE)
+
+
+def mask(url: str) -> str:
+    """The URL with any password replaced by ``***``, for every message and report."""
+    masked = _PASSWORD_IN_URL.sub(r"\1:***@", url)
+    return _PASSWORD_PARAM.sub(r"\1***", masked)
+
+
+def params(url: str) -> dict[str, str]:
+    return {k: str(v) for k, v in conninfo_to_dict(url).items() if v is not None}
+
+
+def build_url(parts: dict[str, str], *, scheme: str = "postgresql") -> str:
+    """A URL from libpq parameters; host, port, user, password and dbname go in place."""
+    rest = dict(parts)
+    user = rest.pop("user", "")
+    password = rest.pop("password", None)
+    host = rest.pop("host", "")
+    port = rest.pop("port", "")
+    dbname = rest.pop("dbname", "")
+    netloc = ""
+    if user:
+        netloc = quote(user, safe="")
+        if password is not None:
+            netloc += ":" + quote(password, safe="")
+        netloc += "@"
+    if host and not host.startswith("/"):
+        netloc += host + (f":{port}" if port else "")
+    elif host:
+        # A socket directory cannot sit in the authority part; libpq takes it as a parameter.
+        rest = {"host": host, **({"port": port} if port else {}), **rest}
+    query = urlencode(rest, quote_via=quote) if rest else ""
+    return f"{scheme}://{netloc}/{quote(dbname, safe='')}" + (f"?{query}" if query else "")
+
+
+def with_params(url: str, **changes: str) -> str:
+    parts = params(url)
+    parts.update(changes)
+    return build_url(parts)
+
+
+def dbname(url: str) -> str:
+    return params(url).get("dbname", "")
+
+
+def cluster_key(url: str) -> str:
+    """What identifies the server a URL reaches: host and port (DDL slots are per server)."""
+    parts = params(url)
+    host = parts.get("host", "localhost")
+    port = parts.get("port", "5432")
+    return f"{host}:{port}"
+
+
+def search_path_option(schemas: tuple[str, ...]) -> str:
+    """The libpq ``options`` value that pins the search path (names are plain identifiers)."""
+    return "-c search_path=" + ",".join(schemas)

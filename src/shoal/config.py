@@ -199,7 +199,7 @@ class _Validated(Settings):
     """Settings validated from explicit values only (no second read of the environment)."""
 
     @classmethod
-    def settings_customise_sources(cls, settings_cls, init_settings, *args, **kwargs):  # type: ignore[no-untyped-def,override]
+    def settings_customise_sources(cls, settings_cls, init_settings, *args, **kwargs):  # type: ignore[no-untyped-def]
         return (init_settings,)
 
 

@@ -221,10 +221,11 @@ class EmbeddedServer:
         env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
         # As root, drop the root group too: with gid 0 the group bits of root-owned
         # directories (often ---) apply instead of the "other" bits we rely on.
-        as_user = {"user": _system_user(), "group": _system_user(), "extra_groups": []} if _is_root() else {}
+        user = _system_user() if _is_root() else None
         return subprocess.run(
             argv, env=env, capture_output=True, text=True, check=False,
-            stdin=subprocess.DEVNULL, cwd=self.pgdata.parent, **as_user,  # type: ignore[arg-type]
+            stdin=subprocess.DEVNULL, cwd=self.pgdata.parent,
+            user=user, group=user, extra_groups=[] if user else None,
         )  # fmt: skip
 
     def _hand_over(self, path: Path) -> None:

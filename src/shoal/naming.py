@@ -55,6 +55,19 @@ def new_namespace(pid: int, epoch: int, entropy: bytes) -> str:
     return f"p{pid}t{epoch}r{entropy.hex()}"
 
 
+def runner_token(pid: int, started: float) -> str:
+    """What ``shoal run`` exports in SHOAL_RUNNER: its pid and process start time."""
+    return f"{pid}:{started:.2f}"
+
+
+def parse_runner_token(token: str) -> tuple[int, float] | None:
+    pid, sep, started = token.partition(":")
+    try:
+        return (int(pid), float(started)) if sep else None
+    except ValueError:
+        return None
+
+
 def is_auto_namespace(token: str) -> bool:
     return _AUTO_NAMESPACE_RE.fullmatch(token) is not None
 
@@ -188,6 +201,11 @@ def extension_lock() -> tuple[int, int]:
 def database_lock() -> tuple[int, int]:
     """Advisory lock key serialising CREATE DATABASE on the embedded server."""
     return (LOCK_CLASS, _DATABASE_LOCK)
+
+
+def extension_schema(extension: str) -> str:
+    """The schema shoal installs a missing extension into (never a worker schema)."""
+    return "shoal_ext_" + re.sub(r"[^a-z0-9_]", "_", extension.lower())
 
 
 def database_key_problem(key: str) -> str | None:

@@ -1,0 +1,142 @@
+"""Worker schemas in one database: create with owner metadata, guard the tail, drop.
+
+Each function takes an autocommit admin connection to the database concerned and
+runs its statements in a transaction of its own.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from shoal import naming
+from shoal.errors import UnsafeSearchPath
+
+Conn = psycopg.Connection[tuple[Any, ...]]
+
+# DESIGN invariant 6: one drop per transaction, bounded in time.
+DROP_LOCK_TIMEOUT = "5s"
+DROP_STATEMENT_TIMEOUT = "30s"
+# relkinds a test could read or write through an unqualified name.
+_DATA_RELKINDS = ("r", "p", "v", "m", "S", "f")
+
+
+def owner_comment(namespace: str, worker: str, now: datetime | None = None) -> str:
+    """The owner metadata stored on a worker schema (read back by ``shoal ps`` and the sweep)."""
+    return json.dumps(
+        {
+            "shoal": 1,
+            "namespace": namespace,
+            "worker": worker,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "created": (now or datetime.now(UTC)).isoformat(timespec="seconds"),
+        },
+        sort_keys=True,
+    )
+
+
+def parse_owner_comment(comment: str | None) -> dict[str, Any] | None:
+    try:
+        data = json.loads(comment or "")
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) and data.get("shoal") == 1 else None
+
+
+def create_schema(conn: Conn, schema: str, comment: str) -> None:
+    """Create ``schema`` afresh (a leftover of the same name from a crashed worker of this
+    run is dropped first) and record its owner, in one transaction."""
+    with conn.transaction():
+        conn.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(DROP_LOCK_TIMEOUT)))
+        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+        conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+        conn.execute(
+            sql.SQL("COMMENT ON SCHEMA {} IS {}").format(sql.Identifier(schema), sql.Literal(comment))
+        )
+
+
+def drop_schema(conn: Conn, schema: str) -> None:
+    """``DROP SCHEMA … CASCADE`` in its own short transaction with lock and statement timeouts."""
+    with conn.transaction():
+        conn.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(DROP_LOCK_TIMEOUT)))
+        conn.execute(
+            sql.SQL("SET LOCAL statement_timeout = {}").format(sql.Literal(DROP_STATEMENT_TIMEOUT))
+        )
+        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+
+
+def schema_exists(conn: Conn, schema: str) -> bool:
+    row = conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,)).fetchone()
+    return row is not None
+
+
+def ensure_extensions(conn: Conn, extensions: tuple[str, ...]) -> tuple[str, ...]:
+    """Create missing extensions once per database; return the schemas they live in.
+
+    CREATE EXTENSION IF NOT EXISTS still races (unique violation) when two runs try at
+    once, so it is serialised with an advisory lock. A new extension goes into its own
+    schema ``shoal_ext_<name>``, never into a worker schema that a later drop would take
+    with it, and never into a schema that holds tables.
+    """
+    if not extensions:
+        return ()
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", naming.extension_lock())
+        for extension in extensions:
+            row = conn.execute(
+                "SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace"
+                " WHERE e.extname = %s",
+                (extension,),
+            ).fetchone()
+            if row is None:
+                home = naming.extension_schema(extension)
+                conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(home)))
+                conn.execute(
+                    sql.SQL("CREATE EXTENSION {} SCHEMA {}").format(
+                        sql.Identifier(extension), sql.Identifier(home)
+                    )
+                )
+        rows = conn.execute(
+            "SELECT DISTINCT n.nspname FROM pg_extension e"
+            " JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = ANY(%s)"
+            " ORDER BY 1",
+            (list(extensions),),
+        ).fetchall()
+    return tuple(str(r[0]) for r in rows)
+
+
+def check_tail(conn: Conn, tail: tuple[str, ...], database: str) -> None:
+    """Refuse a search-path tail that holds tables, views or sequences."""
+    if not tail:
+        return
+    rows = conn.execute(
+        "SELECT n.nspname, c.relname, c.relkind FROM pg_class c"
+        " JOIN pg_namespace n ON n.oid = c.relnamespace"
+        " WHERE n.nspname = ANY(%s) AND c.relkind = ANY(%s)"
+        " AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass"
+        "   AND d.objid = c.oid AND d.deptype = 'e')"
+        " ORDER BY 1, 2",
+        (list(tail), list(_DATA_RELKINDS)),
+    ).fetchall()
+    if not rows:
+        return
+    by_schema: dict[str, list[str]] = {}
+    for schema, relname, _kind in rows:
+        by_schema.setdefault(schema, []).append(relname)
+    found = "; ".join(
+        f"{schema}: {', '.join(names[:8])}{' …' if len(names) > 8 else ''} ({len(names)} objects)"
+        for schema, names in by_schema.items()
+    )
+    raise UnsafeSearchPath(
+        f"database {database!r}: the search-path tail {list(tail)} holds tables, views or "
+        f"sequences ({found}). Tests would read and write them whenever a name is missing "
+        "from the worker schema. Use a dedicated test database, or move the extensions to "
+        "a schema of their own and put only that schema in search_path_tail."
+    )

@@ -1,0 +1,98 @@
+"""The run's lease and the DDL slots that throttle schema DDL across every run.
+
+Both live on one connection per cluster, to the cluster's control database: the lease
+is the connection itself (labelled, so a sweep sees the run as live; it dies with the
+process), and a DDL slot is a session advisory lock taken on it. Advisory locks are
+per database, so every run must take slots in the same database: ``postgres`` when it
+can be reached, else the database in the configured URL.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import psycopg
+
+from shoal import naming
+from shoal.errors import ServerUnreachable
+from shoal.pg import conninfo
+from shoal.pg.connect import admin_connect
+
+# Measured: create_all of a 220-table schema holds ~4,000 locks at commit, and a drop
+# of the same takes more at once. Budget half the lock table for concurrent DDL.
+LOCKS_PER_DDL = 4000
+MAX_AUTO_SLOTS = 8
+
+
+def control_url(url: str, timeout: int) -> str:
+    """The URL of the cluster's control database (``postgres``, or ``url``'s own)."""
+    candidate = conninfo.with_params(url, dbname="postgres")
+    try:
+        admin_connect(candidate, "shoal_probe", timeout=timeout).close()
+    except ServerUnreachable:
+        return url
+    return candidate
+
+
+@dataclass
+class Lease:
+    """A run's presence in one cluster: held from before the first CREATE to after the last DROP."""
+
+    url: str
+    conn: psycopg.Connection[tuple[object, ...]]
+    slot_count: int
+
+    @classmethod
+    def open(cls, url: str, namespace: str, holder: str, ddl_slots: int | str, timeout: int) -> Lease:
+        conn = admin_connect(url, naming.lease_label(namespace, holder), timeout=timeout)
+        count = ddl_slots if isinstance(ddl_slots, int) else auto_slot_count(conn)
+        return cls(url=url, conn=conn, slot_count=count)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    @contextmanager
+    def ddl_slot(self, worker: str) -> Iterator[float]:
+        """Hold a DDL slot; yields the seconds spent waiting for it.
+
+        The preferred slot comes from the worker number; when it is taken, any free slot
+        will do, and only when all are taken does the worker wait for its own.
+        """
+        preferred = naming.preferred_ddl_slot(worker, self.slot_count)
+        order = [preferred] + [s for s in range(self.slot_count) if s != preferred]
+        started = time.perf_counter()
+        held = None
+        for slot in order:
+            row = self.conn.execute(
+                "SELECT pg_try_advisory_lock(%s, %s)", naming.ddl_slot_lock(slot)
+            ).fetchone()
+            if row and row[0]:
+                held = slot
+                break
+        if held is None:
+            self.conn.execute("SELECT pg_advisory_lock(%s, %s)", naming.ddl_slot_lock(preferred))
+            held = preferred
+        try:
+            yield time.perf_counter() - started
+        finally:
+            if not self.conn.closed:
+                self.conn.execute("SELECT pg_advisory_unlock(%s, %s)", naming.ddl_slot_lock(held))
+
+
+def auto_slot_count(conn: psycopg.Connection[tuple[object, ...]]) -> int:
+    row = conn.execute(
+        "SELECT current_setting('max_locks_per_transaction')::int,"
+        " current_setting('max_connections')::int,"
+        " current_setting('max_prepared_transactions')::int"
+    ).fetchone()
+    assert row is not None
+    return slots_for_capacity(int(row[0]), int(row[1]) + int(row[2]))  # type: ignore[call-overload]
+
+
+def slots_for_capacity(max_locks_per_transaction: int, max_connections: int) -> int:
+    """How many schema DDL transactions may run at once without exhausting the lock table."""
+    capacity = max_locks_per_transaction * max_connections
+    return max(1, min(MAX_AUTO_SLOTS, capacity // 2 // LOCKS_PER_DDL))

@@ -1,0 +1,102 @@
+"""From settings to reachable databases: resolve URLs, start the embedded server if needed."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from shoal.config import Settings
+from shoal.embedded import EmbeddedServer
+from shoal.errors import ServerUnreachable, UsageError
+from shoal.pg import conninfo
+from shoal.pg.connect import admin_connect
+from shoal.pg.setup import SetupHook, parse_setup
+from shoal.pg.slots import control_url
+
+
+@dataclass(frozen=True)
+class Target:
+    """One configured database, resolved: where it is and what to run in each worker schema."""
+
+    name: str
+    url: str
+    control_url: str
+    setup: SetupHook | None
+    extensions: tuple[str, ...]
+    export_env: tuple[str, ...]
+    embedded: bool
+
+    @property
+    def cluster(self) -> str:
+        return conninfo.cluster_key(self.url)
+
+
+def parse_hooks(settings: Settings) -> dict[str, SetupHook | None]:
+    """Every database's setup hook, imported and checked (no server needed)."""
+    hooks: dict[str, SetupHook | None] = {}
+    for name, database in settings.databases.items():
+        key = f"databases.{name}.setup"
+        hooks[name] = (
+            None
+            if database.setup is None
+            else parse_setup(
+                database.setup, key=key, source=settings.source_of(key), root=settings.project_root
+            )
+        )
+    return hooks
+
+
+def resolve_url(settings: Settings, name: str, environ: Mapping[str, str]) -> str | None:
+    """The database's literal URL, or None for the embedded server."""
+    raw = settings.databases[name].url
+    if raw is None or not raw.startswith("env:"):
+        return raw
+    key = f"databases.{name}.url"
+    variable = raw.removeprefix("env:")
+    value = environ.get(variable)
+    if not value:
+        raise UsageError(
+            key, raw, settings.source_of(key), f"environment variable {variable} is not set"
+        )
+    return value
+
+
+def resolve_targets(
+    settings: Settings, environ: Mapping[str, str] | None = None
+) -> list[Target]:
+    """Resolve every database, checking each server answers within the connect timeout."""
+    environ = os.environ if environ is None else environ
+    hooks = parse_hooks(settings)
+    server: EmbeddedServer | None = None
+    controls: dict[str, str] = {}
+    targets = []
+    for name, database in settings.databases.items():
+        url = resolve_url(settings, name, environ)
+        embedded = url is None
+        if url is None:
+            server = server or EmbeddedServer(settings.home)
+            server.ensure_running()
+            server.ensure_database(name)
+            url = server.url(name)
+        key = f"databases.{name}.url"
+        try:
+            admin_connect(url, "shoal_probe", timeout=settings.connect_timeout).close()
+        except ServerUnreachable as exc:
+            raise UsageError(key, conninfo.mask(url), settings.source_of(key), str(exc)) from None
+        cluster = conninfo.cluster_key(url)
+        if cluster not in controls:
+            controls[cluster] = control_url(url, settings.connect_timeout)
+        targets.append(
+            Target(
+                name=name,
+                url=url,
+                control_url=controls[cluster],
+                setup=hooks[name],
+                extensions=database.extensions,
+                export_env=database.export_env,
+                embedded=embedded,
+            )
+        )
+    return targets
+

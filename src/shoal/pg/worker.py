@@ -1,0 +1,215 @@
+"""One worker's slice of every configured database: provision, export, hand out, drop."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import psycopg
+
+from shoal import naming
+from shoal.errors import ShoalError
+from shoal.pg import conninfo, schemas
+from shoal.pg.connect import admin_connect, bound_connect, bound_url
+from shoal.pg.setup import run_setup, sqlalchemy_url
+from shoal.pg.slots import Lease
+from shoal.pg.targets import Target
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
+_SEARCH_PATH_OPTION = re.compile(r"(?:-c\s*|--)search_path=\S*")
+
+
+@dataclass(frozen=True)
+class DatabaseHandle:
+    """A worker's view of one configured database (what the ``shoal_databases`` fixture maps)."""
+
+    name: str
+    schema: str
+    search_path: tuple[str, ...]
+    label: str
+    base_url: str = field(repr=False)
+
+    @property
+    def url(self) -> str:
+        """libpq URL bound to the worker schema and labelled (password included)."""
+        return bound_url(self.base_url, self.search_path, self.label)
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        return sqlalchemy_url(self.url)
+
+    def connect(self, suffix: str | None = None, **kwargs: Any) -> psycopg.Connection[Any]:
+        """A psycopg connection bound to the worker schema, labelled (``suffix`` appended)."""
+        parsed = naming.parse_label(self.label)
+        assert parsed is not None
+        label = naming.connection_label(parsed.worker, parsed.namespace, suffix)
+        return bound_connect(self.base_url, self.search_path, label, **kwargs)
+
+    def create_engine(self, **kwargs: Any) -> Engine:
+        """A SQLAlchemy engine (psycopg 3 driver) bound to the worker schema."""
+        from sqlalchemy import create_engine
+
+        return create_engine(self.sqlalchemy_url, **kwargs)
+
+
+@dataclass
+class Timing:
+    database: str
+    slot_wait_s: float = 0.0
+    create_s: float = 0.0
+    setup_s: float = 0.0
+    total_s: float = 0.0
+
+
+def pgoptions(existing: str | None, search_path: tuple[str, ...]) -> str:
+    """PGOPTIONS with the search path replaced and every other option kept."""
+    kept = _SEARCH_PATH_OPTION.sub("", existing or "").strip()
+    ours = conninfo.search_path_option(search_path).replace(" ", "")
+    return f"{kept} {ours}".strip()
+
+
+class WorkerSchemas:
+    """The schemas ``test_<namespace>_<worker>`` of one worker in every target database."""
+
+    def __init__(
+        self,
+        targets: list[Target],
+        namespace: str,
+        worker: str,
+        *,
+        tail: tuple[str, ...] = (),
+        ddl_slots: int | str = "auto",
+        connect_timeout: int = 5,
+    ) -> None:
+        self.targets = targets
+        self.namespace = namespace
+        self.worker = worker
+        self.schema = naming.schema_name(namespace, worker)
+        self.label = naming.connection_label(worker, namespace)
+        self.configured_tail = tail
+        self.ddl_slots = ddl_slots
+        self.timeout = connect_timeout
+        self.search_path: tuple[str, ...] = (self.schema, *tail)
+        self.timings: list[Timing] = []
+        self._leases: dict[str, Lease] = {}
+        self._created: list[Target] = []
+
+    def _admin(self, target: Target) -> psycopg.Connection[Any]:
+        return admin_connect(target.url, self.label + "_admin", timeout=self.timeout)
+
+    def check(self) -> tuple[str, ...]:
+        """Create the configured extensions and verify the search-path tail; create nothing else.
+
+        The tail (configured schemas plus wherever the extensions live) goes into every
+        libpq connection through PGOPTIONS, so it is checked in every database.
+        """
+        extension_homes: list[str] = []
+        for target in self.targets:
+            with self._admin(target) as conn:
+                extension_homes += schemas.ensure_extensions(conn, target.extensions)
+        tail = tuple(dict.fromkeys([*self.configured_tail, *extension_homes]))
+        for target in self.targets:
+            with self._admin(target) as conn:
+                schemas.check_tail(conn, tail, target.name)
+        self.search_path = (self.schema, *tail)
+        return tail
+
+    def environment(self, current: Mapping[str, str]) -> dict[str, str]:
+        """What to export so unmodified libpq clients land in this worker's schema."""
+        env = {
+            "PGOPTIONS": pgoptions(current.get("PGOPTIONS"), self.search_path),
+            "PGAPPNAME": self.label,
+        }
+        for handle in self.handles().values():
+            target = next(t for t in self.targets if t.name == handle.name)
+            for variable in target.export_env:
+                env[variable] = handle.url
+        return env
+
+    def handles(self) -> dict[str, DatabaseHandle]:
+        return {
+            t.name: DatabaseHandle(
+                name=t.name, schema=self.schema, search_path=self.search_path,
+                label=self.label, base_url=t.url,
+            )  # fmt: skip
+            for t in self.targets
+        }
+
+    def provision(self) -> dict[str, DatabaseHandle]:
+        """Create the worker schema in every database and run its setup, inside DDL slots.
+
+        On any failure, whatever was created is dropped again before the error propagates.
+        """
+        try:
+            for target in self.targets:
+                self.timings.append(self._provision_one(target))
+        except BaseException:
+            self.teardown(keep=False)
+            raise
+        return self.handles()
+
+    def _lease(self, target: Target) -> Lease:
+        lease = self._leases.get(target.cluster)
+        if lease is None:
+            lease = Lease.open(
+                target.control_url, self.namespace, self.worker, self.ddl_slots, self.timeout
+            )
+            self._leases[target.cluster] = lease
+        return lease
+
+    def _provision_one(self, target: Target) -> Timing:
+        timing = Timing(database=target.name)
+        started = time.perf_counter()
+        lease = self._lease(target)  # lease before create (DESIGN invariant 4)
+        with lease.ddl_slot(self.worker) as waited, self._admin(target) as conn:
+            timing.slot_wait_s = waited
+            mark = time.perf_counter()
+            self._created.append(target)
+            schemas.create_schema(conn, self.schema, schemas.owner_comment(self.namespace, self.worker))
+            timing.create_s = time.perf_counter() - mark
+            if target.setup is not None:
+                mark = time.perf_counter()
+                handle = self.handles()[target.name]
+                run_setup(target.setup, handle.url, lambda: handle.connect("setup"), target.name)
+                timing.setup_s = time.perf_counter() - mark
+        timing.total_s = time.perf_counter() - started
+        return timing
+
+    def teardown(self, *, keep: bool) -> list[str]:
+        """Drop this worker's schemas (or keep them) and close the leases; return problems."""
+        problems: list[str] = []
+        try:
+            if not keep:
+                for target in self._created:
+                    try:
+                        with self._lease(target).ddl_slot(self.worker), self._admin(target) as conn:
+                            schemas.drop_schema(conn, self.schema)
+                    except (ShoalError, psycopg.Error) as exc:
+                        problems.append(f"{target.name}: dropping {self.schema} failed: {exc}")
+                self._created.clear()
+        finally:
+            for lease in self._leases.values():
+                lease.close()
+            self._leases.clear()
+        return problems
+
+
+@contextmanager
+def exported(env: Mapping[str, str], environ: Any) -> Iterator[None]:
+    """Set ``env`` in ``environ`` (os.environ) for the block, restoring what was there."""
+    saved = {key: environ.get(key) for key in env}
+    environ.update(env)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                environ.pop(key, None)
+            else:
+                environ[key] = value

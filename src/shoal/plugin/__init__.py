@@ -1,0 +1,150 @@
+"""The pytest plugin (entry point ``shoal``): one namespace per invocation, one schema per
+worker in every configured database, exported so that unmodified code lands in it."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from shoal.errors import ConfigError, ShoalError, UsageError
+from shoal.pg.worker import DatabaseHandle, exported
+from shoal.plugin.state import STATE, RunState
+
+__all__ = ["shoal_databases", "shoal_namespace", "shoal_schema"]
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("shoal", "shoal: isolated PostgreSQL schemas per run and worker")
+    group.addoption(
+        "--shoal-keep-on-failure", action="store_true", default=None,
+        help="keep the worker schemas when the run fails, and print how to connect to them",
+    )  # fmt: skip
+    group.addoption(
+        "--shoal-ddl-slots", default=None, metavar="N|auto",
+        help="concurrent schema DDL allowed per server, across every run (default: auto)",
+    )  # fmt: skip
+    from shoal.config import INI_KEYS
+
+    for key in INI_KEYS:
+        parser.addini(f"shoal_{key}", help=f"shoal setting {key} (see [tool.shoal])", default=None)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    try:
+        state = RunState.from_config(config)
+        config.stash[STATE] = state
+        if state.configured and not hasattr(config, "workerinput"):
+            # Fail before any test runs, and before anything is created, on a database
+            # that cannot be reached, a setup hook that cannot be imported, or a
+            # search-path tail that holds tables.
+            state.worker_schemas().check()
+    except (ConfigError, UsageError, ShoalError) as exc:
+        raise pytest.UsageError(f"shoal: {exc}") from None
+    if config.pluginmanager.hasplugin("xdist"):
+        config.pluginmanager.register(_XdistHooks(state), "shoal-xdist")
+
+
+class _XdistHooks:
+    def __init__(self, state: RunState) -> None:
+        self.state = state
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_configure_node(self, node: Any) -> None:
+        # Every worker of this invocation shares the controller's namespace.
+        node.workerinput["shoal_namespace"] = self.state.namespace.token
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node: Any, error: object) -> None:
+        output = getattr(node, "workeroutput", {})
+        self.state.kept.extend(output.get("shoal_kept", []))
+        self.state.problems.extend(output.get("shoal_problems", []))
+
+
+def pytest_report_header(config: pytest.Config) -> str | None:
+    state = config.stash.get(STATE, None)
+    return None if state is None else f"shoal: namespace {state.namespace.describe()}"
+
+
+@pytest.fixture(scope="session")
+def _shoal_worker(request: pytest.FixtureRequest) -> Iterator[RunState]:
+    state = request.config.stash[STATE]
+    try:
+        schemas = state.worker_schemas()
+        schemas.check()
+        env = schemas.environment(os.environ)
+    except (ShoalError, UsageError) as exc:
+        pytest.fail(f"shoal: {exc}", pytrace=False)
+    # Exported before the setup hook runs, so hooks and the suite see the same schema.
+    with exported(env, os.environ):
+        try:
+            state.handles = schemas.provision()
+        except ShoalError as exc:
+            pytest.fail(f"shoal: {exc}", pytrace=False)
+        state.schemas = schemas
+        state.timings = schemas.timings
+        try:
+            yield state
+        finally:
+            keep = state.settings.keep_on_failure and request.session.testsfailed > 0
+            state.problems += schemas.teardown(keep=keep)
+            if keep:
+                state.kept += [
+                    f"{h.name}: schema {h.schema} — psql {_quote(_masked(h.url))}"
+                    for h in state.handles.values()
+                ]
+            workeroutput = getattr(request.config, "workeroutput", None)
+            if workeroutput is not None:
+                workeroutput["shoal_kept"] = state.kept
+                workeroutput["shoal_problems"] = state.problems
+
+
+def _masked(url: str) -> str:
+    from shoal.pg.conninfo import mask
+
+    return mask(url)
+
+
+def _quote(text: str) -> str:
+    return "'" + text.replace("'", "'\\''") + "'"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _shoal_autouse(request: pytest.FixtureRequest) -> None:
+    state = request.config.stash.get(STATE, None)
+    if state is not None and state.configured:
+        request.getfixturevalue("_shoal_worker")
+
+
+@pytest.fixture(scope="session")
+def shoal_namespace(request: pytest.FixtureRequest) -> str:
+    """This invocation's namespace token (the same in every xdist worker)."""
+    return request.config.stash[STATE].namespace.token
+
+
+@pytest.fixture(scope="session")
+def shoal_schema(_shoal_worker: RunState) -> str:
+    """This worker's schema name: ``test_<namespace>_<worker>``, the same in every database."""
+    assert _shoal_worker.schemas is not None
+    return _shoal_worker.schemas.schema
+
+
+@pytest.fixture(scope="session")
+def shoal_databases(_shoal_worker: RunState) -> dict[str, DatabaseHandle]:
+    """Configured database name → handle (schema, bound URL, ``connect()``, SQLAlchemy helpers)."""
+    return dict(_shoal_worker.handles)
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    state = config.stash.get(STATE, None)
+    if state is None:
+        return
+    if state.kept:
+        terminalreporter.section("shoal: schemas kept for inspection")
+        for line in state.kept:
+            terminalreporter.write_line(line)
+    for problem in state.problems:
+        terminalreporter.write_line(f"shoal: {problem}", yellow=True)

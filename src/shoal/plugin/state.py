@@ -1,0 +1,85 @@
+"""What the plugin knows about this process's run: settings, namespace, worker, schemas."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from shoal import config as shoal_config
+from shoal import naming
+from shoal.namespace import Namespace
+from shoal.namespace import resolve as resolve_namespace
+from shoal.pg.targets import Target, resolve_targets
+from shoal.pg.worker import DatabaseHandle, Timing, WorkerSchemas
+
+STATE = pytest.StashKey["RunState"]()
+
+
+def _pyproject(config: pytest.Config) -> Path | None:
+    if config.inipath is not None and config.inipath.name == "pyproject.toml":
+        return Path(config.inipath)
+    candidate = Path(config.rootpath) / "pyproject.toml"
+    return candidate if candidate.is_file() else None
+
+
+def load_settings(config: pytest.Config) -> shoal_config.Settings:
+    ini = {key: config.getini(f"shoal_{key}") or None for key in shoal_config.INI_KEYS}
+    if ini.get("search_path_tail"):
+        ini["search_path_tail"] = tuple(str(ini["search_path_tail"]).replace(",", " ").split())
+    flags = {
+        "keep_on_failure": config.getoption("shoal_keep_on_failure"),
+        "ddl_slots": config.getoption("shoal_ddl_slots"),
+    }
+    return shoal_config.load_settings(
+        flags=flags, ini=ini, pyproject=_pyproject(config), project_root=Path(config.rootpath)
+    )
+
+
+@dataclass
+class RunState:
+    settings: shoal_config.Settings
+    namespace: Namespace
+    worker: str
+    is_controller: bool  # runs no tests itself: the xdist controller
+    kept: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    timings: list[Timing] = field(default_factory=list)
+    schemas: WorkerSchemas | None = None
+    handles: dict[str, DatabaseHandle] = field(default_factory=dict)
+    _targets: list[Target] | None = None
+
+    @property
+    def configured(self) -> bool:
+        """The project told shoal about its databases: provision eagerly for every worker."""
+        return self.settings.source_of("databases") != "default"
+
+    @classmethod
+    def from_config(cls, config: pytest.Config) -> RunState:
+        settings = load_settings(config)
+        workerinput: dict[str, Any] | None = getattr(config, "workerinput", None)
+        if workerinput is not None:
+            namespace = Namespace(workerinput["shoal_namespace"], "controller")
+            worker = naming.worker_id(workerinput["workerid"])
+        else:
+            namespace = resolve_namespace(os.environ, settings.namespace_force)
+            worker = naming.MAIN_WORKER
+        numprocesses = config.getoption("numprocesses", None) if workerinput is None else None
+        dist = config.getoption("dist", "no")
+        is_controller = bool(numprocesses) and dist != "no"
+        return cls(settings=settings, namespace=namespace, worker=worker, is_controller=is_controller)
+
+    def targets(self) -> list[Target]:
+        if self._targets is None:
+            self._targets = resolve_targets(self.settings)
+        return self._targets
+
+    def worker_schemas(self) -> WorkerSchemas:
+        return WorkerSchemas(
+            self.targets(), self.namespace.token, self.worker,
+            tail=self.settings.search_path_tail, ddl_slots=self.settings.ddl_slots,
+            connect_timeout=self.settings.connect_timeout,
+        )  # fmt: skip

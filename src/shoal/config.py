@@ -29,11 +29,13 @@ class DatabaseConfig(BaseModel):
 
     url: str | None = Field(
         default=None,
-        description="libpq URL, or `env:VAR`; omitted: a database of this name on the embedded server",
+        description="libpq URL, or `env:VAR`; omitted: a database of this name on the "
+        "embedded server",
     )
     setup: str | None = Field(
         default=None,
-        description="SQLAlchemy `pkg.mod:metadata`, `alembic:alembic.ini`, `sql:schema.sql` or `pkg.mod:callable`",
+        description="SQLAlchemy `pkg.mod:metadata`, `alembic:alembic.ini`, `sql:schema.sql` "
+        "or `pkg.mod:callable`",
     )
     export_env: tuple[str, ...] = Field(
         default=(),
@@ -61,10 +63,12 @@ class Settings(BaseSettings):
         "must hold no tables",
     )
     ddl_slots: int | Literal["auto"] = Field(
-        default="auto", description="concurrent schema DDL per server; `auto` derives it from lock capacity"
+        default="auto",
+        description="concurrent schema DDL per server; `auto` derives it from lock capacity",
     )
     keep_on_failure: bool = Field(
-        default=False, description="keep worker schemas when the run fails, and print how to connect"
+        default=False,
+        description="keep worker schemas when the run fails, and print how to connect",
     )
     reports_dir: Path = Field(default=Path(".shoal/reports"), description="where run reports go")
     home: Path | None = Field(
@@ -118,7 +122,8 @@ def _read_pyproject(path: Path) -> dict[str, Any]:
     try:
         document = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError([UsageError("[tool.shoal]", str(path), str(path), f"unreadable: {exc}")])
+        problem = UsageError("[tool.shoal]", str(path), str(path), f"unreadable: {exc}")
+        raise ConfigError([problem]) from None
     table = document.get("tool", {}).get("shoal", {})
     if not isinstance(table, dict):
         raise ConfigError([UsageError("tool.shoal", table, str(path), "expected a table")])
@@ -130,7 +135,9 @@ def _read_env() -> dict[str, Any]:
     return dict(EnvSettingsSource(Settings)())
 
 
-def _record(sources: dict[str, str], values: Mapping[str, Any], source: str, prefix: str = "") -> None:
+def _record(
+    sources: dict[str, str], values: Mapping[str, Any], source: str, prefix: str = ""
+) -> None:
     for key, value in values.items():
         dotted = f"{prefix}{key}"
         if source == "environment":
@@ -257,7 +264,9 @@ def _check_semantics(settings: Settings) -> None:
             problem(f"databases.{name}", name, f"not a usable database name: {why}")
         for variable in database.export_env:
             if not variable.isidentifier():
-                problem(f"databases.{name}.export_env", variable, "expected environment variable names")
+                problem(
+                    f"databases.{name}.export_env", variable, "expected environment variable names"
+                )
         for extension in database.extensions:
             if naming.schema_name_problem(extension.replace("-", "_")):
                 problem(f"databases.{name}.extensions", extension, "expected extension names")

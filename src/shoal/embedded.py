@@ -198,7 +198,9 @@ class EmbeddedServer:
             shutil.rmtree(scratch)
         scratch.mkdir(mode=0o700)
         self._hand_over(scratch)
-        settings = [arg for key, value in SERVER_SETTINGS.items() for arg in ("-c", f"{key}={value}")]
+        settings = [
+            arg for key, value in SERVER_SETTINGS.items() for arg in ("-c", f"{key}={value}")
+        ]
         result = self._run(
             [str(bin_dir() / "initdb"), "-D", str(scratch), "-U", SUPERUSER,
              "--auth=trust", "--encoding=UTF8", "--no-instructions", *settings],
@@ -248,10 +250,10 @@ def _system_user() -> str:
     try:
         pwd.getpwnam(SYSTEM_USER)
     except KeyError:
+        useradd = ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin"]
         result = subprocess.run(
-            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", SYSTEM_USER],
-            capture_output=True, text=True, check=False,
-        )  # fmt: skip
+            [*useradd, SYSTEM_USER], capture_output=True, text=True, check=False
+        )
         try:
             pwd.getpwnam(SYSTEM_USER)  # another process may have created it first
         except KeyError:

@@ -39,7 +39,11 @@ def bound_url(url: str, search_path: tuple[str, ...], label: str) -> str:
 
 
 def bound_connect(
-    url: str, search_path: tuple[str, ...], label: str, *, timeout: int = DEFAULT_CONNECT_TIMEOUT_S,
+    url: str,
+    search_path: tuple[str, ...],
+    label: str,
+    *,
+    timeout: int = DEFAULT_CONNECT_TIMEOUT_S,
     **kwargs: object,
 ) -> psycopg.Connection[tuple[object, ...]]:
     """A labelled connection whose search path is the worker schema (then the tail, if any).
@@ -48,7 +52,9 @@ def bound_connect(
     schema would make every unqualified name fall through to the tail. Verify it first.
     """
     conn = psycopg.connect(
-        bound_url(url, search_path, label), connect_timeout=timeout, **kwargs  # type: ignore[arg-type]
+        bound_url(url, search_path, label),
+        connect_timeout=timeout,
+        **kwargs,  # type: ignore[arg-type]
     )
     try:
         verify_search_path(conn, search_path[0])

@@ -46,7 +46,9 @@ class Lease:
     slot_count: int
 
     @classmethod
-    def open(cls, url: str, namespace: str, holder: str, ddl_slots: int | str, timeout: int) -> Lease:
+    def open(
+        cls, url: str, namespace: str, holder: str, ddl_slots: int | str, timeout: int
+    ) -> Lease:
         conn = admin_connect(url, naming.lease_label(namespace, holder), timeout=timeout)
         count = ddl_slots if isinstance(ddl_slots, int) else auto_slot_count(conn)
         return cls(url=url, conn=conn, slot_count=count)

@@ -62,9 +62,7 @@ def resolve_url(settings: Settings, name: str, environ: Mapping[str, str]) -> st
     return value
 
 
-def resolve_targets(
-    settings: Settings, environ: Mapping[str, str] | None = None
-) -> list[Target]:
+def resolve_targets(settings: Settings, environ: Mapping[str, str] | None = None) -> list[Target]:
     """Resolve every database, checking each server answers within the connect timeout."""
     environ = os.environ if environ is None else environ
     hooks = parse_hooks(settings)
@@ -99,4 +97,3 @@ def resolve_targets(
             )
         )
     return targets
-

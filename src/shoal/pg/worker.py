@@ -135,9 +135,12 @@ class WorkerSchemas:
     def handles(self) -> dict[str, DatabaseHandle]:
         return {
             t.name: DatabaseHandle(
-                name=t.name, schema=self.schema, search_path=self.search_path,
-                label=self.label, base_url=t.url,
-            )  # fmt: skip
+                name=t.name,
+                schema=self.schema,
+                search_path=self.search_path,
+                label=self.label,
+                base_url=t.url,
+            )
             for t in self.targets
         }
 
@@ -171,7 +174,9 @@ class WorkerSchemas:
             timing.slot_wait_s = waited
             mark = time.perf_counter()
             self._created.append(target)
-            schemas.create_schema(conn, self.schema, schemas.owner_comment(self.namespace, self.worker))
+            schemas.create_schema(
+                conn, self.schema, schemas.owner_comment(self.namespace, self.worker)
+            )
             timing.create_s = time.perf_counter() - mark
             if target.setup is not None:
                 mark = time.perf_counter()

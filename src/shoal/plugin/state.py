@@ -70,7 +70,9 @@ class RunState:
         numprocesses = config.getoption("numprocesses", None) if workerinput is None else None
         dist = config.getoption("dist", "no")
         is_controller = bool(numprocesses) and dist != "no"
-        return cls(settings=settings, namespace=namespace, worker=worker, is_controller=is_controller)
+        return cls(
+            settings=settings, namespace=namespace, worker=worker, is_controller=is_controller
+        )
 
     def targets(self) -> list[Target]:
         if self._targets is None:

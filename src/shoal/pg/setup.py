@@ -48,14 +48,22 @@ def parse_setup(spec: str, *, key: str, source: str, root: Path) -> SetupHook:
     try:
         target: Any = importlib.import_module(module_name)
     except ImportError as exc:
+        # `kind:path` with an unknown kind reads like `module:attribute`; say both.
+        what = (
+            f"unknown setup kind {module_name!r}, and no module of that name can be imported"
+            if "." not in module_name
+            else f"module {module_name!r} cannot be imported"
+        )
         raise UsageError(
             key, spec, source,
-            f"module {module_name!r} cannot be imported ({exc}); make it importable "
-            "(e.g. pytest's `pythonpath` ini option) or fix the path; " + EXPECTED,
+            f"{what} ({exc}); make the module importable (e.g. pytest's `pythonpath` ini "
+            f"option) or fix the spec; {EXPECTED}",
         ) from None  # fmt: skip
     for part in attribute.split("."):
         if not hasattr(target, part):
-            raise UsageError(key, spec, source, f"{module_name} has no attribute {attribute!r}")
+            raise UsageError(
+                key, spec, source, f"{module_name} has no attribute {attribute!r}; {EXPECTED}"
+            )
         target = getattr(target, part)
     if _is_metadata(target):
         return SetupHook(kind="metadata", spec=spec, target=target)

@@ -1,0 +1,637 @@
+"""Provisioning benchmark: shoal's worker schemas against the naive ``test_gwN`` pattern.
+
+For each scenario IxW, I pytest invocations with W xdist workers each start at the same
+moment (I*W processes released by one barrier) against the same server, in a dedicated
+database. Each process provisions one worker schema holding a generated SQLAlchemy
+metadata (220 tables by default), keeps it a moment (``--hold``, standing in for the
+tests), checks its tables are still its own, and drops it.
+
+- shoal: a namespace per invocation, ``WorkerSchemas(..., ddl_slots="auto")``,
+  ``provision()`` then ``teardown(keep=False)``; DDL throttled by DDL slots.
+- naive: the seed write-up's pattern before shoal: schema ``test_gwN`` for worker gwN of
+  every invocation, ``DROP SCHEMA IF EXISTS … CASCADE; CREATE SCHEMA …``, ``create_all``
+  with the search path set to it, no throttling; invocations collide on the names.
+
+Reported per scenario and mode: provisioning latency (p50, p95, max), errors by SQLSTATE,
+clobbered workers (schema replaced or tables missing), the peak of ``pg_locks`` rows in
+the cluster (sampled every 20 ms), and shoal/naive latency ratios from the same run.
+
+Run (from the repository root)::
+
+    .venv/bin/python bench/provision.py                  # the embedded server
+    .venv/bin/python bench/provision.py --url postgresql://postgres@127.0.0.1:5432/postgres
+
+With ``--url``, database ``shoal_bench`` is created on that server if missing; only
+schemas this script names are created and dropped there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import os
+import queue
+import random
+import statistics
+import sys
+import threading
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from sqlalchemy import (
+    Boolean,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    Numeric,
+    String,
+    Table,
+    Text,
+    create_engine,
+    func,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.pool import NullPool
+
+from shoal import naming
+from shoal.embedded import EmbeddedServer
+from shoal.pg import conninfo
+from shoal.pg.setup import SetupHook, sqlalchemy_url
+from shoal.pg.slots import LOCKS_PER_DDL, MAX_AUTO_SLOTS, auto_slot_count, control_url
+from shoal.pg.targets import Target
+from shoal.pg.worker import WorkerSchemas
+
+MODES = ("shoal", "naive")
+NAIVE_LABEL = "shoal_bench_naive"
+WARMUP_SCHEMA = "shoal_bench_warmup"
+SQLSTATES = {
+    "55P03": "lock timeout",
+    "40P01": "deadlock",
+    "53200": "out of shared memory",
+    "42P06": "duplicate schema",
+    "23505": "unique violation",
+    "3F000": "no schema selected",
+    "42P07": "duplicate table",
+    "42P01": "undefined table",
+    "57014": "statement timeout",
+    "XX000": "internal error",
+}
+
+
+# -- the schema under test ---------------------------------------------------------------
+
+
+def build_metadata(tables: int, seed: int = 220) -> MetaData:
+    """A realistic, deterministic metadata: integer keys, mixed column types, foreign keys
+    to up to three earlier tables, two indexes per table plus one per first foreign key."""
+    rng = random.Random(seed)
+    metadata = MetaData()
+    for i in range(tables):
+        name = f"t{i:03d}"
+        parents = rng.sample(range(i), k=min(i, rng.randint(0, 3)))
+        fks = [Column(f"t{p:03d}_id", Integer, ForeignKey(f"t{p:03d}.id")) for p in parents]
+        Table(
+            name,
+            metadata,
+            Column("id", Integer, primary_key=True),
+            Column("code", String(32), nullable=False, unique=True),
+            Column("name", String(200), nullable=False),
+            Column("description", Text),
+            Column("amount", Numeric(12, 2)),
+            Column("quantity", Integer, nullable=False, server_default="0"),
+            Column("active", Boolean, nullable=False, server_default="true"),
+            Column("attributes", JSONB),
+            Column("created_at", DateTime(timezone=True), server_default=func.now()),
+            *fks,
+            Index(f"ix_{name}_name", "name"),
+            Index(f"ix_{name}_active_created", "active", "created_at"),
+            *([Index(f"ix_{name}_{fks[0].name}", fks[0].name)] if fks else []),
+        )
+    return metadata
+
+
+# -- configuration -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Scenario:
+    invocations: int
+    workers: int
+
+    @property
+    def label(self) -> str:
+        return f"{self.invocations}x{self.workers}"
+
+
+def parse_scenarios(text: str) -> list[Scenario]:
+    scenarios = []
+    for part in text.split(","):
+        left, sep, right = part.strip().lower().partition("x")
+        if not (sep and left.isdigit() and right.isdigit() and int(left) and int(right)):
+            raise argparse.ArgumentTypeError(f"{part!r}: expected IxW, e.g. 4x2")
+        scenarios.append(Scenario(int(left), int(right)))
+    return scenarios
+
+
+@dataclass(frozen=True)
+class Spec:
+    """What one worker process does (pickled to the child)."""
+
+    mode: str
+    invocation: int
+    worker: str
+    namespace: str
+    url: str
+    control_url: str
+    tables: int
+    hold_s: float
+    timeout_s: float
+
+
+@dataclass
+class WorkerResult:
+    invocation: int
+    worker: str
+    provision_s: float | None = None
+    slot_wait_s: float | None = None
+    setup_s: float | None = None
+    teardown_s: float | None = None
+    clobbered: bool = False
+    errors: list[str] = field(default_factory=list)
+
+
+# -- errors --------------------------------------------------------------------------------
+
+
+def classify(exc: BaseException) -> str:
+    """SQLSTATE and a name for the first PostgreSQL error in the chain, else the type."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        orig = getattr(current, "orig", None)  # SQLAlchemy wraps the driver's error
+        candidate = orig if isinstance(orig, psycopg.Error) else current
+        if isinstance(candidate, psycopg.Error) and candidate.sqlstate:
+            state = candidate.sqlstate
+            return f"{state} {SQLSTATES.get(state, type(candidate).__name__)}"
+        current = current.__cause__ or current.__context__
+    return type(exc).__name__
+
+
+def classify_text(text: str) -> str:
+    """The same for a problem shoal reports as text (teardown)."""
+    for state, name in SQLSTATES.items():
+        if name in text or (state == "40P01" and "deadlock detected" in text):
+            return f"{state} {name}"
+    return "teardown problem"
+
+
+# -- the worker processes ------------------------------------------------------------------
+
+
+def schema_state(conn: psycopg.Connection[Any], schema: str) -> tuple[int | None, int]:
+    """(oid, number of tables) of ``schema``; (None, 0) when it does not exist."""
+    row = conn.execute(
+        "SELECT n.oid::bigint, (SELECT count(*) FROM pg_class c"
+        " WHERE c.relnamespace = n.oid AND c.relkind = 'r')"
+        " FROM pg_namespace n WHERE n.nspname = %s",
+        (schema,),
+    ).fetchone()
+    return (None, 0) if row is None else (int(row[0]), int(row[1]))
+
+
+def still_ours(url: str, schema: str, oid: int | None, tables: int) -> bool:
+    with psycopg.connect(url, autocommit=True, application_name=NAIVE_LABEL + "_check") as conn:
+        return schema_state(conn, schema) == (oid, tables)
+
+
+def run_shoal(spec: Spec, metadata: MetaData, barrier: Any) -> WorkerResult:
+    result = WorkerResult(spec.invocation, spec.worker)
+    hook = SetupHook(kind="metadata", spec=f"build_metadata({spec.tables})", target=metadata)
+    target = Target(
+        name="bench", url=spec.url, control_url=spec.control_url, setup=hook,
+        extensions=(), export_env=(), embedded=False,
+    )  # fmt: skip
+    schemas = WorkerSchemas([target], spec.namespace, spec.worker, ddl_slots="auto")
+    schemas.check()  # as the plugin does, before the clock starts
+    barrier.wait()
+    started = time.perf_counter()
+    try:
+        schemas.provision()
+        result.provision_s = time.perf_counter() - started
+        result.slot_wait_s = schemas.timings[0].slot_wait_s
+        result.setup_s = schemas.timings[0].setup_s
+        with psycopg.connect(spec.url, autocommit=True) as conn:
+            oid, _ = schema_state(conn, schemas.schema)
+        time.sleep(spec.hold_s)
+        result.clobbered = not still_ours(spec.url, schemas.schema, oid, len(metadata.tables))
+    except Exception as exc:
+        result.errors.append(f"provision: {classify(exc)}: {first_line(exc)}")
+    finally:
+        mark = time.perf_counter()
+        problems = schemas.teardown(keep=False)
+        result.teardown_s = time.perf_counter() - mark
+        result.errors += [f"teardown: {classify_text(p)}: {p[:160]}" for p in problems]
+    return result
+
+
+def run_naive(spec: Spec, metadata: MetaData, barrier: Any) -> WorkerResult:
+    result = WorkerResult(spec.invocation, spec.worker)
+    schema = naive_schema(spec.worker)
+    label = f"{NAIVE_LABEL}_i{spec.invocation}_{spec.worker}"
+    # A safety net equal to the per-worker timeout, so a killed worker's backend stops too.
+    guard = f"-c statement_timeout={int(spec.timeout_s * 1000)}"
+    bound = conninfo.with_params(
+        spec.url, options=f"-c search_path={schema} {guard}", application_name=label
+    )
+    engine = create_engine(sqlalchemy_url(bound), poolclass=NullPool)
+    barrier.wait()
+    started = time.perf_counter()
+    phase = "provision"
+    try:
+        with psycopg.connect(spec.url, autocommit=True, application_name=label, options=guard) as c:
+            with c.transaction():  # the seed's "DROP …; CREATE …" string: one transaction
+                c.execute(
+                    sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema))
+                )
+                c.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+                oid, _ = schema_state(c, schema)
+            metadata.create_all(engine)
+            result.provision_s = time.perf_counter() - started
+            result.setup_s = result.provision_s
+            result.clobbered = not still_ours(spec.url, schema, oid, len(metadata.tables))
+            time.sleep(spec.hold_s)
+            result.clobbered |= not still_ours(spec.url, schema, oid, len(metadata.tables))
+            phase, mark = "teardown", time.perf_counter()
+            c.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+            result.teardown_s = time.perf_counter() - mark
+    except Exception as exc:
+        result.errors.append(f"{phase}: {classify(exc)}: {first_line(exc)}")
+    finally:
+        engine.dispose()
+    return result
+
+
+def worker_main(spec: Spec, barrier: Any, results: Any) -> None:
+    metadata = build_metadata(spec.tables)
+    run = run_shoal if spec.mode == "shoal" else run_naive
+    try:
+        result = run(spec, metadata, barrier)
+    except Exception as exc:  # setup before the barrier, e.g. connecting
+        barrier.abort()
+        result = WorkerResult(spec.invocation, spec.worker, errors=[f"start: {first_line(exc)}"])
+    results.put(asdict(result))
+
+
+def first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:200]
+
+
+def naive_schema(worker: str) -> str:
+    return f"test_{worker}"
+
+
+# -- the parent: server, sampling, scenarios, cleanup -------------------------------------
+
+
+@dataclass(frozen=True)
+class Server:
+    url: str
+    control_url: str
+    version: str
+    max_locks: int
+    max_connections: int
+    max_prepared: int
+    slots: int
+
+
+def prepare_database(url: str | None, database: str) -> str:
+    """The URL of the bench database, created if missing (embedded server by default)."""
+    if url is None:
+        server = EmbeddedServer()
+        server.ensure_running()
+        server.ensure_database(database)
+        return server.url(database)
+    with psycopg.connect(url, autocommit=True, application_name="shoal_bench_admin") as conn:
+        if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,)).fetchone():
+            return conninfo.with_params(url, dbname=database)
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
+    return conninfo.with_params(url, dbname=database)
+
+
+def describe_server(url: str) -> Server:
+    control = control_url(url, 5)
+    with psycopg.connect(control, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT current_setting('server_version'),"
+            " current_setting('max_locks_per_transaction')::int,"
+            " current_setting('max_connections')::int,"
+            " current_setting('max_prepared_transactions')::int"
+        ).fetchone()
+        assert row is not None
+        slots = auto_slot_count(conn)
+    return Server(url, control, str(row[0]), int(row[1]), int(row[2]), int(row[3]), slots)
+
+
+class LockSampler:
+    """Counts ``pg_locks`` rows (the whole cluster) every ``interval`` seconds; keeps the peak."""
+
+    def __init__(self, url: str, interval: float = 0.02) -> None:
+        self.url = url
+        self.interval = interval
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> LockSampler:
+        self._conn = psycopg.connect(
+            self.url, autocommit=True, application_name="shoal_bench_locks"
+        )
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._conn.close()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            row = self._conn.execute("SELECT count(*) FROM pg_locks").fetchone()
+            self.peak = max(self.peak, int(row[0]) if row else 0)
+
+
+@dataclass
+class ModeRun:
+    mode: str
+    scenario: Scenario
+    results: list[WorkerResult]
+    peak_locks: int
+    span_s: float
+    leftovers: list[str]
+
+
+def make_specs(
+    mode: str, scenario: Scenario, server: Server, args: argparse.Namespace
+) -> list[Spec]:
+    specs = []
+    for invocation in range(scenario.invocations):
+        namespace = naming.new_namespace(os.getpid(), int(time.time()), os.urandom(4))
+        specs += [
+            Spec(
+                mode=mode,
+                invocation=invocation,
+                worker=f"gw{number}",
+                namespace=namespace,
+                url=server.url,
+                control_url=server.control_url,
+                tables=args.tables,
+                hold_s=args.hold,
+                timeout_s=args.worker_timeout,
+            )
+            for number in range(scenario.workers)
+        ]
+    return specs
+
+
+def created_names(specs: list[Spec]) -> list[str]:
+    if specs and specs[0].mode == "naive":
+        return sorted({naive_schema(s.worker) for s in specs})
+    return [naming.schema_name(s.namespace, s.worker) for s in specs]
+
+
+def collect(
+    procs: list[Any], results: Any, specs: list[Spec], deadline: float
+) -> list[WorkerResult]:
+    """Results as they arrive; a worker still running at the deadline is killed."""
+    collected: dict[tuple[int, str], WorkerResult] = {}
+    while len(collected) < len(specs) and time.monotonic() < deadline:
+        try:
+            item = results.get(timeout=0.2)
+        except queue.Empty:
+            if not any(p.is_alive() for p in procs) and results.empty():
+                break
+            continue
+        collected[(item["invocation"], item["worker"])] = WorkerResult(**item)
+    for proc in procs:
+        if proc.is_alive():
+            proc.terminate()
+    for spec in specs:
+        key = (spec.invocation, spec.worker)
+        if key not in collected:
+            collected[key] = WorkerResult(*key, errors=["provision: timeout (worker killed)"])
+    return [collected[(s.invocation, s.worker)] for s in specs]
+
+
+def run_mode(mode: str, scenario: Scenario, server: Server, args: argparse.Namespace) -> ModeRun:
+    ctx = mp.get_context("forkserver")
+    specs = make_specs(mode, scenario, server, args)
+    barrier, results = ctx.Barrier(len(specs) + 1), ctx.Queue()
+    procs = [ctx.Process(target=worker_main, args=(s, barrier, results)) for s in specs]
+    try:
+        for proc in procs:
+            proc.start()
+        with LockSampler(server.control_url) as sampler:
+            barrier.wait(timeout=120)  # every worker imported, connected and ready
+            deadline = time.monotonic() + args.worker_timeout
+            done = collect(procs, results, specs, deadline)
+            span = max((r.provision_s or 0.0) for r in done)
+        for proc in procs:
+            proc.join(timeout=10)
+    finally:
+        for proc in procs:
+            if proc.is_alive():
+                proc.terminate()
+                proc.join(timeout=10)
+        leftovers = drop_leftovers(server.url, created_names(specs), specs)
+    return ModeRun(mode, scenario, done, sampler.peak, span, leftovers)
+
+
+def drop_leftovers(url: str, names: list[str], specs: list[Spec]) -> list[str]:
+    """Drop whichever of ``names`` still exist, one per transaction; return them.
+
+    A killed worker's backend can still hold locks: those of this bench's own
+    connections (matched by their labels) are ended before retrying.
+    """
+    patterns = [NAIVE_LABEL + "%"] + [f"pytest_%{s.namespace}%" for s in specs if s.namespace]
+    with psycopg.connect(url, autocommit=True, application_name="shoal_bench_cleanup") as conn:
+        rows = conn.execute(
+            "SELECT nspname FROM pg_namespace WHERE nspname = ANY(%s)", (names,)
+        ).fetchall()
+        found = [str(r[0]) for r in rows]
+        for name in found:
+            for attempt in range(3):
+                try:
+                    with conn.transaction():
+                        conn.execute("SET LOCAL lock_timeout = '10s'")
+                        conn.execute(
+                            sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(name))
+                        )
+                    break
+                except psycopg.errors.LockNotAvailable:
+                    if attempt == 2:
+                        raise
+                    conn.execute(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                        " WHERE pid <> pg_backend_pid() AND application_name LIKE ANY(%s)",
+                        (patterns,),
+                    )
+    return found
+
+
+def warm_up(server: Server, tables: int) -> tuple[float, int, int]:
+    """One create_all alone (seconds, locks held at commit) and its drop's lock count."""
+    metadata = build_metadata(tables)
+    bound = conninfo.with_params(server.url, options=f"-c search_path={WARMUP_SCHEMA}")
+    engine = create_engine(sqlalchemy_url(bound), poolclass=NullPool)
+    count = "SELECT count(*) FROM pg_locks WHERE pid = pg_backend_pid()"
+    try:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f"DROP SCHEMA IF EXISTS {WARMUP_SCHEMA} CASCADE")
+            conn.exec_driver_sql(f"CREATE SCHEMA {WARMUP_SCHEMA}")
+        started = time.perf_counter()
+        with engine.begin() as conn:
+            metadata.create_all(conn)
+            create_locks = int(conn.exec_driver_sql(count).scalar_one())
+        elapsed = time.perf_counter() - started
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f"DROP SCHEMA {WARMUP_SCHEMA} CASCADE")
+            drop_locks = int(conn.exec_driver_sql(count).scalar_one())
+    finally:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f"DROP SCHEMA IF EXISTS {WARMUP_SCHEMA} CASCADE")
+        engine.dispose()
+    return elapsed, create_locks, drop_locks
+
+
+# -- reporting -----------------------------------------------------------------------------
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    """Linear interpolation between closest ranks (numpy's default)."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    position = (len(ordered) - 1) * q
+    low = int(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+def ms(value: float | None) -> str:
+    return "—" if value is None else f"{value * 1000:,.0f}"
+
+
+HEADER = (
+    f"{'mode':<6} {'ok/n':>6} {'err':>4} {'clob':>4} {'p50 ms':>8} {'p95 ms':>8} {'max ms':>8}"
+    f" {'slot wait p50/p95 ms':>21} {'drop p50 ms':>11} {'span s':>7} {'peak locks':>10}"
+)
+
+
+def mode_row(run: ModeRun) -> str:
+    results = run.results
+    latencies = [r.provision_s for r in results if r.provision_s is not None]
+    waits = [r.slot_wait_s for r in results if r.slot_wait_s is not None]
+    drops = [r.teardown_s for r in results if r.teardown_s is not None and not r.errors]
+    ok = sum(1 for r in results if not r.errors and not r.clobbered)
+    wait = f"{ms(percentile(waits, 0.5))}/{ms(percentile(waits, 0.95))}" if waits else "n/a"
+    return (
+        f"{run.mode:<6} {f'{ok}/{len(results)}':>6} {sum(len(r.errors) for r in results):>4}"
+        f" {sum(r.clobbered for r in results):>4} {ms(percentile(latencies, 0.5)):>8}"
+        f" {ms(percentile(latencies, 0.95)):>8} {ms(max(latencies, default=None)):>8}"
+        f" {wait:>21} {ms(statistics.median(drops) if drops else None):>11}"
+        f" {run.span_s:>7.1f} {run.peak_locks:>10,}"
+    )
+
+
+def ratio(a: float | None, b: float | None) -> str:
+    return "n/a" if a is None or b is None or b == 0 else f"{a / b:.2f}x"
+
+
+def scenario_report(scenario: Scenario, runs: list[ModeRun], tables: int) -> list[str]:
+    workers = scenario.invocations * scenario.workers
+    lines = [
+        f"scenario {scenario.label}: {scenario.invocations} invocation(s) x {scenario.workers}"
+        f" workers = {workers} processes, {tables} tables each",
+        HEADER,
+        *(mode_row(run) for run in runs),
+    ]
+    by_mode = {run.mode: run for run in runs}
+    if "shoal" in by_mode and "naive" in by_mode:
+        lat = {
+            m: [r.provision_s for r in by_mode[m].results if r.provision_s is not None]
+            for m in MODES
+        }
+        p50 = ratio(percentile(lat["shoal"], 0.5), percentile(lat["naive"], 0.5))
+        p95 = ratio(percentile(lat["shoal"], 0.95), percentile(lat["naive"], 0.95))
+        lines.append(f"shoal/naive latency: p50 {p50}, p95 {p95} (below 1 = shoal faster)")
+    for run in runs:
+        counts = Counter(": ".join(e.split(": ")[:2]) for r in run.results for e in r.errors)
+        if counts:
+            listed = "; ".join(f"{n}x {kind}" for kind, n in counts.most_common())
+            lines.append(f"{run.mode} errors: {listed}")
+        if run.leftovers:
+            lines.append(f"{run.mode} leftovers dropped by the bench: {len(run.leftovers)}")
+    return lines
+
+
+def server_report(server: Server, warm: tuple[float, int, int], tables: int) -> list[str]:
+    capacity = server.max_locks * (server.max_connections + server.max_prepared)
+    return [
+        f"server: PostgreSQL {server.version} at {conninfo.mask(server.url)}",
+        f"lock table: max_locks_per_transaction {server.max_locks} x (max_connections "
+        f"{server.max_connections} + max_prepared_transactions {server.max_prepared})"
+        f" = {capacity:,}",
+        f"DDL slots in use (auto): {server.slots}  (= min({MAX_AUTO_SLOTS}, {capacity:,} / 2 /"
+        f" {LOCKS_PER_DDL:,}))",
+        f"one create_all of {tables} tables alone: {ms(warm[0])} ms, {warm[1]:,} locks held at"
+        f" commit; DROP SCHEMA CASCADE of it: {warm[2]:,} locks",
+    ]
+
+
+# -- entry point ---------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--url", help="server to use (default: the embedded server)")
+    parser.add_argument("--database", default="shoal_bench", help="dedicated bench database")
+    parser.add_argument("--tables", type=int, default=220, help="tables per worker schema")
+    parser.add_argument("--scenarios", type=parse_scenarios, default=parse_scenarios("1x2,4x2,8x2"))
+    parser.add_argument("--modes", default="shoal,naive", help="comma-separated: shoal, naive")
+    parser.add_argument("--hold", type=float, default=1.0, help="seconds a worker keeps its schema")
+    parser.add_argument("--worker-timeout", type=float, default=120.0, help="seconds per worker")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    modes = [m.strip() for m in args.modes.split(",") if m.strip() in MODES]
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(["sqlalchemy", "psycopg", "shoal.pg.worker"])
+    server = describe_server(prepare_database(args.url, args.database))
+    started = time.monotonic()
+    warm = warm_up(server, args.tables)
+    print("\n".join(server_report(server, warm, args.tables)), flush=True)
+    try:
+        for scenario in args.scenarios:
+            runs = [run_mode(mode, scenario, server, args) for mode in modes]
+            print("\n" + "\n".join(scenario_report(scenario, runs, args.tables)), flush=True)
+    finally:
+        # Belt and braces: the naive names are fixed; every shoal name was dropped per run.
+        width = max(s.workers for s in args.scenarios)
+        drop_leftovers(server.url, [naive_schema(f"gw{n}") for n in range(width)], [])
+    print(f"\ntotal {time.monotonic() - started:.0f} s; no bench schema left behind", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,91 @@
+"""Shared fixtures: the real PostgreSQL servers our tests run against.
+
+Every integration test runs against the embedded server and, when
+SHOAL_TEST_EXTERNAL_URL names one, against that second, independent server too.
+Neither is assumed empty: other runs (other copies of this suite included) may be
+using them at the same moment, so every name a test creates carries a random token.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from shoal.embedded import EmbeddedServer
+from shoal.pg import conninfo
+
+EXTERNAL_ENV = "SHOAL_TEST_EXTERNAL_URL"
+
+
+@dataclass(frozen=True)
+class Server:
+    kind: str  # "embedded" | "external"
+    admin_url: str  # a database we may connect to for administration
+
+    def url(self, database: str) -> str:
+        return conninfo.with_params(self.admin_url, dbname=database)
+
+    def connect(self, database: str | None = None) -> psycopg.Connection[tuple[object, ...]]:
+        url = self.url(database) if database else self.admin_url
+        return psycopg.connect(url, autocommit=True, options="", application_name="shoal_tests")
+
+
+def token() -> str:
+    return secrets.token_hex(4)
+
+
+@pytest.fixture(scope="session", params=["embedded", "external"])
+def server(request: pytest.FixtureRequest) -> Server:
+    if request.param == "external":
+        url = os.environ.get(EXTERNAL_ENV)
+        if not url:
+            pytest.skip(f"{EXTERNAL_ENV} is not set")
+        return Server("external", url)
+    return Server("embedded", EmbeddedServer(None).ensure_running())
+
+
+@pytest.fixture(scope="session")
+def embedded() -> Server:
+    return Server("embedded", EmbeddedServer(None).ensure_running())
+
+
+class Databases:
+    """Fresh databases on one server, dropped again when the session ends."""
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.created: list[str] = []
+
+    def new(self, label: str = "db") -> str:
+        name = f"shoalt_{token()}_{label}"
+        with self.server.connect() as conn:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        self.created.append(name)
+        return name
+
+    def drop_all(self) -> None:
+        with self.server.connect() as conn:
+            for name in self.created:
+                conn.execute(
+                    sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+                )
+
+
+@pytest.fixture(scope="session")
+def databases(server: Server) -> Iterator[Databases]:
+    made = Databases(server)
+    yield made
+    made.drop_all()
+
+
+@pytest.fixture(scope="session")
+def embedded_databases(embedded: Server) -> Iterator[Databases]:
+    made = Databases(embedded)
+    yield made
+    made.drop_all()

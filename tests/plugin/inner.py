@@ -1,0 +1,99 @@
+"""Helpers to write and run inner pytest projects that use shoal, as real subprocesses."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+RECORDER = '''
+import json, os, pathlib
+import psycopg
+
+def record(**data):
+    out = pathlib.Path(os.environ["RECORD_DIR"])
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    with open(out / f"{worker}.jsonl", "a") as fh:
+        fh.write(json.dumps(data) + "\\n")
+'''
+
+
+@dataclass
+class InnerRun:
+    returncode: int
+    stdout: str
+    stderr: str
+    records: list[dict[str, Any]]
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """The environment for an inner run: ours minus anything shoal would export or read."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("SHOAL_", "PYTEST_", "PG"))
+        or k in ("SHOAL_HOME", "SHOAL_TEST_EXTERNAL_URL")
+    }
+    env.update(extra)
+    return env
+
+
+def toml_value(value: object) -> str:
+    return json.dumps(value)
+
+
+def write_project(
+    root: Path,
+    databases: dict[str, dict[str, object]],
+    files: dict[str, str],
+    shoal: dict[str, object] | None = None,
+) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    lines = ["[tool.pytest.ini_options]", 'pythonpath = ["."]', "", "[tool.shoal]"]
+    for key, value in (shoal or {}).items():
+        lines.append(f"{key} = {toml_value(value)}")
+    for name, options in databases.items():
+        lines.append(f"[tool.shoal.databases.{name}]")
+        lines += [f"{k} = {toml_value(v)}" for k, v in options.items()]
+    (root / "pyproject.toml").write_text("\n".join(lines) + "\n")
+    (root / "recorder.py").write_text(RECORDER)
+    for name, content in files.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(content))
+    return root
+
+
+def start(root: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    records = root / ".records"
+    records.mkdir(exist_ok=True)
+    full_env = clean_env(RECORD_DIR=str(records), **(env or {}))
+    return subprocess.Popen(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args],
+        cwd=root, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
+def finish(root: Path, proc: subprocess.Popen[str], timeout: float = 180) -> InnerRun:
+    stdout, stderr = proc.communicate(timeout=timeout)
+    return InnerRun(proc.returncode, stdout, stderr, read_records(root))
+
+
+def run(root: Path, *args: str, env: dict[str, str] | None = None) -> InnerRun:
+    return finish(root, start(root, *args, env=env))
+
+
+def read_records(root: Path) -> list[dict[str, Any]]:
+    records = []
+    for path in sorted((root / ".records").glob("*.jsonl")):
+        records += [json.loads(line) for line in path.read_text().splitlines() if line]
+    return records

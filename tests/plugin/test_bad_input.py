@@ -1,0 +1,153 @@
+"""Every bad input ends in one clear usage error naming key, value, source and fix,
+before anything is created."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Databases, Server
+from tests.plugin import inner
+
+TRIVIAL_TEST = "def test_nothing(shoal_databases):\n    pass\n"
+USAGE_ERROR = 4  # pytest's exit code for usage errors
+
+
+def worker_schemas(server: Server, database: str) -> list[str]:
+    with server.connect(database) as conn:
+        rows = conn.execute("SELECT nspname FROM pg_namespace WHERE nspname LIKE 'test\\_%'")
+        return [r[0] for r in rows]
+
+
+@pytest.fixture
+def scratch(embedded: Server, embedded_databases: Databases) -> tuple[Server, str]:
+    return embedded, embedded_databases.new("bad")
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        ("my_debug", "underscore"),
+        ("my-debug", "hyphen"),
+        ("MyDebug", "capital"),
+        ("a" * 33, "33 characters"),
+        ("", "empty"),
+        ("débug", "non-ASCII"),
+    ],
+)
+def test_invalid_forced_namespace(
+    tmp_path: Path, scratch: tuple[Server, str], value: str, reason: str
+) -> None:
+    server, database = scratch
+    project = inner.write_project(
+        tmp_path, {"app": {"url": server.url(database)}}, {"test_x.py": TRIVIAL_TEST}
+    )
+    result = inner.run(project, env={"SHOAL_NAMESPACE_FORCE": value})
+    assert result.returncode == USAGE_ERROR, result.output
+    assert "namespace_force" in result.stderr
+    assert repr(value) in result.stderr
+    assert "environment SHOAL_NAMESPACE_FORCE" in result.stderr
+    assert reason in result.stderr
+    assert "a-z and 0-9" in result.stderr
+    assert "Traceback" not in result.output
+    assert worker_schemas(server, database) == []
+
+
+@pytest.mark.parametrize(
+    ("setup", "expected"),
+    [
+        ("yamlx:schema.yaml", "unknown setup kind 'yamlx'"),
+        ("not a spec", "unknown setup kind"),
+        ("sql:missing.sql", "does not exist"),
+        ("alembic:missing.ini", "does not exist"),
+        ("nosuch.module_xyz:metadata", "cannot be imported"),
+        ("recorder:nothing_here", "has no attribute"),
+    ],
+)
+def test_bad_setup_hook(
+    tmp_path: Path, scratch: tuple[Server, str], setup: str, expected: str
+) -> None:
+    server, database = scratch
+    project = inner.write_project(
+        tmp_path, {"app": {"url": server.url(database), "setup": setup}}, {"test_x.py": TRIVIAL_TEST}
+    )
+    result = inner.run(project)
+    assert result.returncode == USAGE_ERROR, result.output
+    assert "databases.app.setup" in result.stderr
+    assert repr(setup) in result.stderr
+    assert "pyproject.toml [tool.shoal]" in result.stderr
+    assert expected in result.stderr
+    assert worker_schemas(server, database) == []
+
+
+def test_unreachable_url_fails_fast_with_the_password_masked(tmp_path: Path) -> None:
+    url = "postgresql://bob:hunter2@127.0.0.1:1/nowhere"
+    project = inner.write_project(tmp_path, {"app": {"url": url}}, {"test_x.py": TRIVIAL_TEST})
+    started = time.monotonic()
+    result = inner.run(project)
+    assert time.monotonic() - started < 15
+    assert result.returncode == USAGE_ERROR, result.output
+    assert "databases.app.url" in result.stderr
+    assert "bob:***@127.0.0.1:1" in result.stderr
+    assert "hunter2" not in result.output
+
+
+def test_unset_url_variable_is_named(tmp_path: Path) -> None:
+    project = inner.write_project(
+        tmp_path, {"app": {"url": "env:SHOAL_TEST_NOT_SET_ANYWHERE"}}, {"test_x.py": TRIVIAL_TEST}
+    )
+    result = inner.run(project)
+    assert result.returncode == USAGE_ERROR, result.output
+    assert "SHOAL_TEST_NOT_SET_ANYWHERE is not set" in result.stderr
+
+
+def test_tail_schema_holding_tables_is_refused(
+    tmp_path: Path, scratch: tuple[Server, str]
+) -> None:
+    server, database = scratch
+    with server.connect(database) as conn:
+        conn.execute("CREATE TABLE public.alembic_version (version_num text)")
+        conn.execute("CREATE TABLE public.customers (id int)")
+    project = inner.write_project(
+        tmp_path,
+        {"app": {"url": server.url(database)}},
+        {"test_x.py": TRIVIAL_TEST},
+        shoal={"search_path_tail": ["public"]},
+    )
+    result = inner.run(project)
+    assert result.returncode == USAGE_ERROR, result.output
+    assert "public: alembic_version, customers (2 objects)" in result.stderr
+    assert "dedicated test database" in result.stderr
+    assert worker_schemas(server, database) == []
+
+
+def test_empty_tail_schema_is_allowed(tmp_path: Path, scratch: tuple[Server, str]) -> None:
+    server, database = scratch
+    test = (
+        "def test_tail(shoal_databases, shoal_schema):\n"
+        "    with shoal_databases['app'].connect() as conn:\n"
+        "        path = conn.execute('select current_schemas(false)').fetchone()[0]\n"
+        "    assert path == [shoal_schema, 'public']\n"
+    )
+    project = inner.write_project(
+        tmp_path,
+        {"app": {"url": server.url(database)}},
+        {"test_x.py": test},
+        shoal={"search_path_tail": ["public"]},
+    )
+    result = inner.run(project)
+    assert result.returncode == 0, result.output
+
+
+@pytest.mark.parametrize("key", ["Bad-Name", "1tenant", "x" * 64])
+def test_database_name_postgres_would_reject(tmp_path: Path, key: str) -> None:
+    project = tmp_path / "proj"
+    project.mkdir()
+    (project / "pyproject.toml").write_text(f'[tool.shoal.databases."{key}"]\n')
+    (project / "test_x.py").write_text(TRIVIAL_TEST)
+    result = inner.run(project)
+    assert result.returncode == USAGE_ERROR, result.output
+    assert f"databases.{key}" in result.stderr
+    assert "pyproject.toml [tool.shoal]" in result.stderr

@@ -17,6 +17,7 @@ from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDic
 
 from shoal import naming
 from shoal.errors import ConfigError, UsageError
+from shoal.pg import conninfo
 
 DEFAULT_DATABASE = "default"
 SETUP_KINDS = ("alembic:<path to alembic.ini>", "sql:<path to .sql>", "<module>:<attribute>")
@@ -275,7 +276,7 @@ def _check_semantics(settings: Settings) -> None:
         ):
             problem(
                 f"databases.{name}.url",
-                database.url,
+                conninfo.mask(database.url),
                 "expected a postgresql:// URL, env:VARIABLE, or nothing for the embedded server",
             )
     for schema in settings.search_path_tail:

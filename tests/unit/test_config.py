@@ -326,10 +326,6 @@ def test_database_url_that_is_not_postgresql_or_env(
     assert "env:" in problem.expected
 
 
-@pytest.mark.xfail(
-    reason="config._check_semantics puts the raw URL, password included, into the error",
-    strict=True,
-)
 def test_rejected_database_url_does_not_leak_its_password(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

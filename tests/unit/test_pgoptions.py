@@ -97,10 +97,6 @@ def test_search_path_with_a_tail() -> None:
     ]
 
 
-@pytest.mark.xfail(
-    reason="worker._SEARCH_PATH_OPTION stops at the escaped space and leaves 'public' behind",
-    strict=True,
-)
 def test_user_search_path_with_an_escaped_space_is_replaced_whole() -> None:
     result = pgoptions("-c search_path=app,\\ public -c statement_timeout=5s", SCHEMA)
 

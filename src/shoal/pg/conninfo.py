@@ -7,8 +7,10 @@ from urllib.parse import quote, urlencode
 
 from psycopg.conninfo import conninfo_to_dict
 
-_PASSWORD_IN_URL = re.compile(r"(://[^:/@?#]*):[^@/?#]*@")
-_PASSWORD_PARAM = re.compile(r"(password=)[^&\s]*", re.IGNORECASE)
+# Everything between "scheme://user:" and the last "@" of the authority is the password:
+# libpq accepts unencoded "?" and "#" there.
+_PASSWORD_IN_URL = re.compile(r"(\w+://[^:/@?#]*):[^/]*@")
+_PASSWORD_PARAM = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|[^&\s]+)", re.IGNORECASE)
 
 
 def mask(url: str) -> str:
@@ -22,7 +24,12 @@ def params(url: str) -> dict[str, str]:
 
 
 def build_url(parts: dict[str, str], *, scheme: str = "postgresql") -> str:
-    """A URL from libpq parameters; host, port, user, password and dbname go in place."""
+    """A URL from libpq parameters.
+
+    Only a single plain TCP host goes in the authority part (with its port); socket
+    directories, IPv6 addresses and host lists go in the query with their ports, where
+    libpq reads them the same way. A password without a user goes in the query too.
+    """
     rest = dict(parts)
     user = rest.pop("user", "")
     password = rest.pop("password", None)
@@ -35,11 +42,13 @@ def build_url(parts: dict[str, str], *, scheme: str = "postgresql") -> str:
         if password is not None:
             netloc += ":" + quote(password, safe="")
         netloc += "@"
-    if host and not host.startswith("/"):
+    elif password is not None:
+        rest = {"password": password, **rest}
+    if host and not any(c in host for c in "/,:"):
         netloc += host + (f":{port}" if port else "")
-    elif host:
-        # A socket directory cannot sit in the authority part; libpq takes it as a parameter.
-        rest = {"host": host, **({"port": port} if port else {}), **rest}
+    else:
+        located = {**({"host": host} if host else {}), **({"port": port} if port else {})}
+        rest = {**located, **rest}
     query = urlencode(rest, quote_via=quote) if rest else ""
     return f"{scheme}://{netloc}/{quote(dbname, safe='')}" + (f"?{query}" if query else "")
 

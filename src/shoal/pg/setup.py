@@ -47,16 +47,17 @@ def parse_setup(spec: str, *, key: str, source: str, root: Path) -> SetupHook:
     module_name, _, attribute = spec.partition(":")
     try:
         target: Any = importlib.import_module(module_name)
-    except ImportError as exc:
+    except Exception as exc:  # an import runs user code: any error is the user's to fix
         # `kind:path` with an unknown kind reads like `module:attribute`; say both.
+        missing = isinstance(exc, ModuleNotFoundError) and exc.name == module_name
         what = (
             f"unknown setup kind {module_name!r}, and no module of that name can be imported"
-            if "." not in module_name
+            if missing and "." not in module_name
             else f"module {module_name!r} cannot be imported"
         )
         raise UsageError(
             key, spec, source,
-            f"{what} ({exc}); make the module importable (e.g. pytest's `pythonpath` ini "
+            f"{what} ({type(exc).__name__}: {exc}); make the module importable (e.g. pytest's `pythonpath` ini "
             f"option) or fix the spec; {EXPECTED}",
         ) from None  # fmt: skip
     for part in attribute.split("."):

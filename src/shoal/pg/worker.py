@@ -22,7 +22,8 @@ from shoal.pg.targets import Target
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
-_SEARCH_PATH_OPTION = re.compile(r"(?:-c\s*|--)search_path=\S*")
+# The server splits PGOPTIONS on unescaped whitespace; "\ " is part of a value.
+_SEARCH_PATH_OPTION = re.compile(r"(?:-c\s*|--)search_path=(?:\\.|\S)*")
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,191 @@
+"""The isolation engine against real servers: fail-closed binding, cleanup, slots, races."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import psycopg
+import pytest
+
+from shoal import naming
+from shoal.errors import SchemaMissing, SetupError
+from shoal.namespace import fresh
+from shoal.pg import schemas
+from shoal.pg.connect import admin_connect
+from shoal.pg.setup import SetupHook
+from shoal.pg.slots import Lease
+from shoal.pg.targets import Target
+from shoal.pg.worker import WorkerSchemas
+from tests.conftest import Databases, Server
+
+
+def target(server: Server, database: str, **kwargs: Any) -> Target:
+    defaults: dict[str, Any] = {
+        "name": "app", "url": server.url(database), "control_url": server.admin_url,
+        "setup": None, "extensions": (), "export_env": (), "embedded": False,
+    }  # fmt: skip
+    defaults.update(kwargs)
+    return Target(**defaults)
+
+
+def public_relations(server: Server, database: str) -> set[str]:
+    with server.connect(database) as conn:
+        rows = conn.execute(
+            "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE n.nspname = 'public'"
+        ).fetchall()
+    return {r[0] for r in rows}
+
+
+def schema_exists(server: Server, database: str, schema: str) -> bool:
+    with server.connect(database) as conn:
+        return schemas.schema_exists(conn, schema)
+
+
+@pytest.fixture
+def database(databases: Databases) -> str:
+    return databases.new("engine")
+
+
+@pytest.fixture
+def worker(server: Server, database: str) -> Iterator[WorkerSchemas]:
+    schemas_ = WorkerSchemas([target(server, database)], fresh().token, "gw0", ddl_slots=2)
+    schemas_.check()
+    yield schemas_
+    schemas_.teardown(keep=False)
+
+
+def test_provision_creates_labelled_bound_schema_with_owner_metadata(
+    server: Server, database: str, worker: WorkerSchemas
+) -> None:
+    handles = worker.provision()
+    handle = handles["app"]
+    with handle.connect("probe") as conn:
+        path, app = conn.execute(
+            "SELECT current_schemas(false), current_setting('application_name')"
+        ).fetchone()  # type: ignore[misc]
+        assert path == [worker.schema]
+        assert app == naming.connection_label("gw0", worker.namespace, "probe")
+    with server.connect(database) as conn:
+        row = conn.execute(
+            "SELECT obj_description(oid, 'pg_namespace') FROM pg_namespace WHERE nspname = %s",
+            (worker.schema,),
+        ).fetchone()
+    owner = schemas.parse_owner_comment(row[0] if row else None)
+    assert owner is not None
+    assert (owner["namespace"], owner["worker"]) == (worker.namespace, "gw0")
+    assert {"host", "pid", "created"} <= owner.keys()
+    assert [t.database for t in worker.timings] == ["app"]
+    assert worker.timings[0].total_s >= worker.timings[0].create_s > 0
+    assert worker.teardown(keep=False) == []
+    assert not schema_exists(server, database, worker.schema)
+
+
+def test_missing_schema_fails_closed_and_public_stays_untouched(
+    server: Server, database: str, worker: WorkerSchemas
+) -> None:
+    handle = worker.provision()["app"]
+    before = public_relations(server, database)
+    with server.connect(database) as conn:
+        schemas.drop_schema(conn, worker.schema)
+    with pytest.raises(SchemaMissing, match="no schema has been selected to create in"):
+        handle.connect()
+    # A seeder using the exported URL directly (no shoal code in between) fails loudly too.
+    with psycopg.connect(handle.url) as conn, pytest.raises(psycopg.errors.InvalidSchemaName):
+        conn.execute("CREATE TABLE seeded (id int)")
+    assert public_relations(server, database) == before
+
+
+def test_failing_setup_leaves_nothing_behind(server: Server, database: str) -> None:
+    def seeder(conn: psycopg.Connection[Any]) -> None:
+        conn.execute("CREATE TABLE half (id int)")
+        raise RuntimeError("seed data is broken")
+
+    hook = SetupHook(kind="callable", spec="tests:seeder", target=seeder)
+    worker = WorkerSchemas([target(server, database, setup=hook)], fresh().token, "gw1")
+    worker.check()
+    with pytest.raises(SetupError, match="seed data is broken"):
+        worker.provision()
+    assert not schema_exists(server, database, worker.schema)
+    assert "half" not in public_relations(server, database)
+
+
+def test_admin_connections_ignore_the_exported_worker_environment(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PGOPTIONS", "-c search_path=test_nowhere_gw0")
+    monkeypatch.setenv("PGAPPNAME", "pytest_gw0_nowhere")
+    with admin_connect(server.admin_url, "shoal_admin_probe") as conn:
+        path, app = conn.execute(
+            "SELECT current_setting('search_path'), current_setting('application_name')"
+        ).fetchone()  # type: ignore[misc]
+    assert "test_nowhere" not in path
+    assert app == "shoal_admin_probe"
+
+
+def held_slots(server: Server, database: str) -> tuple[int, int]:
+    """(granted, waiting) shoal DDL-slot advisory locks in ``database``."""
+    with server.connect(database) as conn:
+        row = conn.execute(
+            "SELECT count(*) FILTER (WHERE granted), count(*) FILTER (WHERE NOT granted)"
+            " FROM pg_locks WHERE locktype = 'advisory' AND classid = %s AND objid < 1000"
+            " AND database = (SELECT oid FROM pg_database WHERE datname = %s)",
+            (naming.LOCK_CLASS, database),
+        ).fetchone()
+    assert row is not None
+    return int(row[0]), int(row[1])
+
+
+def test_slots_bound_concurrent_ddl_across_runs(server: Server, databases: Databases) -> None:
+    # Two slots, three runs whose workers all prefer slot 0 (gw0, gw2, gw4): two get
+    # a slot at once, the third waits in pg_locks until one is released. Advisory locks
+    # are per database: a control database of its own keeps other runs' slots out.
+    database = databases.new("slots")
+    control = server.url(database)
+    leases = [Lease.open(control, fresh().token, f"gw{2 * i}", 2, timeout=5) for i in range(3)]
+    release = [threading.Event() for _ in leases]
+    entered: list[int] = []
+
+    def hold(i: int) -> None:
+        with leases[i].ddl_slot(f"gw{2 * i}"):
+            entered.append(i)
+            release[i].wait(30)
+
+    with ThreadPoolExecutor(3) as pool:
+        futures = [pool.submit(hold, i) for i in range(3)]
+        deadline = time.monotonic() + 10
+        while len(entered) < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.2)
+        assert len(entered) == 2
+        assert held_slots(server, database) == (2, 1)
+        release[entered[0]].set()
+        deadline = time.monotonic() + 10
+        while len(entered) < 3 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert len(entered) == 3
+        for event in release:
+            event.set()
+        for future in futures:
+            future.result()
+    for lease in leases:
+        lease.close()
+
+
+def test_extensions_are_created_once_outside_worker_schemas(
+    server: Server, databases: Databases
+) -> None:
+    database = databases.new("ext")
+
+    def ensure() -> tuple[str, ...]:
+        with admin_connect(server.url(database), "shoal_test") as conn:
+            return schemas.ensure_extensions(conn, ("pg_trgm", "citext"))
+
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda _: ensure(), range(4)))
+    expected = (naming.extension_schema("citext"), naming.extension_schema("pg_trgm"))
+    assert results == [expected] * 4

@@ -17,6 +17,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from shoal.config import load_settings
 from shoal.embedded import EmbeddedServer
 from shoal.pg import conninfo
 
@@ -47,12 +48,17 @@ def server(request: pytest.FixtureRequest) -> Server:
         if not url:
             pytest.skip(f"{EXTERNAL_ENV} is not set")
         return Server("external", url)
-    return Server("embedded", EmbeddedServer(None).ensure_running())
+    return Server("embedded", embedded_server().ensure_running())
+
+
+def embedded_server() -> EmbeddedServer:
+    """The embedded server inner runs use too (SHOAL_HOME respected)."""
+    return EmbeddedServer(load_settings().home)
 
 
 @pytest.fixture(scope="session")
 def embedded() -> Server:
-    return Server("embedded", EmbeddedServer(None).ensure_running())
+    return Server("embedded", embedded_server().ensure_running())
 
 
 class Databases:

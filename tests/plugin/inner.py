@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-RECORDER = '''
+RECORDER = """
 import json, os, pathlib
 import psycopg
 
@@ -20,7 +20,7 @@ def record(**data):
     worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
     with open(out / f"{worker}.jsonl", "a") as fh:
         fh.write(json.dumps(data) + "\\n")
-'''
+"""
 
 
 @dataclass

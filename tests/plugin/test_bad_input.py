@@ -71,7 +71,9 @@ def test_bad_setup_hook(
 ) -> None:
     server, database = scratch
     project = inner.write_project(
-        tmp_path, {"app": {"url": server.url(database), "setup": setup}}, {"test_x.py": TRIVIAL_TEST}
+        tmp_path,
+        {"app": {"url": server.url(database), "setup": setup}},
+        {"test_x.py": TRIVIAL_TEST},
     )
     result = inner.run(project)
     assert result.returncode == USAGE_ERROR, result.output
@@ -103,9 +105,7 @@ def test_unset_url_variable_is_named(tmp_path: Path) -> None:
     assert "SHOAL_TEST_NOT_SET_ANYWHERE is not set" in result.stderr
 
 
-def test_tail_schema_holding_tables_is_refused(
-    tmp_path: Path, scratch: tuple[Server, str]
-) -> None:
+def test_tail_schema_holding_tables_is_refused(tmp_path: Path, scratch: tuple[Server, str]) -> None:
     server, database = scratch
     with server.connect(database) as conn:
         conn.execute("CREATE TABLE public.alembic_version (version_num text)")

@@ -97,3 +97,48 @@ def test_default_database_lives_on_the_embedded_server(tmp_path: Path, embedded:
     )
     result = inner.run(project)
     assert result.returncode == 0, result.output
+
+
+FAILING_TEST = """
+def test_fails(shoal_databases):
+    with shoal_databases["app"].connect() as conn:
+        conn.execute("create table evidence (id int)")
+        conn.commit()
+    assert False, "look at the evidence"
+"""
+
+
+@pytest.mark.parametrize("xdist_args", [["-n", "0"], ["-n", "1"]], ids=["n0", "n1"])
+def test_keep_on_failure_keeps_schemas_and_says_how_to_connect(
+    tmp_path: Path, embedded: Server, embedded_databases: Databases, xdist_args: list[str]
+) -> None:
+    database = embedded_databases.new("keep")
+    project = inner.write_project(
+        tmp_path, {"app": {"url": embedded.url(database)}}, {"test_fail.py": FAILING_TEST}
+    )
+    result = inner.run(project, "--shoal-keep-on-failure", *xdist_args)
+    assert result.returncode == 1, result.output
+    assert "shoal: schemas kept for inspection" in result.stdout
+    with embedded.connect(database) as conn:
+        kept = [
+            r[0]
+            for r in conn.execute("SELECT nspname FROM pg_namespace WHERE nspname LIKE 'test\\_%'")
+        ]
+        assert len(kept) == 1
+        assert f"app: schema {kept[0]} — psql" in result.stdout
+        assert conn.execute(f"SELECT count(*) FROM {kept[0]}.evidence").fetchone() == (0,)
+        conn.execute(f"DROP SCHEMA {kept[0]} CASCADE")
+
+
+def test_failed_run_without_keep_drops_its_schemas(
+    tmp_path: Path, embedded: Server, embedded_databases: Databases
+) -> None:
+    database = embedded_databases.new("nokeep")
+    project = inner.write_project(
+        tmp_path, {"app": {"url": embedded.url(database)}}, {"test_fail.py": FAILING_TEST}
+    )
+    result = inner.run(project)
+    assert result.returncode == 1, result.output
+    with embedded.connect(database) as conn:
+        rows = conn.execute("SELECT nspname FROM pg_namespace WHERE nspname LIKE 'test\\_%'")
+        assert rows.fetchall() == []

@@ -71,7 +71,6 @@ class Settings(BaseSettings):
         default=False,
         description="keep worker schemas when the run fails, and print how to connect",
     )
-    reports_dir: Path = Field(default=Path(".shoal/reports"), description="where run reports go")
     home: Path | None = Field(
         default=None, description="the embedded server's data directory (default: user data dir)"
     )
@@ -107,7 +106,7 @@ class Settings(BaseSettings):
 
 
 # Settings that make sense as flat pytest ini keys (`shoal_<name>`).
-INI_KEYS = ("search_path_tail", "ddl_slots", "keep_on_failure", "reports_dir", "connect_timeout")
+INI_KEYS = ("search_path_tail", "ddl_slots", "keep_on_failure", "connect_timeout")
 
 
 def find_pyproject(start: Path) -> Path | None:
@@ -285,3 +284,20 @@ def _check_semantics(settings: Settings) -> None:
             problem("search_path_tail", schema, why)
     if problems:
         raise ConfigError(problems)
+
+
+def settings_table() -> str:
+    """The README's configuration table, generated from the models so it cannot drift."""
+    rows = ["| key | env | default | meaning |", "|---|---|---|---|"]
+    for name, info in Settings.model_fields.items():
+        if name == "project_root":
+            continue
+        default = "`{default: {}}`" if name == "databases" else f"`{info.get_default()}`"
+        env = f"`SHOAL_{name.upper()}`"
+        rows.append(f"| `{name}` | {env} | {default} | {info.description} |")
+    for name, info in DatabaseConfig.model_fields.items():
+        env = f"`SHOAL_DATABASES__<NAME>__{name.upper()}`"
+        rows.append(
+            f"| `databases.<name>.{name}` | {env} | `{info.get_default()}` | {info.description} |"
+        )
+    return "\n".join(rows) + "\n"

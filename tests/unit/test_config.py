@@ -135,7 +135,7 @@ def test_each_key_remembers_its_own_layer(tmp_path: Path, monkeypatch: pytest.Mo
     assert settings.source_of("search_path_tail") == PYPROJECT
     assert settings.source_of("ddl_slots") == "environment SHOAL_DDL_SLOTS"
     assert settings.source_of("keep_on_failure") == "command line"
-    assert settings.source_of("reports_dir") == "default"
+    assert settings.source_of("connect_timeout") == "default"
 
 
 def test_nested_environment_variables_configure_a_database(

@@ -140,6 +140,13 @@ def parse_scenarios(text: str) -> list[Scenario]:
     return scenarios
 
 
+def parse_modes(text: str) -> list[str]:
+    modes = [m.strip() for m in text.split(",")]
+    if not modes or not set(modes) <= set(MODES):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a comma-separated subset of {MODES}")
+    return modes
+
+
 @dataclass(frozen=True)
 class Spec:
     """What one worker process does (pickled to the child)."""
@@ -153,6 +160,7 @@ class Spec:
     tables: int
     hold_s: float
     timeout_s: float
+    jitter_s: float
 
 
 @dataclass
@@ -221,8 +229,7 @@ def run_shoal(spec: Spec, metadata: MetaData, barrier: Any) -> WorkerResult:
     )  # fmt: skip
     schemas = WorkerSchemas([target], spec.namespace, spec.worker, ddl_slots="auto")
     schemas.check()  # as the plugin does, before the clock starts
-    barrier.wait()
-    started = time.perf_counter()
+    started = start_clock(spec, barrier)
     try:
         schemas.provision()
         result.provision_s = time.perf_counter() - started
@@ -252,8 +259,7 @@ def run_naive(spec: Spec, metadata: MetaData, barrier: Any) -> WorkerResult:
         spec.url, options=f"-c search_path={schema} {guard}", application_name=label
     )
     engine = create_engine(sqlalchemy_url(bound), poolclass=NullPool)
-    barrier.wait()
-    started = time.perf_counter()
+    started = start_clock(spec, barrier)
     phase = "provision"
     try:
         with psycopg.connect(spec.url, autocommit=True, application_name=label, options=guard) as c:
@@ -277,6 +283,13 @@ def run_naive(spec: Spec, metadata: MetaData, barrier: Any) -> WorkerResult:
     finally:
         engine.dispose()
     return result
+
+
+def start_clock(spec: Spec, barrier: Any) -> float:
+    """Wait for every worker, then (with --jitter) a random delay; the latency clock starts."""
+    barrier.wait()
+    time.sleep(random.uniform(0, spec.jitter_s))
+    return time.perf_counter()
 
 
 def worker_main(spec: Spec, barrier: Any, results: Any) -> None:
@@ -342,19 +355,31 @@ def describe_server(url: str) -> Server:
 
 
 class LockSampler:
-    """Counts ``pg_locks`` rows (the whole cluster) every ``interval`` seconds; keeps the peak."""
+    """Samples the cluster's ``pg_locks`` every ``interval`` seconds: the peak row count,
+    the peak of DDL slots held, and how many slots were held while a worker queued for one."""
 
-    def __init__(self, url: str, interval: float = 0.02) -> None:
+    QUERY = (
+        "SELECT count(*), count(*) FILTER (WHERE s AND granted),"
+        " count(*) FILTER (WHERE s AND NOT granted),"
+        " count(*) FILTER (WHERE s AND granted AND NOT a.application_name LIKE ANY(%s))"
+        " FROM (SELECT pid, granted, locktype = 'advisory' AND objsubid = 2"
+        "   AND classid::bigint = %s AND objid::bigint < %s AS s FROM pg_locks) l"
+        " LEFT JOIN pg_stat_activity a ON l.s AND a.pid = l.pid"
+    )
+
+    def __init__(self, url: str, ours: list[str], interval: float = 0.02) -> None:
         self.url = url
+        self.ours = ours  # application_name patterns of this run's connections
         self.interval = interval
-        self.peak = 0
+        self.peak_locks = 0
+        self.peak_slots = 0
+        self.peak_foreign_slots = 0
+        self.held_while_queued: list[int] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def __enter__(self) -> LockSampler:
-        self._conn = psycopg.connect(
-            self.url, autocommit=True, application_name="shoal_bench_locks"
-        )
+        self._conn = psycopg.connect(self.url, autocommit=True, application_name=NAIVE_LABEL)
         self._thread.start()
         return self
 
@@ -364,9 +389,18 @@ class LockSampler:
         self._conn.close()
 
     def _run(self) -> None:
+        # Slot locks use the second key 0..N-1; shoal's other locks sit at 1,000,000 and up.
+        params = (self.ours, naming.LOCK_CLASS, 1_000_000)
         while not self._stop.wait(self.interval):
-            row = self._conn.execute("SELECT count(*) FROM pg_locks").fetchone()
-            self.peak = max(self.peak, int(row[0]) if row else 0)
+            row = self._conn.execute(self.QUERY, params).fetchone()
+            if row is None:
+                continue
+            locks, held, queued, foreign = (int(v) for v in row)
+            self.peak_locks = max(self.peak_locks, locks)
+            self.peak_slots = max(self.peak_slots, held)
+            self.peak_foreign_slots = max(self.peak_foreign_slots, foreign)
+            if queued:
+                self.held_while_queued.append(held)
 
 
 @dataclass
@@ -375,8 +409,21 @@ class ModeRun:
     scenario: Scenario
     results: list[WorkerResult]
     peak_locks: int
+    peak_slots: int
+    peak_foreign_slots: int
+    held_while_queued: list[int]
     span_s: float
     leftovers: list[str]
+
+    def merge(self, other: ModeRun) -> ModeRun:
+        """Pool a repetition: results and samples concatenated, peaks and spans maxed."""
+        return ModeRun(
+            self.mode, self.scenario, self.results + other.results,
+            max(self.peak_locks, other.peak_locks), max(self.peak_slots, other.peak_slots),
+            max(self.peak_foreign_slots, other.peak_foreign_slots),
+            self.held_while_queued + other.held_while_queued, max(self.span_s, other.span_s),
+            self.leftovers + other.leftovers,
+        )  # fmt: skip
 
 
 def make_specs(
@@ -396,6 +443,7 @@ def make_specs(
                 tables=args.tables,
                 hold_s=args.hold,
                 timeout_s=args.worker_timeout,
+                jitter_s=args.jitter,
             )
             for number in range(scenario.workers)
         ]
@@ -431,15 +479,18 @@ def collect(
     return [collected[(s.invocation, s.worker)] for s in specs]
 
 
-def run_mode(mode: str, scenario: Scenario, server: Server, args: argparse.Namespace) -> ModeRun:
+def run_mode(
+    mode: str, scenario: Scenario, server: Server, args: argparse.Namespace, names: set[str]
+) -> ModeRun:
     ctx = mp.get_context("forkserver")
     specs = make_specs(mode, scenario, server, args)
+    names.update(created_names(specs))
     barrier, results = ctx.Barrier(len(specs) + 1), ctx.Queue()
     procs = [ctx.Process(target=worker_main, args=(s, barrier, results)) for s in specs]
     try:
         for proc in procs:
             proc.start()
-        with LockSampler(server.control_url) as sampler:
+        with LockSampler(server.control_url, label_patterns(specs)) as sampler:
             barrier.wait(timeout=120)  # every worker imported, connected and ready
             deadline = time.monotonic() + args.worker_timeout
             done = collect(procs, results, specs, deadline)
@@ -452,7 +503,40 @@ def run_mode(mode: str, scenario: Scenario, server: Server, args: argparse.Names
                 proc.terminate()
                 proc.join(timeout=10)
         leftovers = drop_leftovers(server.url, created_names(specs), specs)
-    return ModeRun(mode, scenario, done, sampler.peak, span, leftovers)
+    return ModeRun(
+        mode, scenario, done, sampler.peak_locks, sampler.peak_slots, sampler.peak_foreign_slots,
+        sampler.held_while_queued, span, leftovers,
+    )  # fmt: skip
+
+
+def run_scenario(
+    scenario: Scenario,
+    modes: list[str],
+    server: Server,
+    args: argparse.Namespace,
+    names: set[str],
+    first: int,
+) -> list[ModeRun]:
+    """Every mode ``--repeat`` times, alternating which goes first (the machine may be busy)."""
+    pooled: dict[str, ModeRun] = {}
+    for repetition in range(args.repeat):
+        order = modes if (first + repetition) % 2 == 0 else modes[::-1]
+        for mode in order:
+            run = run_mode(mode, scenario, server, args, names)
+            pooled[mode] = pooled[mode].merge(run) if mode in pooled else run
+    return [pooled[mode] for mode in modes]
+
+
+def label_patterns(specs: list[Spec]) -> list[str]:
+    """LIKE patterns matching the application_name of every connection of ``specs``."""
+    return [NAIVE_LABEL + "%", *sorted({f"pytest_%{s.namespace}%" for s in specs})]
+
+
+def existing(conn: psycopg.Connection[Any], names: list[str]) -> list[str]:
+    rows = conn.execute(
+        "SELECT nspname FROM pg_namespace WHERE nspname = ANY(%s) ORDER BY 1", (names,)
+    ).fetchall()
+    return [str(r[0]) for r in rows]
 
 
 def drop_leftovers(url: str, names: list[str], specs: list[Spec]) -> list[str]:
@@ -461,12 +545,9 @@ def drop_leftovers(url: str, names: list[str], specs: list[Spec]) -> list[str]:
     A killed worker's backend can still hold locks: those of this bench's own
     connections (matched by their labels) are ended before retrying.
     """
-    patterns = [NAIVE_LABEL + "%"] + [f"pytest_%{s.namespace}%" for s in specs if s.namespace]
+    patterns = label_patterns(specs)
     with psycopg.connect(url, autocommit=True, application_name="shoal_bench_cleanup") as conn:
-        rows = conn.execute(
-            "SELECT nspname FROM pg_namespace WHERE nspname = ANY(%s)", (names,)
-        ).fetchall()
-        found = [str(r[0]) for r in rows]
+        found = existing(conn, names)
         for name in found:
             for attempt in range(3):
                 try:
@@ -532,7 +613,8 @@ def ms(value: float | None) -> str:
 
 HEADER = (
     f"{'mode':<6} {'ok/n':>6} {'err':>4} {'clob':>4} {'p50 ms':>8} {'p95 ms':>8} {'max ms':>8}"
-    f" {'slot wait p50/p95 ms':>21} {'drop p50 ms':>11} {'span s':>7} {'peak locks':>10}"
+    f" {'slot wait p50/p95 ms':>21} {'slots peak/queued':>17} {'drop p50 ms':>11} {'span s':>6}"
+    f" {'peak locks':>10}"
 )
 
 
@@ -543,12 +625,18 @@ def mode_row(run: ModeRun) -> str:
     drops = [r.teardown_s for r in results if r.teardown_s is not None and not r.errors]
     ok = sum(1 for r in results if not r.errors and not r.clobbered)
     wait = f"{ms(percentile(waits, 0.5))}/{ms(percentile(waits, 0.95))}" if waits else "n/a"
+    slots = "n/a"
+    if run.mode == "shoal":
+        queued = run.held_while_queued
+        slots = (
+            f"{run.peak_slots}/{statistics.mean(queued):.1f}" if queued else f"{run.peak_slots}/—"
+        )
     return (
         f"{run.mode:<6} {f'{ok}/{len(results)}':>6} {sum(len(r.errors) for r in results):>4}"
         f" {sum(r.clobbered for r in results):>4} {ms(percentile(latencies, 0.5)):>8}"
         f" {ms(percentile(latencies, 0.95)):>8} {ms(max(latencies, default=None)):>8}"
-        f" {wait:>21} {ms(statistics.median(drops) if drops else None):>11}"
-        f" {run.span_s:>7.1f} {run.peak_locks:>10,}"
+        f" {wait:>21} {slots:>17} {ms(statistics.median(drops) if drops else None):>11}"
+        f" {run.span_s:>6.1f} {run.peak_locks:>10,}"
     )
 
 
@@ -578,6 +666,11 @@ def scenario_report(scenario: Scenario, runs: list[ModeRun], tables: int) -> lis
         if counts:
             listed = "; ".join(f"{n}x {kind}" for kind, n in counts.most_common())
             lines.append(f"{run.mode} errors: {listed}")
+        if run.peak_foreign_slots:
+            lines.append(
+                f"{run.mode}: other clients held up to {run.peak_foreign_slots} DDL slot(s)"
+                " on this server meanwhile"
+            )
         if run.leftovers:
             lines.append(f"{run.mode} leftovers dropped by the bench: {len(run.leftovers)}")
     return lines
@@ -606,31 +699,51 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--database", default="shoal_bench", help="dedicated bench database")
     parser.add_argument("--tables", type=int, default=220, help="tables per worker schema")
     parser.add_argument("--scenarios", type=parse_scenarios, default=parse_scenarios("1x2,4x2,8x2"))
-    parser.add_argument("--modes", default="shoal,naive", help="comma-separated: shoal, naive")
+    parser.add_argument(
+        "--modes", type=parse_modes, default=list(MODES), help="comma-separated: shoal, naive"
+    )
     parser.add_argument("--hold", type=float, default=1.0, help="seconds a worker keeps its schema")
-    parser.add_argument("--worker-timeout", type=float, default=120.0, help="seconds per worker")
+    parser.add_argument("--worker-timeout", type=float, default=150.0, help="seconds per worker")
+    parser.add_argument(
+        "--jitter", type=float, default=0.0, help="each worker starts up to this many s late"
+    )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="runs per scenario and mode, pooled (order alternates)",
+    )
     return parser.parse_args(argv)
+
+
+def machine() -> str:
+    load = " ".join(f"{v:.1f}" for v in os.getloadavg())
+    return f"{os.cpu_count()} cores, load average {load}"
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    modes = [m.strip() for m in args.modes.split(",") if m.strip() in MODES]
     ctx = mp.get_context("forkserver")
     ctx.set_forkserver_preload(["sqlalchemy", "psycopg", "shoal.pg.worker"])
     server = describe_server(prepare_database(args.url, args.database))
     started = time.monotonic()
+    print(f"machine: {machine()}", flush=True)
     warm = warm_up(server, args.tables)
     print("\n".join(server_report(server, warm, args.tables)), flush=True)
+    names = {WARMUP_SCHEMA}
     try:
-        for scenario in args.scenarios:
-            runs = [run_mode(mode, scenario, server, args) for mode in modes]
+        for index, scenario in enumerate(args.scenarios):
+            runs = run_scenario(scenario, args.modes, server, args, names, first=index)
             print("\n" + "\n".join(scenario_report(scenario, runs, args.tables)), flush=True)
     finally:
-        # Belt and braces: the naive names are fixed; every shoal name was dropped per run.
-        width = max(s.workers for s in args.scenarios)
-        drop_leftovers(server.url, [naive_schema(f"gw{n}") for n in range(width)], [])
-    print(f"\ntotal {time.monotonic() - started:.0f} s; no bench schema left behind", flush=True)
-    return 0
+        # Every run dropped its own leftovers; this catches an interrupted one.
+        drop_leftovers(server.url, sorted(names), [])
+        with psycopg.connect(server.url, autocommit=True) as conn:
+            remaining = existing(conn, sorted(names))
+    left = ", ".join(remaining) if remaining else "none"
+    print(f"\ntotal {time.monotonic() - started:.0f} s; machine: {machine()}")
+    print(f"bench schemas left behind: {left}", flush=True)
+    return 1 if remaining else 0
 
 
 if __name__ == "__main__":

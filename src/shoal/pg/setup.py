@@ -57,8 +57,8 @@ def parse_setup(spec: str, *, key: str, source: str, root: Path) -> SetupHook:
         )
         raise UsageError(
             key, spec, source,
-            f"{what} ({type(exc).__name__}: {exc}); make the module importable (e.g. pytest's `pythonpath` ini "
-            f"option) or fix the spec; {EXPECTED}",
+            f"{what} ({type(exc).__name__}: {exc}); make the module importable "
+            f"(e.g. pytest's `pythonpath` ini option) or fix the spec; {EXPECTED}",
         ) from None  # fmt: skip
     for part in attribute.split("."):
         if not hasattr(target, part):

@@ -78,7 +78,8 @@ def start(root: Path, *args: str, env: dict[str, str] | None = None) -> subproce
     records.mkdir(exist_ok=True)
     full_env = clean_env(RECORD_DIR=str(records), **(env or {}))
     return subprocess.Popen(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args],
+        # hypothesis' plugin is installed for our own tests; inner runs don't need its import.
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:hypothesispytest", *args],
         cwd=root, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
 

@@ -121,9 +121,13 @@ import os
 import psycopg
 import pytest
 
+# Read at import time, as module-level engines and settings objects do.
+URL_AT_IMPORT = os.environ["DATABASE_URL"]
+
 @pytest.mark.parametrize("word", ["herring", "sardine", "anchovy", "mackerel"])
 def test_plain_psycopg_through_database_url(word):
-    with psycopg.connect(os.environ["DATABASE_URL"]) as conn:
+    assert os.environ["DATABASE_URL"] == URL_AT_IMPORT
+    with psycopg.connect(URL_AT_IMPORT) as conn:
         conn.execute("insert into docs (body) values (%s)", (word,))
         best = conn.execute(
             "select body from docs order by similarity(body, %s) desc limit 1", (word[:-1],)

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -204,18 +203,3 @@ class WorkerSchemas:
                 lease.close()
             self._leases.clear()
         return problems
-
-
-@contextmanager
-def exported(env: Mapping[str, str], environ: Any) -> Iterator[None]:
-    """Set ``env`` in ``environ`` (os.environ) for the block, restoring what was there."""
-    saved = {key: environ.get(key) for key in env}
-    environ.update(env)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                environ.pop(key, None)
-            else:
-                environ[key] = value

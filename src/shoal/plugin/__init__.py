@@ -3,14 +3,13 @@ worker in every configured database, exported so that unmodified code lands in i
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from shoal.errors import ConfigError, ShoalError, UsageError
-from shoal.pg.worker import DatabaseHandle, exported
+from shoal.pg.worker import DatabaseHandle
 from shoal.plugin.state import STATE, RunState
 
 __all__ = ["shoal_databases", "shoal_namespace", "shoal_schema"]
@@ -37,11 +36,13 @@ def pytest_configure(config: pytest.Config) -> None:
     try:
         state = RunState.from_config(config)
         config.stash[STATE] = state
-        if state.configured and not hasattr(config, "workerinput"):
-            # Fail before any test runs, and before anything is created, on a database
-            # that cannot be reached, a setup hook that cannot be imported, or a
-            # search-path tail that holds tables.
+        # Fail before any test runs, and before anything is created, on a database that
+        # cannot be reached, a setup hook that cannot be imported, or a search-path tail
+        # that holds tables. A process that runs tests also exports its environment now.
+        if state.configured and state.is_controller:
             state.worker_schemas().check()
+        elif state.configured:
+            state.prepare()
     except (ConfigError, UsageError, ShoalError) as exc:
         raise pytest.UsageError(f"shoal: {exc}") from None
     if config.pluginmanager.hasplugin("xdist"):
@@ -69,37 +70,37 @@ def pytest_report_header(config: pytest.Config) -> str | None:
     return None if state is None else f"shoal: namespace {state.namespace.describe()}"
 
 
+def pytest_unconfigure(config: pytest.Config) -> None:
+    state = config.stash.get(STATE, None)
+    if state is not None:
+        state.restore_environment()
+
+
 @pytest.fixture(scope="session")
 def _shoal_worker(request: pytest.FixtureRequest) -> Iterator[RunState]:
     state = request.config.stash[STATE]
     try:
-        schemas = state.worker_schemas()
-        schemas.check()
-        env = schemas.environment(os.environ)
+        # Already done at configure time when the project configures shoal; the
+        # environment is exported before the setup hooks run, so they see it too.
+        schemas = state.prepare()
+        state.handles = schemas.provision()
     except (ShoalError, UsageError) as exc:
         pytest.fail(f"shoal: {exc}", pytrace=False)
-    # Exported before the setup hook runs, so hooks and the suite see the same schema.
-    with exported(env, os.environ):
-        try:
-            state.handles = schemas.provision()
-        except ShoalError as exc:
-            pytest.fail(f"shoal: {exc}", pytrace=False)
-        state.schemas = schemas
-        state.timings = schemas.timings
-        try:
-            yield state
-        finally:
-            keep = state.settings.keep_on_failure and request.session.testsfailed > 0
-            state.problems += schemas.teardown(keep=keep)
-            if keep:
-                state.kept += [
-                    f"{h.name}: schema {h.schema} — psql {_quote(_masked(h.url))}"
-                    for h in state.handles.values()
-                ]
-            workeroutput = getattr(request.config, "workeroutput", None)
-            if workeroutput is not None:
-                workeroutput["shoal_kept"] = state.kept
-                workeroutput["shoal_problems"] = state.problems
+    state.timings = schemas.timings
+    try:
+        yield state
+    finally:
+        keep = state.settings.keep_on_failure and request.session.testsfailed > 0
+        state.problems += schemas.teardown(keep=keep)
+        if keep:
+            state.kept += [
+                f"{h.name}: schema {h.schema} — psql {_quote(_masked(h.url))}"
+                for h in state.handles.values()
+            ]
+        workeroutput = getattr(request.config, "workeroutput", None)
+        if workeroutput is not None:
+            workeroutput["shoal_kept"] = state.kept
+            workeroutput["shoal_problems"] = state.problems
 
 
 def _masked(url: str) -> str:

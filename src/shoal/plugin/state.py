@@ -51,6 +51,7 @@ class RunState:
     schemas: WorkerSchemas | None = None
     handles: dict[str, DatabaseHandle] = field(default_factory=dict)
     _targets: list[Target] | None = None
+    _saved_env: dict[str, str | None] = field(default_factory=dict)
 
     @property
     def configured(self) -> bool:
@@ -85,3 +86,26 @@ class RunState:
             tail=self.settings.search_path_tail, ddl_slots=self.settings.ddl_slots,
             connect_timeout=self.settings.connect_timeout,
         )  # fmt: skip
+
+    def prepare(self) -> WorkerSchemas:
+        """Check the databases and export this worker's environment (once); create nothing.
+
+        Exported as early as possible, so code that reads DATABASE_URL at import time
+        (a module-level engine, a settings object) already sees the worker's URL.
+        """
+        if self.schemas is None:
+            schemas = self.worker_schemas()
+            schemas.check()
+            env = schemas.environment(os.environ)
+            self._saved_env = {key: os.environ.get(key) for key in env}
+            os.environ.update(env)
+            self.schemas = schemas
+        return self.schemas
+
+    def restore_environment(self) -> None:
+        for key, value in self._saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        self._saved_env = {}

@@ -6,6 +6,7 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -16,7 +17,7 @@ from shoal.errors import SchemaMissing, SetupError
 from shoal.namespace import fresh
 from shoal.pg import schemas
 from shoal.pg.connect import admin_connect
-from shoal.pg.setup import SetupHook
+from shoal.pg.setup import SetupHook, run_setup
 from shoal.pg.slots import Lease
 from shoal.pg.targets import Target
 from shoal.pg.worker import WorkerSchemas
@@ -189,3 +190,39 @@ def test_extensions_are_created_once_outside_worker_schemas(
         results = list(pool.map(lambda _: ensure(), range(4)))
     expected = (naming.extension_schema("citext"), naming.extension_schema("pg_trgm"))
     assert results == [expected] * 4
+
+
+def test_sql_and_callable_setup_run_inside_the_worker_schema(
+    server: Server, database: str, tmp_path: Path
+) -> None:
+    schema_sql = tmp_path / "schema.sql"
+    schema_sql.write_text(
+        "CREATE TABLE orgs (id serial PRIMARY KEY, name text NOT NULL);\n"
+        "CREATE VIEW org_names AS SELECT name FROM orgs;\n"
+    )
+
+    def seed(conn: psycopg.Connection[Any]) -> None:
+        conn.execute("INSERT INTO orgs (name) VALUES ('acme'), ('globex')")
+
+    sql_hook = SetupHook(kind="sql", spec="sql:schema.sql", target=schema_sql)
+    seed_hook = SetupHook(kind="callable", spec="tests:seed", target=seed)
+    worker = WorkerSchemas([target(server, database, setup=sql_hook)], fresh().token, "gw3")
+    worker.check()
+    before = public_relations(server, database)
+    try:
+        handle = worker.provision()["app"]
+        run_setup(seed_hook, handle.url, lambda: handle.connect("seed"), "app")
+        with handle.connect() as conn:
+            names = [r[0] for r in conn.execute("SELECT name FROM org_names ORDER BY 1")]
+            assert names == ["acme", "globex"]
+            found = conn.execute("SELECT to_regclass('orgs')::text").fetchone()
+            assert found == ("orgs",)
+        with server.connect(database) as conn:
+            row = conn.execute(
+                "SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+                " WHERE c.relname = 'org_names'"
+            ).fetchall()
+            assert row == [(worker.schema,)]
+        assert public_relations(server, database) == before
+    finally:
+        assert worker.teardown(keep=False) == []

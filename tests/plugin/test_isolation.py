@@ -81,6 +81,7 @@ def test_each_worker_gets_its_own_schema_in_every_database(
     assert {(r["schema"], r["database"]) for r in records} == {
         (naming.schema_name(namespace, w), d) for w in workers for d in names
     }
+    assert f"{len(workers) * len(names)} schemas provisioned" in result.stdout
     for db in names.values():
         assert leftover_schemas(server, db, namespace) == []
 

@@ -4,12 +4,13 @@ worker in every configured database, exported so that unmodified code lands in i
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import asdict
 from typing import Any
 
 import pytest
 
 from shoal.errors import ConfigError, ShoalError, UsageError
-from shoal.pg.worker import DatabaseHandle
+from shoal.pg.worker import DatabaseHandle, Timing
 from shoal.plugin.state import STATE, RunState
 
 __all__ = ["shoal_databases", "shoal_namespace", "shoal_schema"]
@@ -63,6 +64,7 @@ class _XdistHooks:
         output = getattr(node, "workeroutput", {})
         self.state.kept.extend(output.get("shoal_kept", []))
         self.state.problems.extend(output.get("shoal_problems", []))
+        self.state.worker_timings.extend([Timing(**t) for t in output.get("shoal_timings", [])])
 
 
 def pytest_report_header(config: pytest.Config) -> str | None:
@@ -101,6 +103,17 @@ def _shoal_worker(request: pytest.FixtureRequest) -> Iterator[RunState]:
         if workeroutput is not None:
             workeroutput["shoal_kept"] = state.kept
             workeroutput["shoal_problems"] = state.problems
+            workeroutput["shoal_timings"] = [asdict(t) for t in state.timings]
+
+
+def provisioning_summary(namespace: str, timings: list[Timing]) -> str:
+    total = [t.total_s for t in timings]
+    slowest = max(timings, key=lambda t: t.total_s)
+    return (
+        f"shoal: namespace {namespace}: {len(timings)} schemas provisioned, "
+        f"slowest {slowest.total_s:.2f}s ({slowest.database}: setup {slowest.setup_s:.2f}s, "
+        f"slot wait {slowest.slot_wait_s:.2f}s), total {sum(total):.2f}s"
+    )
 
 
 def _masked(url: str) -> str:
@@ -143,6 +156,9 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     state = config.stash.get(STATE, None)
     if state is None:
         return
+    timings = state.timings + state.worker_timings
+    if timings:
+        terminalreporter.write_line(provisioning_summary(state.namespace.token, timings))
     if state.kept:
         terminalreporter.section("shoal: schemas kept for inspection")
         for line in state.kept:

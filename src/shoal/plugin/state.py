@@ -47,7 +47,8 @@ class RunState:
     is_controller: bool  # runs no tests itself: the xdist controller
     kept: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
-    timings: list[Timing] = field(default_factory=list)
+    timings: list[Timing] = field(default_factory=list)  # this process's
+    worker_timings: list[Timing] = field(default_factory=list)  # reported by xdist workers
     schemas: WorkerSchemas | None = None
     handles: dict[str, DatabaseHandle] = field(default_factory=dict)
     _targets: list[Target] | None = None

@@ -19,4 +19,5 @@ def test_example_suite_passes_in_parallel() -> None:
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
     assert "shoal: namespace p" in result.stdout
-    assert " passed" in result.stdout and "failed" not in result.stdout
+    assert " passed" in result.stdout
+    assert "failed" not in result.stdout

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from shoal.errors import ConfigError, ShoalError, UsageError
+from shoal.errors import ShoalError
 from shoal.pg.worker import DatabaseHandle, Timing
 from shoal.plugin.state import STATE, RunState
 
@@ -44,7 +44,7 @@ def pytest_configure(config: pytest.Config) -> None:
             state.worker_schemas().check()
         elif state.configured:
             state.prepare()
-    except (ConfigError, UsageError, ShoalError) as exc:
+    except ShoalError as exc:
         raise pytest.UsageError(f"shoal: {exc}") from None
     if config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(_XdistHooks(state), "shoal-xdist")
@@ -86,7 +86,7 @@ def _shoal_worker(request: pytest.FixtureRequest) -> Iterator[RunState]:
         # environment is exported before the setup hooks run, so they see it too.
         schemas = state.prepare()
         state.handles = schemas.provision()
-    except (ShoalError, UsageError) as exc:
+    except ShoalError as exc:
         pytest.fail(f"shoal: {exc}", pytrace=False)
     state.timings = schemas.timings
     try:

@@ -71,6 +71,9 @@ class Settings(BaseSettings):
         default=False,
         description="keep worker schemas when the run fails, and print how to connect",
     )
+    reports_dir: Path = Field(
+        default=Path(".shoal/reports"), description="where `shoal run` writes run reports"
+    )
     home: Path | None = Field(
         default=None, description="the embedded server's data directory (default: user data dir)"
     )
@@ -106,7 +109,7 @@ class Settings(BaseSettings):
 
 
 # Settings that make sense as flat pytest ini keys (`shoal_<name>`).
-INI_KEYS = ("search_path_tail", "ddl_slots", "keep_on_failure", "connect_timeout")
+INI_KEYS = ("search_path_tail", "ddl_slots", "keep_on_failure", "reports_dir", "connect_timeout")
 
 
 def find_pyproject(start: Path) -> Path | None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 import zlib
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Final
 
 # PostgreSQL silently truncates identifiers and application_name to 63 bytes.
@@ -206,6 +207,30 @@ def database_lock() -> tuple[int, int]:
 def extension_schema(extension: str) -> str:
     """The schema shoal installs a missing extension into (never a worker schema)."""
     return "shoal_ext_" + re.sub(r"[^a-z0-9_]", "_", extension.lower())
+
+
+_REPORT_FILE_RE: Final = re.compile(r"(\d{8}T\d{6}Z)_([a-z0-9]{1,32})\.json")
+_REPORT_TIME_FORMAT: Final = "%Y%m%dT%H%M%SZ"
+
+
+def report_filename(namespace: str, started: datetime) -> str:
+    """``<UTC timestamp>_<namespace>.json``: sorts by time; the namespace keeps two runs
+    that start in the same second apart."""
+    if FORCED_NAMESPACE_RE.fullmatch(namespace) is None:
+        raise InvalidName(f"{namespace!r} is not a namespace")
+    return f"{started.astimezone(UTC).strftime(_REPORT_TIME_FORMAT)}_{namespace}.json"
+
+
+def report_glob() -> str:
+    return "*_*.json"
+
+
+def parse_report_filename(name: str) -> tuple[datetime, str] | None:
+    match = _REPORT_FILE_RE.fullmatch(name)
+    if match is None:
+        return None
+    started = datetime.strptime(match.group(1), _REPORT_TIME_FORMAT).replace(tzinfo=UTC)
+    return started, match.group(2)
 
 
 def database_key_problem(key: str) -> str | None:

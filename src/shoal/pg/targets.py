@@ -62,21 +62,36 @@ def resolve_url(settings: Settings, name: str, environ: Mapping[str, str]) -> st
     return value
 
 
-def resolve_targets(settings: Settings, environ: Mapping[str, str] | None = None) -> list[Target]:
-    """Resolve every database, checking each server answers within the connect timeout."""
+def database_urls(
+    settings: Settings, environ: Mapping[str, str] | None = None
+) -> dict[str, tuple[str, bool]]:
+    """name → (URL, on the embedded server?) for every configured database.
+
+    The embedded server is started and its databases created if needed; other servers
+    are not contacted.
+    """
     environ = os.environ if environ is None else environ
-    hooks = parse_hooks(settings)
     server: EmbeddedServer | None = None
-    controls: dict[str, str] = {}
-    targets = []
-    for name, database in settings.databases.items():
+    urls = {}
+    for name in settings.databases:
         url = resolve_url(settings, name, environ)
-        embedded = url is None
         if url is None:
             server = server or EmbeddedServer(settings.home)
             server.ensure_running()
             server.ensure_database(name)
-            url = server.url(name)
+            urls[name] = (server.url(name), True)
+        else:
+            urls[name] = (url, False)
+    return urls
+
+
+def resolve_targets(settings: Settings, environ: Mapping[str, str] | None = None) -> list[Target]:
+    """Resolve every database, checking each server answers within the connect timeout."""
+    hooks = parse_hooks(settings)
+    controls: dict[str, str] = {}
+    targets = []
+    for name, (url, embedded) in database_urls(settings, environ).items():
+        database = settings.databases[name]
         key = f"databases.{name}.url"
         try:
             admin_connect(url, "shoal_probe", timeout=settings.connect_timeout).close()

@@ -30,6 +30,9 @@ _LABEL_RE: Final = re.compile(r"pytest_(gw\d+|main|lease)_([a-z0-9]{1,32})(?:_(.
 _DATABASE_KEY_RE: Final = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 _SCHEMA_NAME_RE: Final = re.compile(r"[a-z_][a-z0-9_$]{0,62}")
 
+# SQL LIKE pattern matching every schema that could be a worker schema.
+WORKER_SCHEMA_LIKE: Final = "test\\_%"
+
 MAIN_WORKER: Final = "main"
 LEASE_WORKER: Final = "lease"
 

@@ -67,11 +67,47 @@ def create_schema(conn: Conn, schema: str, comment: str) -> None:
 def drop_schema(conn: Conn, schema: str) -> None:
     """``DROP SCHEMA … CASCADE`` in its own short transaction with lock and statement timeouts."""
     with conn.transaction():
-        conn.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(DROP_LOCK_TIMEOUT)))
-        conn.execute(
-            sql.SQL("SET LOCAL statement_timeout = {}").format(sql.Literal(DROP_STATEMENT_TIMEOUT))
-        )
+        _bounded(conn)
         conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+
+
+# A DROP SCHEMA … CASCADE takes a lock on every object in it at once; past this many
+# relations, tables go first in batches, each batch its own transaction.
+DROP_CHUNK = 200
+
+
+def drop_schema_chunked(conn: Conn, schema: str, chunk: int = DROP_CHUNK) -> None:
+    """Drop a possibly very large schema without holding thousands of locks at once."""
+    while True:
+        rows = conn.execute(
+            "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE n.nspname = %s AND c.relkind IN ('r', 'p') ORDER BY c.oid LIMIT %s",
+            (schema, chunk + 1),
+        ).fetchall()
+        if len(rows) <= chunk:
+            break
+        tables = sql.SQL(", ").join(sql.Identifier(schema, r[0]) for r in rows[:chunk])
+        with conn.transaction():
+            _bounded(conn)
+            conn.execute(sql.SQL("DROP TABLE IF EXISTS {} CASCADE").format(tables))
+    drop_schema(conn, schema)
+
+
+def _bounded(conn: Conn) -> None:
+    conn.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(DROP_LOCK_TIMEOUT)))
+    conn.execute(
+        sql.SQL("SET LOCAL statement_timeout = {}").format(sql.Literal(DROP_STATEMENT_TIMEOUT))
+    )
+
+
+def list_schemas(conn: Conn, like: str = naming.WORKER_SCHEMA_LIKE) -> list[tuple[str, str | None]]:
+    """(name, owner comment) of every schema whose name matches ``like``."""
+    rows = conn.execute(
+        "SELECT nspname, obj_description(oid, 'pg_namespace') FROM pg_namespace"
+        " WHERE nspname LIKE %s ORDER BY nspname",
+        (like,),
+    ).fetchall()
+    return [(str(r[0]), r[1]) for r in rows]
 
 
 def schema_exists(conn: Conn, schema: str) -> bool:

@@ -1,0 +1,70 @@
+"""``shoal run``: a fresh namespace, a pre-run sweep, then pytest with xdist and a report."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+
+import click
+import psutil
+
+from shoal import naming
+from shoal.cli.settings import cli_settings
+from shoal.cli.sweep import summary_line
+from shoal.namespace import fresh
+from shoal.pg.sweep import sweep
+from shoal.pg.targets import database_urls
+
+PRE_RUN_SWEEP_BUDGET_S = 10.0
+_XDIST_CHOICES = ("-n", "--numprocesses", "--dist", "-d", "--tx")
+
+
+def user_chose_xdist(args: Sequence[str]) -> bool:
+    """True when the pytest arguments already say how (or whether) to use xdist."""
+    for i, arg in enumerate(args):
+        if arg in _XDIST_CHOICES or arg.startswith(("--numprocesses=", "--dist=")):
+            return True
+        if (arg.startswith("-n") and arg[2:].isdigit()) or arg == "-nauto":
+            return True
+        if arg == "-p" and i + 1 < len(args) and args[i + 1] == "no:xdist":
+            return True
+        if arg == "-pno:xdist":
+            return True
+    return False
+
+
+def pytest_argv(args: Sequence[str]) -> list[str]:
+    defaults = [] if user_chose_xdist(args) else ["-n", "auto", "--dist", "worksteal"]
+    return [sys.executable, "-m", "pytest", *defaults, "--shoal-report", *args]
+
+
+@click.command(
+    "run",
+    context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False},
+)
+@click.option("--no-sweep", is_flag=True, help="Skip the pre-run sweep of dead runs.")
+@click.argument("pytest_args", nargs=-1, type=click.UNPROCESSED)
+def run_command(no_sweep: bool, pytest_args: tuple[str, ...]) -> None:
+    """Run pytest in a fresh namespace: `shoal run [--no-sweep] [--] [PYTEST_ARGS]...`.
+
+    Uses `-n auto --dist worksteal` unless the arguments choose otherwise, and writes
+    a run report. Exits with pytest's exit status.
+    """
+    # Validates SHOAL_NAMESPACE_FORCE (and everything else) before anything is created.
+    settings = cli_settings()
+    # Always a fresh namespace: one exported by an earlier run in this shell is ignored.
+    namespace = settings.namespace_force or fresh().token
+    me = psutil.Process()
+    env = dict(os.environ)
+    env[naming.ENV_NAMESPACE] = namespace
+    env[naming.ENV_RUNNER] = naming.runner_token(me.pid, me.create_time())
+    if not no_sweep:
+        urls = {name: url for name, (url, _) in database_urls(settings).items()}
+        result = sweep(urls, timeout=settings.connect_timeout, budget_s=PRE_RUN_SWEEP_BUDGET_S)
+        click.echo(f"shoal: {summary_line(result)}", err=True)
+    args = list(pytest_args)
+    if args[:1] == ["--"]:
+        args = args[1:]
+    raise SystemExit(subprocess.call(pytest_argv(args), env=env))

@@ -1,0 +1,80 @@
+"""``shoal sweep``: drop the schemas of runs that are provably dead."""
+
+from __future__ import annotations
+
+import json
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from shoal.cli.settings import cli_settings
+from shoal.pg.sweep import DEFAULT_GRACE_S, SweepResult, sweep
+from shoal.pg.targets import database_urls
+
+
+def configured_urls() -> tuple[dict[str, str], int]:
+    settings = cli_settings()
+    urls = {name: url for name, (url, _) in database_urls(settings).items()}
+    return urls, settings.connect_timeout
+
+
+def summary_line(result: SweepResult) -> str:
+    """One line for `shoal run`'s pre-run sweep."""
+    if not result.detection_complete:
+        down = ", ".join(c.url for c in result.clusters if not c.reachable)
+        return f"sweep: dropped nothing, cannot tell which runs are alive ({down} unreachable)"
+    dropped = sum(len(o.dropped) for o in result.databases.values())
+    failed = sum(len(o.failed) for o in result.databases.values())
+    live = len(result.live)
+    text = f"sweep: dropped {dropped} stale schemas, {live} live runs untouched"
+    return text + (f", {failed} drops failed (shoal sweep for details)" if failed else "")
+
+
+def render(result: SweepResult, console: Console) -> None:
+    for cluster in result.clusters:
+        if not cluster.reachable:
+            console.print(f"[red]unreachable[/red] {cluster.url}: {cluster.error}")
+    if not result.detection_complete:
+        console.print(
+            "Dropped nothing: a run may hold its lease on an unreachable server "
+            "(active_detection_incomplete)."
+        )
+    table = Table(
+        "database", "dropped" if not result.dry_run else "would drop", "failed", "skipped"
+    )
+    for name, outcome in result.databases.items():
+        reasons: dict[str, int] = {}
+        for skipped in outcome.skipped:
+            reasons[skipped["reason"]] = reasons.get(skipped["reason"], 0) + 1
+        table.add_row(
+            name,
+            str(len(outcome.dropped)),
+            str(len(outcome.failed)),
+            ", ".join(f"{n} {r}" for r, n in sorted(reasons.items())) or "0",
+        )
+    console.print(table)
+    for name, outcome in result.databases.items():
+        for failure in outcome.failed:
+            console.print(f"[yellow]failed[/yellow] {name}.{failure['schema']}: {failure['error']}")
+
+
+@click.command("sweep")
+@click.option("--dry-run", is_flag=True, help="Say what would be dropped; drop nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option(
+    "--grace", type=click.FloatRange(min=0), default=DEFAULT_GRACE_S, show_default=True,
+    metavar="SECONDS", help="Leave schemas younger than this alone.",
+)  # fmt: skip
+def sweep_command(dry_run: bool, as_json: bool, grace: float) -> None:
+    """Drop schemas of dead runs, fail-closed.
+
+    Exit status 0 when everything that should have been dropped was, 1 otherwise.
+    """
+    urls, timeout = configured_urls()
+    result = sweep(urls, grace_s=grace, dry_run=dry_run, timeout=timeout)
+    if as_json:
+        click.echo(json.dumps(result.as_json(), indent=2))
+    else:
+        render(result, Console())
+    raise SystemExit(0 if result.ok else 1)

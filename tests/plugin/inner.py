@@ -81,6 +81,7 @@ def start(root: Path, *args: str, env: dict[str, str] | None = None) -> subproce
         # hypothesis' plugin is installed for our own tests; inner runs don't need its import.
         [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:hypothesispytest", *args],
         cwd=root, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True,  # its own process group, so a test can kill the whole run
     )  # fmt: skip
 
 

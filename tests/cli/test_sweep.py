@@ -1,0 +1,203 @@
+"""`shoal sweep` against real servers: fail-closed, bounded, and never touching live runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from shoal import naming
+from shoal.cli.sweep import sweep_command
+from shoal.namespace import fresh
+from shoal.pg import schemas
+from shoal.pg.sweep import Found, decide
+from tests.conftest import Databases, Server
+from tests.plugin import inner
+
+LONG_AGO = datetime.now(UTC) - timedelta(hours=1)
+
+
+def stale_schema(server: Server, database: str, worker: str = "gw0") -> str:
+    """A worker schema of a run that is gone: no connection carries its namespace."""
+    namespace = fresh().token
+    name = naming.schema_name(namespace, worker)
+    with server.connect(database) as conn:
+        schemas.create_schema(conn, name, schemas.owner_comment(namespace, worker, now=LONG_AGO))
+        conn.execute(f"CREATE TABLE {name}.t (id int)")
+    return name
+
+
+def existing(server: Server, database: str) -> set[str]:
+    with server.connect(database) as conn:
+        return {s for s, _ in schemas.list_schemas(conn)}
+
+
+def project_for(tmp_path: Path, databases: dict[str, str]) -> Path:
+    lines = [f'[tool.shoal.databases.{k}]\nurl = "{v}"' for k, v in databases.items()]
+    (tmp_path / "pyproject.toml").write_text("\n".join(lines) + "\n")
+    return tmp_path
+
+
+def sweep_json(*args: str) -> tuple[int, dict[str, object]]:
+    result = CliRunner().invoke(sweep_command, ["--json", *args])
+    return result.exit_code, json.loads(result.output)
+
+
+def test_decide_is_fail_closed() -> None:
+    now = datetime.now(UTC)
+    ns = fresh().token
+    schema = naming.schema_name(ns, "gw1")
+    old = schemas.owner_comment(ns, "gw1", now=now - timedelta(hours=1))
+    young = schemas.owner_comment(ns, "gw1", now=now)
+
+    def reason(name: str, comment: str | None, live: set[str], complete: bool = True) -> object:
+        decision = decide(Found("db", name, comment), live, complete, now, 60)
+        return "drop" if decision.drop else decision.reason
+
+    assert reason(schema, old, set()) == "drop"
+    assert reason(schema, old, {ns}) == "live"
+    assert reason(schema, young, set()) == "too_young"
+    assert reason(schema, old, set(), complete=False) == "active_detection_incomplete"
+    assert reason("test_gw0", None, set()) == "unparseable"
+    assert reason(schema, None, set()) == "not_shoal"
+    assert reason(schema, schemas.owner_comment("other", "gw1"), set()) == "not_shoal"
+
+
+def test_killed_run_is_swept_while_a_concurrent_run_is_untouched(
+    tmp_path: Path, server: Server, databases: Databases, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    names = {"platform": databases.new("platform"), "tenant": databases.new("tenant")}
+    config = {key: {"url": server.url(db)} for key, db in names.items()}
+    # The test waits for a file: the victim is killed while waiting, the survivor sleeps
+    # with no connection open (only its lease shows it is alive) until released.
+    waiting = """
+import os, pathlib, time
+def test_wait(shoal_databases):
+    flag = pathlib.Path(os.environ["FLAG"])
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    (flag.parent / f"{flag.name}.started.{worker}").touch()
+    deadline = time.time() + 90
+    while not flag.exists() and time.time() < deadline:
+        time.sleep(0.1)
+def test_other(shoal_databases):
+    test_wait(shoal_databases)
+"""
+    victim = inner.write_project(tmp_path / "victim", config, {"test_wait.py": waiting})
+    survivor = inner.write_project(tmp_path / "survivor", config, {"test_wait.py": waiting})
+    flags = tmp_path / "flags"
+    flags.mkdir()
+    victim_proc = inner.start(victim, "-n", "2", env={"FLAG": str(flags / "victim")})
+    survivor_proc = inner.start(survivor, "-n", "2", env={"FLAG": str(flags / "survivor")})
+    try:
+        deadline = time.monotonic() + 120
+        while len(list(flags.glob("*.started.*"))) < 4 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert len(list(flags.glob("victim.started.*"))) == 2
+        assert len(list(flags.glob("survivor.started.*"))) == 2
+        before = {db: existing(server, db) for db in names.values()}
+        os.killpg(
+            victim_proc.pid, signal.SIGKILL
+        )  # the whole process group: controller and workers
+        victim_proc.wait()
+
+        sweeper = tmp_path / "sweeper"
+        sweeper.mkdir()
+        monkeypatch.chdir(project_for(sweeper, {k: server.url(db) for k, db in names.items()}))
+        deadline = time.monotonic() + 10
+        while True:  # the server notices the dead connections within moments
+            code, report = sweep_json("--grace", "0")
+            dropped = [s for o in report["databases"].values() for s in o["dropped"]]  # type: ignore[attr-defined]
+            if len(dropped) == 4 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert code == 0, report
+        parsed = {naming.parse_schema(s) for s in dropped}
+        assert len({p.namespace for p in parsed if p}) == 1
+        assert {p.worker for p in parsed if p} == {"gw0", "gw1"}
+        for db in names.values():
+            remaining = existing(server, db)
+            assert remaining < before[db]
+            assert len(remaining) == 2  # the survivor's two workers
+        skipped = [s for o in report["databases"].values() for s in o["skipped"]]  # type: ignore[attr-defined]
+        assert {s["reason"] for s in skipped} == {"live"}
+    finally:
+        (flags / "survivor").touch()
+        (flags / "victim").touch()
+    result = inner.finish(survivor, survivor_proc)
+    assert result.returncode == 0, result.output
+    assert "2 passed" in result.stdout
+
+
+def test_unreachable_database_means_nothing_is_dropped(
+    tmp_path: Path, server: Server, databases: Databases, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    database = databases.new("reach")
+    stale = stale_schema(server, database)
+    project_for(
+        tmp_path,
+        {"here": server.url(database), "gone": "postgresql://bob:hunter2@127.0.0.1:1/gone"},
+    )
+    monkeypatch.chdir(tmp_path)
+    code, report = sweep_json("--grace", "0")
+    assert code == 1
+    assert report["active_detection_complete"] is False
+    clusters = report["clusters"]
+    assert isinstance(clusters, list)
+    assert [c["reachable"] for c in clusters if "127.0.0.1:1" in c["url"]] == [False]
+    assert "hunter2" not in json.dumps(report)
+    assert report["databases"]["here"]["dropped"] == []  # type: ignore[index]
+    assert {"schema": stale, "reason": "active_detection_incomplete"} in report["databases"][
+        "here"
+    ]["skipped"]  # type: ignore[index]
+    assert stale in existing(server, database)
+    human = CliRunner().invoke(sweep_command, ["--grace", "0"])
+    assert "Dropped nothing" in human.output
+    assert "unreachable" in human.output
+
+
+def test_a_drop_that_hits_lock_timeout_is_recorded_and_the_rest_continue(
+    tmp_path: Path, server: Server, databases: Databases, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    database = databases.new("locked")
+    locked = stale_schema(server, database, "gw0")
+    free = [stale_schema(server, database, f"gw{i}") for i in (1, 2)]
+    holder = server.connect(database)
+    holder.autocommit = False
+    holder.execute(f"SELECT * FROM {locked}.t")  # holds a lock in the schema until rollback
+    try:
+        project_for(tmp_path, {"app": server.url(database)})
+        monkeypatch.chdir(tmp_path)
+        code, report = sweep_json("--grace", "0")
+    finally:
+        holder.rollback()
+        holder.close()
+    outcome = report["databases"]["app"]  # type: ignore[index]
+    assert code == 1
+    assert sorted(outcome["dropped"]) == sorted(free)
+    assert [f["schema"] for f in outcome["failed"]] == [locked]
+    assert "lock timeout" in outcome["failed"][0]["error"]
+    assert existing(server, database) == {locked}
+
+
+def test_dry_run_drops_nothing_and_young_schemas_wait(
+    tmp_path: Path, embedded: Server, embedded_databases: Databases, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    database = embedded_databases.new("dry")
+    stale = stale_schema(embedded, database)
+    namespace = fresh().token
+    young = naming.schema_name(namespace, "gw0")
+    with embedded.connect(database) as conn:
+        schemas.create_schema(conn, young, schemas.owner_comment(namespace, "gw0"))
+    project_for(tmp_path, {"app": embedded.url(database)})
+    monkeypatch.chdir(tmp_path)
+    code, report = sweep_json("--dry-run")
+    assert code == 0
+    assert report["databases"]["app"]["dropped"] == [stale]  # type: ignore[index]
+    assert {"schema": young, "reason": "too_young"} in report["databases"]["app"]["skipped"]  # type: ignore[index]
+    assert existing(embedded, database) == {stale, young}

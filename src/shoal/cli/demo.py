@@ -1,0 +1,181 @@
+"""``shoal demo``: several invocations of the example suite at once on the embedded server.
+
+Shows what shoal is for: every run green, nothing written outside the runs' schemas,
+nothing left behind. With ``--without-shoal`` the same runs share one set of worker
+schemas (what schema-per-worker setups without a per-run namespace do), and collide.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import cast
+
+import click
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from shoal import naming
+from shoal.config import find_pyproject, load_settings
+from shoal.errors import UsageError
+from shoal.pg import schemas
+from shoal.pg.connect import admin_connect
+from shoal.pg.targets import database_urls
+
+# Every run forced into this one namespace reproduces plain schema-per-worker setups.
+SHARED_NAMESPACE = "shared"
+
+
+def default_suite() -> Path:
+    # A checkout (or editable install) has the example next to src/.
+    return Path(__file__).resolve().parents[3] / "examples" / "multitenant"
+
+
+@dataclass
+class DemoRun:
+    index: int
+    proc: subprocess.Popen[str]
+    started: float
+    finished: float | None = None
+    progress: dict[str, int] = field(default_factory=lambda: {"passed": 0, "failed": 0})
+    output: list[str] = field(default_factory=list)
+
+    def follow(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.output.append(line)
+            for word in ("PASSED", "FAILED", "ERROR"):
+                if f" {word}" in line and "::" in line:
+                    key = "passed" if word == "PASSED" else "failed"
+                    self.progress[key] += 1
+        self.proc.wait()
+        self.finished = time.monotonic()
+
+    @property
+    def namespace(self) -> str | None:
+        for line in self.output:
+            if line.startswith("shoal: namespace "):
+                token = line.split()[2]
+                return token if naming.is_namespace(token) else None
+        return None
+
+    @property
+    def provisioning(self) -> str:
+        return next((line.strip() for line in self.output if "schemas provisioned" in line), "")
+
+    @property
+    def status(self) -> str:
+        if self.finished is None:
+            return "running"
+        return "passed" if self.proc.returncode == 0 else f"failed (exit {self.proc.returncode})"
+
+
+def start_runs(suite: Path, runs: int, workers: int, shared: bool) -> list[DemoRun]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "SHOAL_NAMESPACE"))}
+    if shared:
+        env[naming.ENV_NAMESPACE_FORCE] = SHARED_NAMESPACE
+    started = []
+    for index in range(runs):
+        argv = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-rN", "-v",
+                "-n", str(workers), str(suite)]  # fmt: skip
+        proc = subprocess.Popen(
+            argv, cwd=suite, env=env, text=True,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        run = DemoRun(index=index + 1, proc=proc, started=time.monotonic())
+        threading.Thread(target=run.follow, daemon=True).start()
+        started.append(run)
+    return started
+
+
+def progress_table(runs: list[DemoRun]) -> Table:
+    table = Table("run", "namespace", "passed", "failed", "seconds", "status")
+    for run in runs:
+        end = run.finished or time.monotonic()
+        table.add_row(
+            str(run.index), run.namespace or "…", str(run.progress["passed"]),
+            str(run.progress["failed"]), f"{end - run.started:.1f}", run.status,
+        )  # fmt: skip
+    return table
+
+
+def leftovers(suite: Path, namespaces: set[str]) -> tuple[int, int]:
+    """(schemas of these runs still present, tables in `public`) across the suite's databases."""
+    settings = load_settings(pyproject=find_pyproject(suite))
+    schemas_left = public_tables = 0
+    for url, _ in database_urls(settings).values():
+        with admin_connect(url, "shoal_demo") as conn:
+            for name, _comment in schemas.list_schemas(conn):
+                parsed = naming.parse_schema(name)
+                schemas_left += bool(parsed and parsed.namespace in namespaces)
+            row = conn.execute(
+                "SELECT count(*)::int FROM pg_tables WHERE schemaname = 'public'"
+            ).fetchone()
+            public_tables += cast(int, row[0]) if row else 0
+    return schemas_left, public_tables
+
+
+@click.command("demo")
+@click.option("--runs", type=click.IntRange(1, 16), default=4, show_default=True)
+@click.option("--workers", type=click.IntRange(0, 16), default=2, show_default=True)
+@click.option(
+    "--without-shoal", is_flag=True,
+    help="Run without per-run namespaces: every run uses the same worker schemas.",
+)  # fmt: skip
+@click.option("--suite", type=click.Path(path_type=Path), default=None, help="Suite to run.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
+def demo_command(
+    runs: int, workers: int, without_shoal: bool, suite: Path | None, as_json: bool
+) -> None:
+    """Run the example suite several times at once on the embedded server."""
+    suite = (suite or default_suite()).resolve()
+    if not (suite / "pyproject.toml").is_file():
+        raise UsageError(
+            "--suite",
+            str(suite),
+            "command line" if suite else "default",
+            "no pyproject.toml there; run from a shoal checkout or pass --suite",
+        )
+    console = Console(stderr=as_json)
+    demo = start_runs(suite, runs, workers, shared=without_shoal)
+    with Live(progress_table(demo), console=console, refresh_per_second=4) as live:
+        while any(run.finished is None for run in demo):
+            time.sleep(0.25)
+            live.update(progress_table(demo))
+        live.update(progress_table(demo))
+    console.print()
+    namespaces = {run.namespace for run in demo if run.namespace}
+    schemas_left, public_tables = leftovers(suite, namespaces)
+    green = sum(run.proc.returncode == 0 for run in demo)
+    summary = {
+        "mode": "without-shoal" if without_shoal else "shoal",
+        "runs": runs, "green": green,
+        "failed_tests": sum(run.progress["failed"] for run in demo),
+        "passed_tests": sum(run.progress["passed"] for run in demo),
+        "tables_in_public": public_tables, "schemas_left": schemas_left,
+        "provisioning": [run.provisioning for run in demo],
+    }  # fmt: skip
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+    else:
+        console.print(
+            f"{green}/{runs} runs green, {summary['failed_tests']} failed tests, "
+            f"{public_tables} tables in public, {schemas_left} schemas left behind"
+        )
+        for line in (run.provisioning for run in demo):
+            if line:
+                console.print(f"  {line}")
+        if without_shoal and green < runs:
+            first = next(r for r in demo if r.proc.returncode != 0)
+            errors = [line.strip() for line in first.output if line.startswith("E ")][:5]
+            console.print("What the collisions looked like (first failing run):")
+            for line in errors:
+                console.print(f"  {line}")
+    raise SystemExit(0 if green == runs or without_shoal else 1)

@@ -1,0 +1,93 @@
+"""`shoal run` end to end: fresh namespaces, validation first, reports, exit status."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from shoal import naming
+from tests.conftest import Databases, Server
+from tests.plugin import inner
+
+RECORDING_TEST = """
+from recorder import record
+
+def test_records(shoal_namespace, shoal_schema):
+    record(namespace=shoal_namespace, schema=shoal_schema)
+"""
+
+
+def shoal(root: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    records = root / ".records"
+    records.mkdir(exist_ok=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "shoal", "run", *args],
+        cwd=root, env=inner.clean_env(RECORD_DIR=str(records), **(env or {})),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
+def project(tmp_path: Path, server: Server, database: str, test: str = RECORDING_TEST) -> Path:
+    return inner.write_project(
+        tmp_path,
+        {"app": {"url": server.url(database)}},
+        {"test_run.py": test},
+        shoal={"reports_dir": "reports"},
+    )
+
+
+def reports(root: Path) -> list[Path]:
+    return sorted((root / "reports").glob("*.json")) if (root / "reports").exists() else []
+
+
+def test_stale_namespace_in_the_shell_gets_a_fresh_one(
+    tmp_path: Path, embedded: Server, embedded_databases: Databases
+) -> None:
+    root = project(tmp_path, embedded, embedded_databases.new("run"))
+    proc = shoal(root, "--", "-n", "0", env={naming.ENV_NAMESPACE: "stale1"})
+    stdout, stderr = proc.communicate(timeout=180)
+    assert proc.returncode == 0, stdout + stderr
+    assert "shoal: sweep:" in stderr
+    namespaces = {r["namespace"] for r in inner.read_records(root)}
+    assert len(namespaces) == 1
+    namespace = namespaces.pop()
+    assert namespace != "stale1"
+    assert naming.is_auto_namespace(namespace)
+    assert "from the shoal run that started this pytest" in stdout
+    [report] = reports(root)
+    parsed = naming.parse_report_filename(report.name)
+    assert parsed is not None
+    assert parsed[1] == namespace
+
+
+def test_invalid_forced_namespace_exits_2_before_anything_exists(
+    tmp_path: Path, embedded: Server, embedded_databases: Databases
+) -> None:
+    database = embedded_databases.new("runbad")
+    root = project(tmp_path, embedded, database)
+    proc = shoal(root, env={naming.ENV_NAMESPACE_FORCE: "Not_Valid"})
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 2
+    assert "namespace_force = 'Not_Valid' (from environment SHOAL_NAMESPACE_FORCE)" in stderr
+    assert "Traceback" not in stderr
+    assert reports(root) == []
+    assert not (root / ".records" / "main.jsonl").exists()
+    with embedded.connect(database) as conn:
+        rows = conn.execute("SELECT nspname FROM pg_namespace WHERE nspname LIKE 'test\\_%'")
+        assert rows.fetchall() == []
+
+
+def test_two_runs_started_together_write_two_reports_and_keep_exit_status(
+    tmp_path: Path, embedded: Server, embedded_databases: Databases
+) -> None:
+    failing = RECORDING_TEST + "\ndef test_fails():\n    assert False\n"
+    root = project(tmp_path, embedded, embedded_databases.new("runtwo"), failing)
+    procs = [shoal(root, "--no-sweep", "--", "-n", "0") for _ in range(2)]
+    outputs = [proc.communicate(timeout=180) for proc in procs]
+    assert [proc.returncode for proc in procs] == [1, 1], outputs
+    files = reports(root)
+    assert len(files) == 2
+    names = {r["namespace"] for r in inner.read_records(root)}
+    assert {naming.parse_report_filename(f.name)[1] for f in files} == names  # type: ignore[index]
+    assert all("shoal: sweep:" not in err for _, err in outputs)

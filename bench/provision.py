@@ -12,6 +12,10 @@ tests), checks its tables are still its own, and drops it.
   every invocation, ``DROP SCHEMA IF EXISTS … CASCADE; CREATE SCHEMA …``, ``create_all``
   with the search path set to it, no throttling; invocations collide on the names.
 
+Optional: ``--modes shoal,naive,unique`` adds "unique", the naive pattern with shoal's
+per-invocation schema names (isolation without throttling), and ``--ddl-slots N`` sets
+shoal's slot count instead of ``auto``.
+
 Reported per scenario and mode: provisioning latency (p50, p95, max), errors by SQLSTATE,
 clobbered workers (schema replaced or tables missing), the peak of ``pg_locks`` rows in
 the cluster (sampled every 20 ms), and shoal/naive latency ratios from the same run.
@@ -68,8 +72,10 @@ from shoal.pg.slots import LOCKS_PER_DDL, MAX_AUTO_SLOTS, auto_slot_count, contr
 from shoal.pg.targets import Target
 from shoal.pg.worker import WorkerSchemas
 
-MODES = ("shoal", "naive")
-NAIVE_LABEL = "shoal_bench_naive"
+# unique: the naive pattern with shoal's per-invocation names: isolation without throttling.
+MODES = ("shoal", "naive", "unique")
+DEFAULT_MODES = "shoal,naive"
+BENCH_LABEL = "shoal_bench"  # application_name prefix of every bench connection
 WARMUP_SCHEMA = "shoal_bench_warmup"
 SQLSTATES = {
     "55P03": "lock timeout",
@@ -147,6 +153,12 @@ def parse_modes(text: str) -> list[str]:
     return modes
 
 
+def parse_slots(text: str) -> int | str:
+    if text == "auto" or (text.isdigit() and int(text) > 0):
+        return text if text == "auto" else int(text)
+    raise argparse.ArgumentTypeError(f"{text!r}: expected a positive integer or 'auto'")
+
+
 @dataclass(frozen=True)
 class Spec:
     """What one worker process does (pickled to the child)."""
@@ -161,14 +173,16 @@ class Spec:
     hold_s: float
     timeout_s: float
     jitter_s: float
+    ddl_slots: int | str
 
 
 @dataclass
 class WorkerResult:
     invocation: int
     worker: str
-    provision_s: float | None = None
-    slot_wait_s: float | None = None
+    provision_s: float | None = None  # wall time: provision() / drop+create+create_all
+    slot_wait_s: float | None = None  # the rest: shoal's Timing, or the naive steps
+    create_s: float | None = None
     setup_s: float | None = None
     teardown_s: float | None = None
     clobbered: bool = False
@@ -215,8 +229,14 @@ def schema_state(conn: psycopg.Connection[Any], schema: str) -> tuple[int | None
     return (None, 0) if row is None else (int(row[0]), int(row[1]))
 
 
+def bench_connect(url: str, suffix: str, **kwargs: Any) -> psycopg.Connection[Any]:
+    return psycopg.connect(
+        url, autocommit=True, application_name=f"{BENCH_LABEL}_{suffix}", **kwargs
+    )
+
+
 def still_ours(url: str, schema: str, oid: int | None, tables: int) -> bool:
-    with psycopg.connect(url, autocommit=True, application_name=NAIVE_LABEL + "_check") as conn:
+    with bench_connect(url, "check") as conn:
         return schema_state(conn, schema) == (oid, tables)
 
 
@@ -227,15 +247,17 @@ def run_shoal(spec: Spec, metadata: MetaData, barrier: Any) -> WorkerResult:
         name="bench", url=spec.url, control_url=spec.control_url, setup=hook,
         extensions=(), export_env=(), embedded=False,
     )  # fmt: skip
-    schemas = WorkerSchemas([target], spec.namespace, spec.worker, ddl_slots="auto")
+    schemas = WorkerSchemas([target], spec.namespace, spec.worker, ddl_slots=spec.ddl_slots)
     schemas.check()  # as the plugin does, before the clock starts
     started = start_clock(spec, barrier)
     try:
         schemas.provision()
         result.provision_s = time.perf_counter() - started
-        result.slot_wait_s = schemas.timings[0].slot_wait_s
-        result.setup_s = schemas.timings[0].setup_s
-        with psycopg.connect(spec.url, autocommit=True) as conn:
+        timing = schemas.timings[0]
+        result.slot_wait_s, result.create_s, result.setup_s = (
+            timing.slot_wait_s, timing.create_s, timing.setup_s,
+        )  # fmt: skip
+        with bench_connect(spec.url, "check") as conn:
             oid, _ = schema_state(conn, schemas.schema)
         time.sleep(spec.hold_s)
         result.clobbered = not still_ours(spec.url, schemas.schema, oid, len(metadata.tables))
@@ -251,27 +273,30 @@ def run_shoal(spec: Spec, metadata: MetaData, barrier: Any) -> WorkerResult:
 
 def run_naive(spec: Spec, metadata: MetaData, barrier: Any) -> WorkerResult:
     result = WorkerResult(spec.invocation, spec.worker)
-    schema = naive_schema(spec.worker)
-    label = f"{NAIVE_LABEL}_i{spec.invocation}_{spec.worker}"
+    schema = worker_schema(spec)
+    who = f"{spec.mode}_i{spec.invocation}_{spec.worker}"
     # A safety net equal to the per-worker timeout, so a killed worker's backend stops too.
     guard = f"-c statement_timeout={int(spec.timeout_s * 1000)}"
     bound = conninfo.with_params(
-        spec.url, options=f"-c search_path={schema} {guard}", application_name=label
+        spec.url,
+        options=f"-c search_path={schema} {guard}",
+        application_name=f"{BENCH_LABEL}_{who}",
     )
     engine = create_engine(sqlalchemy_url(bound), poolclass=NullPool)
     started = start_clock(spec, barrier)
     phase = "provision"
     try:
-        with psycopg.connect(spec.url, autocommit=True, application_name=label, options=guard) as c:
+        with bench_connect(spec.url, who, options=guard) as c:
             with c.transaction():  # the seed's "DROP …; CREATE …" string: one transaction
                 c.execute(
                     sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema))
                 )
                 c.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
                 oid, _ = schema_state(c, schema)
+            result.create_s = time.perf_counter() - started
             metadata.create_all(engine)
             result.provision_s = time.perf_counter() - started
-            result.setup_s = result.provision_s
+            result.setup_s = result.provision_s - result.create_s
             result.clobbered = not still_ours(spec.url, schema, oid, len(metadata.tables))
             time.sleep(spec.hold_s)
             result.clobbered |= not still_ours(spec.url, schema, oid, len(metadata.tables))
@@ -297,6 +322,8 @@ def worker_main(spec: Spec, barrier: Any, results: Any) -> None:
     run = run_shoal if spec.mode == "shoal" else run_naive
     try:
         result = run(spec, metadata, barrier)
+    except KeyboardInterrupt:  # Ctrl-C reaches the whole group; the parent cleans up
+        return
     except Exception as exc:  # setup before the barrier, e.g. connecting
         barrier.abort()
         result = WorkerResult(spec.invocation, spec.worker, errors=[f"start: {first_line(exc)}"])
@@ -308,8 +335,11 @@ def first_line(exc: BaseException) -> str:
     return (text[0] if text else type(exc).__name__)[:200]
 
 
-def naive_schema(worker: str) -> str:
-    return f"test_{worker}"
+def worker_schema(spec: Spec) -> str:
+    """``test_gwN`` for naive (shared by every invocation), else shoal's per-invocation name."""
+    if spec.mode == "naive":
+        return f"test_{spec.worker}"
+    return naming.schema_name(spec.namespace, spec.worker)
 
 
 # -- the parent: server, sampling, scenarios, cleanup -------------------------------------
@@ -333,7 +363,7 @@ def prepare_database(url: str | None, database: str) -> str:
         server.ensure_running()
         server.ensure_database(database)
         return server.url(database)
-    with psycopg.connect(url, autocommit=True, application_name="shoal_bench_admin") as conn:
+    with bench_connect(url, "admin") as conn:
         if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,)).fetchone():
             return conninfo.with_params(url, dbname=database)
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
@@ -342,7 +372,7 @@ def prepare_database(url: str | None, database: str) -> str:
 
 def describe_server(url: str) -> Server:
     control = control_url(url, 5)
-    with psycopg.connect(control, autocommit=True) as conn:
+    with bench_connect(control, "admin") as conn:
         row = conn.execute(
             "SELECT current_setting('server_version'),"
             " current_setting('max_locks_per_transaction')::int,"
@@ -379,7 +409,7 @@ class LockSampler:
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def __enter__(self) -> LockSampler:
-        self._conn = psycopg.connect(self.url, autocommit=True, application_name=NAIVE_LABEL)
+        self._conn = bench_connect(self.url, "locks")
         self._thread.start()
         return self
 
@@ -444,6 +474,7 @@ def make_specs(
                 hold_s=args.hold,
                 timeout_s=args.worker_timeout,
                 jitter_s=args.jitter,
+                ddl_slots=args.ddl_slots,
             )
             for number in range(scenario.workers)
         ]
@@ -451,9 +482,7 @@ def make_specs(
 
 
 def created_names(specs: list[Spec]) -> list[str]:
-    if specs and specs[0].mode == "naive":
-        return sorted({naive_schema(s.worker) for s in specs})
-    return [naming.schema_name(s.namespace, s.worker) for s in specs]
+    return sorted({worker_schema(s) for s in specs})
 
 
 def collect(
@@ -529,7 +558,7 @@ def run_scenario(
 
 def label_patterns(specs: list[Spec]) -> list[str]:
     """LIKE patterns matching the application_name of every connection of ``specs``."""
-    return [NAIVE_LABEL + "%", *sorted({f"pytest_%{s.namespace}%" for s in specs})]
+    return [BENCH_LABEL + "%", *sorted({f"pytest_%{s.namespace}%" for s in specs})]
 
 
 def existing(conn: psycopg.Connection[Any], names: list[str]) -> list[str]:
@@ -546,7 +575,7 @@ def drop_leftovers(url: str, names: list[str], specs: list[Spec]) -> list[str]:
     connections (matched by their labels) are ended before retrying.
     """
     patterns = label_patterns(specs)
-    with psycopg.connect(url, autocommit=True, application_name="shoal_bench_cleanup") as conn:
+    with bench_connect(url, "cleanup") as conn:
         found = existing(conn, names)
         for name in found:
             for attempt in range(3):
@@ -613,30 +642,44 @@ def ms(value: float | None) -> str:
 
 HEADER = (
     f"{'mode':<6} {'ok/n':>6} {'err':>4} {'clob':>4} {'p50 ms':>8} {'p95 ms':>8} {'max ms':>8}"
-    f" {'slot wait p50/p95 ms':>21} {'slots peak/queued':>17} {'drop p50 ms':>11} {'span s':>6}"
-    f" {'peak locks':>10}"
+    f" {'span s':>6} {'drop p50 ms':>11} {'slots peak/queued':>17} {'peak locks':>10}"
 )
+
+
+def values(results: list[WorkerResult], name: str) -> list[float]:
+    return [v for r in results if (v := getattr(r, name)) is not None]
+
+
+def p50_p95(results: list[WorkerResult], name: str) -> str:
+    found = values(results, name)
+    return f"{ms(percentile(found, 0.5))}/{ms(percentile(found, 0.95))}"
 
 
 def mode_row(run: ModeRun) -> str:
     results = run.results
-    latencies = [r.provision_s for r in results if r.provision_s is not None]
-    waits = [r.slot_wait_s for r in results if r.slot_wait_s is not None]
+    latencies = values(results, "provision_s")
     drops = [r.teardown_s for r in results if r.teardown_s is not None and not r.errors]
     ok = sum(1 for r in results if not r.errors and not r.clobbered)
-    wait = f"{ms(percentile(waits, 0.5))}/{ms(percentile(waits, 0.95))}" if waits else "n/a"
     slots = "n/a"
     if run.mode == "shoal":
         queued = run.held_while_queued
-        slots = (
-            f"{run.peak_slots}/{statistics.mean(queued):.1f}" if queued else f"{run.peak_slots}/—"
-        )
+        slots = f"{run.peak_slots}/" + (f"{statistics.mean(queued):.1f}" if queued else "—")
     return (
         f"{run.mode:<6} {f'{ok}/{len(results)}':>6} {sum(len(r.errors) for r in results):>4}"
         f" {sum(r.clobbered for r in results):>4} {ms(percentile(latencies, 0.5)):>8}"
         f" {ms(percentile(latencies, 0.95)):>8} {ms(max(latencies, default=None)):>8}"
-        f" {wait:>21} {slots:>17} {ms(statistics.median(drops) if drops else None):>11}"
-        f" {run.span_s:>6.1f} {run.peak_locks:>10,}"
+        f" {run.span_s:>6.1f} {ms(statistics.median(drops) if drops else None):>11}"
+        f" {slots:>17} {run.peak_locks:>10,}"
+    )
+
+
+def steps_row(run: ModeRun) -> str:
+    """Where the provisioning time went, p50/p95 ms."""
+    results = run.results
+    wait = f"slot wait {p50_p95(results, 'slot_wait_s')}, " if run.mode == "shoal" else ""
+    return (
+        f"  {run.mode} steps p50/p95 ms: {wait}create schema {p50_p95(results, 'create_s')},"
+        f" create_all {p50_p95(results, 'setup_s')}"
     )
 
 
@@ -651,16 +694,14 @@ def scenario_report(scenario: Scenario, runs: list[ModeRun], tables: int) -> lis
         f" workers = {workers} processes, {tables} tables each",
         HEADER,
         *(mode_row(run) for run in runs),
+        *(steps_row(run) for run in runs),
     ]
-    by_mode = {run.mode: run for run in runs}
-    if "shoal" in by_mode and "naive" in by_mode:
-        lat = {
-            m: [r.provision_s for r in by_mode[m].results if r.provision_s is not None]
-            for m in MODES
-        }
-        p50 = ratio(percentile(lat["shoal"], 0.5), percentile(lat["naive"], 0.5))
-        p95 = ratio(percentile(lat["shoal"], 0.95), percentile(lat["naive"], 0.95))
-        lines.append(f"shoal/naive latency: p50 {p50}, p95 {p95} (below 1 = shoal faster)")
+    lat = {run.mode: values(run.results, "provision_s") for run in runs}
+    for other in ("naive", "unique"):
+        if "shoal" in lat and other in lat:
+            p50 = ratio(percentile(lat["shoal"], 0.5), percentile(lat[other], 0.5))
+            p95 = ratio(percentile(lat["shoal"], 0.95), percentile(lat[other], 0.95))
+            lines.append(f"shoal/{other} latency: p50 {p50}, p95 {p95} (below 1 = shoal faster)")
     for run in runs:
         counts = Counter(": ".join(e.split(": ")[:2]) for r in run.results for e in r.errors)
         if counts:
@@ -676,17 +717,29 @@ def scenario_report(scenario: Scenario, runs: list[ModeRun], tables: int) -> lis
     return lines
 
 
-def server_report(server: Server, warm: tuple[float, int, int], tables: int) -> list[str]:
+LEGEND = (
+    "latency: barrier release -> the worker's schema is ready (failed workers are not in the"
+    " percentiles);\nspan: release -> last schema ready; clob: workers whose schema was"
+    " replaced or lost tables;\ndrop: teardown, with its slot wait; slots peak/queued: most DDL"
+    " slots held at once / mean held\nwhile a worker queued for one; peak locks: most pg_locks"
+    " rows in the cluster, sampled every 20 ms"
+)
+
+
+def server_report(
+    server: Server, warm: tuple[float, int, int], tables: int, ddl_slots: int | str
+) -> list[str]:
     capacity = server.max_locks * (server.max_connections + server.max_prepared)
     return [
         f"server: PostgreSQL {server.version} at {conninfo.mask(server.url)}",
         f"lock table: max_locks_per_transaction {server.max_locks} x (max_connections "
         f"{server.max_connections} + max_prepared_transactions {server.max_prepared})"
         f" = {capacity:,}",
-        f"DDL slots in use (auto): {server.slots}  (= min({MAX_AUTO_SLOTS}, {capacity:,} / 2 /"
-        f" {LOCKS_PER_DDL:,}))",
+        f"DDL slots in use: {ddl_slots if ddl_slots != 'auto' else server.slots}  (auto would be"
+        f" max(1, min({MAX_AUTO_SLOTS}, {capacity:,} / 2 / {LOCKS_PER_DDL:,})) = {server.slots})",
         f"one create_all of {tables} tables alone: {ms(warm[0])} ms, {warm[1]:,} locks held at"
         f" commit; DROP SCHEMA CASCADE of it: {warm[2]:,} locks",
+        LEGEND,
     ]
 
 
@@ -700,7 +753,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--tables", type=int, default=220, help="tables per worker schema")
     parser.add_argument("--scenarios", type=parse_scenarios, default=parse_scenarios("1x2,4x2,8x2"))
     parser.add_argument(
-        "--modes", type=parse_modes, default=list(MODES), help="comma-separated: shoal, naive"
+        "--modes",
+        type=parse_modes,
+        default=parse_modes(DEFAULT_MODES),
+        help=f"comma-separated subset of {', '.join(MODES)} (default {DEFAULT_MODES})",
+    )
+    parser.add_argument(
+        "--ddl-slots", type=parse_slots, default="auto", help="shoal mode's ddl_slots (N or auto)"
     )
     parser.add_argument("--hold", type=float, default=1.0, help="seconds a worker keeps its schema")
     parser.add_argument("--worker-timeout", type=float, default=150.0, help="seconds per worker")
@@ -729,7 +788,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     print(f"machine: {machine()}", flush=True)
     warm = warm_up(server, args.tables)
-    print("\n".join(server_report(server, warm, args.tables)), flush=True)
+    print("\n".join(server_report(server, warm, args.tables, args.ddl_slots)), flush=True)
     names = {WARMUP_SCHEMA}
     try:
         for index, scenario in enumerate(args.scenarios):
@@ -738,13 +797,15 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         # Every run dropped its own leftovers; this catches an interrupted one.
         drop_leftovers(server.url, sorted(names), [])
-        with psycopg.connect(server.url, autocommit=True) as conn:
+        with bench_connect(server.url, "cleanup") as conn:
             remaining = existing(conn, sorted(names))
-    left = ", ".join(remaining) if remaining else "none"
-    print(f"\ntotal {time.monotonic() - started:.0f} s; machine: {machine()}")
-    print(f"bench schemas left behind: {left}", flush=True)
+        print(f"\ntotal {time.monotonic() - started:.0f} s; machine: {machine()}")
+        print(f"bench schemas left behind: {', '.join(remaining) or 'none'}", flush=True)
     return 1 if remaining else 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        sys.exit(130)

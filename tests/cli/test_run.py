@@ -67,7 +67,7 @@ def test_invalid_forced_namespace_exits_2_before_anything_exists(
     database = embedded_databases.new("runbad")
     root = project(tmp_path, embedded, database)
     proc = shoal(root, env={naming.ENV_NAMESPACE_FORCE: "Not_Valid"})
-    stdout, stderr = proc.communicate(timeout=60)
+    _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 2
     assert "namespace_force = 'Not_Valid' (from environment SHOAL_NAMESPACE_FORCE)" in stderr
     assert "Traceback" not in stderr

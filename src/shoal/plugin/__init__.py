@@ -26,6 +26,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--shoal-ddl-slots", default=None, metavar="N|auto",
         help="concurrent schema DDL allowed per server, across every run (default: auto)",
     )  # fmt: skip
+    group.addoption(
+        "--shoal-report", action="store_true", default=False,
+        help="write a run report (tests, workers, provisioning) into the reports directory",
+    )  # fmt: skip
     from shoal.config import INI_KEYS
 
     for key in INI_KEYS:
@@ -48,6 +52,11 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(f"shoal: {exc}") from None
     if config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(_XdistHooks(state), "shoal-xdist")
+    # Only the process that sees every test writes the report: not an xdist worker.
+    if config.getoption("shoal_report") and not hasattr(config, "workerinput"):
+        from shoal.plugin.report import ReportCollector
+
+        config.pluginmanager.register(ReportCollector(state, config), "shoal-report")
 
 
 class _XdistHooks:
@@ -64,7 +73,8 @@ class _XdistHooks:
         output = getattr(node, "workeroutput", {})
         self.state.kept.extend(output.get("shoal_kept", []))
         self.state.problems.extend(output.get("shoal_problems", []))
-        self.state.worker_timings.extend([Timing(**t) for t in output.get("shoal_timings", [])])
+        timings = [Timing(**t) for t in output.get("shoal_timings", [])]
+        self.state.worker_timings.setdefault(str(node.gateway.id), []).extend(timings)
 
 
 def pytest_report_header(config: pytest.Config) -> str | None:
@@ -156,7 +166,7 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     state = config.stash.get(STATE, None)
     if state is None:
         return
-    timings = state.timings + state.worker_timings
+    timings = [t for ts in state.timings_by_worker().values() for t in ts]
     if timings:
         terminalreporter.write_line(provisioning_summary(state.namespace.token, timings))
     if state.kept:

@@ -48,7 +48,8 @@ class RunState:
     kept: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     timings: list[Timing] = field(default_factory=list)  # this process's
-    worker_timings: list[Timing] = field(default_factory=list)  # reported by xdist workers
+    # Reported by xdist workers when they finish, by worker id.
+    worker_timings: dict[str, list[Timing]] = field(default_factory=dict)
     schemas: WorkerSchemas | None = None
     handles: dict[str, DatabaseHandle] = field(default_factory=dict)
     _targets: list[Target] | None = None
@@ -75,6 +76,11 @@ class RunState:
         return cls(
             settings=settings, namespace=namespace, worker=worker, is_controller=is_controller
         )
+
+    def timings_by_worker(self) -> dict[str, list[Timing]]:
+        """Provisioning timings of every process of the run that provisioned, by worker id."""
+        mine = {self.worker: self.timings} if self.timings else {}
+        return {**mine, **self.worker_timings}
 
     def targets(self) -> list[Target]:
         if self._targets is None:

@@ -72,7 +72,8 @@ class Settings(BaseSettings):
         description="keep worker schemas when the run fails, and print how to connect",
     )
     reports_dir: Path = Field(
-        default=Path(".shoal/reports"), description="where `shoal run` writes run reports"
+        default=Path(".shoal/reports"),
+        description="where run reports go (`shoal run`, or `pytest --shoal-report`)",
     )
     home: Path | None = Field(
         default=None, description="the embedded server's data directory (default: user data dir)"

@@ -10,6 +10,7 @@ import click
 
 from shoal.cli.db import db
 from shoal.cli.demo import demo_command
+from shoal.cli.report import report_command
 from shoal.cli.run import run_command
 from shoal.cli.sweep import sweep_command
 from shoal.errors import ShoalError
@@ -35,6 +36,7 @@ def cli(verbose: bool) -> None:
 
 cli.add_command(db)
 cli.add_command(demo_command)
+cli.add_command(report_command)
 cli.add_command(run_command)
 cli.add_command(sweep_command)
 

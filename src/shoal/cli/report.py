@@ -1,0 +1,180 @@
+"""``shoal report``: read the run reports that ``--shoal-report`` wrote and summarise them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+from rich.text import Text
+
+from shoal.cli.settings import cli_settings
+from shoal.report import (
+    Outcome,
+    ReportError,
+    RunReport,
+    Spread,
+    latest_report,
+    list_reports,
+    read_report,
+)
+
+_STYLES: dict[Outcome, str] = {
+    "passed": "green", "failed": "red", "error": "red", "skipped": "yellow",
+    "xfailed": "yellow", "xpassed": "yellow",
+}  # fmt: skip
+
+
+@click.command("report")
+@click.argument("path", required=False, type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--latest", is_flag=True, help="The most recently started run (the default).")
+@click.option("--all", "show_all", is_flag=True, help="One line per report in the directory.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report(s) as JSON.")
+@click.option(
+    "--dir", "directory", type=click.Path(path_type=Path, file_okay=False), default=None,
+    help="Where to look for reports (default: reports_dir from [tool.shoal]).",
+)  # fmt: skip
+def report_command(
+    path: Path | None, latest: bool, show_all: bool, as_json: bool, directory: Path | None
+) -> None:
+    """Summarise a run report: outcomes, slowest tests, worker utilisation, provisioning.
+
+    PATH is a report file; without it, the latest report in the reports directory.
+    """
+    if sum([path is not None, latest, show_all]) > 1:
+        raise click.UsageError("give at most one of PATH, --latest and --all")
+    if path is not None:
+        _show(_read_path(path), as_json)
+        return
+    directory = directory if directory is not None else _default_directory()
+    if show_all:
+        _show_all(directory, as_json)
+        return
+    newest = latest_report(directory)
+    if newest is None:
+        _no_reports(directory, as_json, "null")
+        return
+    try:
+        _show(read_report(newest.path), as_json)
+    except ReportError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _default_directory() -> Path:
+    settings = cli_settings()
+    return settings.resolve_path(settings.reports_dir)
+
+
+def _read_path(path: Path) -> RunReport:
+    if not path.exists():
+        raise click.BadParameter(f"{path}: no such file", param_hint="PATH")
+    try:
+        return read_report(path)
+    except ReportError as exc:
+        raise click.BadParameter(str(exc), param_hint="PATH") from None
+
+
+def _no_reports(directory: Path, as_json: bool, empty: str) -> None:
+    # JSON consumers still get something that parses on stdout; people get the reason.
+    if as_json:
+        click.echo(empty)
+    click.echo(f"No reports in {directory}", err=as_json)
+
+
+def _show(run: RunReport, as_json: bool) -> None:
+    if as_json:
+        click.echo(run.model_dump_json(indent=2))
+    else:
+        render(Console(), run)
+
+
+def _show_all(directory: Path, as_json: bool) -> None:
+    runs: list[RunReport] = []
+    for entry in list_reports(directory):
+        try:
+            runs.append(read_report(entry.path))
+        except ReportError as exc:
+            # One broken file (another tool's JSON, a truncated copy) hides nothing else.
+            click.echo(f"skipped: {exc}", err=True)
+    if not runs:
+        _no_reports(directory, as_json, "[]")
+        return
+    if as_json:
+        click.echo(json.dumps([r.model_dump(mode="json") for r in runs], indent=2))
+        return
+    console = Console()
+    for run in runs:
+        # One plain line per run, soft-wrapped: easy to grep, and no table squeezing the
+        # namespace and the outcomes into columns on a narrow terminal.
+        line = Text(f"{run.started:%Y-%m-%d %H:%M:%S}  {run.namespace}  ")
+        line.append_text(_outcomes(run))
+        line.append(f"  {run.duration_s:.1f}s  exit {run.exit_status}")
+        console.print(line, soft_wrap=True)
+
+
+def _outcomes(run: RunReport) -> Text:
+    parts = [
+        (f"{n} {outcome}{'s' if outcome == 'error' and n > 1 else ''}", _STYLES[outcome])
+        for outcome, n in run.outcome_counts().items()
+    ]
+    text = Text(", ").join(Text(part, style=style) for part, style in parts)
+    return text if parts else Text("no tests")
+
+
+def render(console: Console, run: RunReport) -> None:
+    """The human summary of one report."""
+    console.print(
+        f"[bold]{run.namespace}[/]  started {run.started:%Y-%m-%d %H:%M:%S} UTC  "
+        f"took {run.duration_s:.1f}s  exit status {run.exit_status}",
+        soft_wrap=True,
+    )
+    console.print(escape("pytest " + " ".join(run.args)), style="dim", soft_wrap=True)
+    console.print(_outcomes(run))
+
+    slowest = run.slowest(10)
+    if slowest:
+        table = Table(title=f"{len(slowest)} slowest tests", title_justify="left")
+        table.add_column("test", overflow="fold")
+        for column in ("outcome", "worker", "call", "setup+teardown"):
+            table.add_column(column, justify="right" if column != "outcome" else "left")
+        for test in slowest:
+            table.add_row(
+                Text(test.nodeid), Text(test.outcome, style=_STYLES[test.outcome]), test.worker,
+                f"{test.duration_s:.2f}s", f"{test.setup_s + test.teardown_s:.2f}s",
+            )  # fmt: skip
+        console.print(table)
+
+    if run.workers:
+        table = Table(title="worker utilisation", title_justify="left")
+        for column in ("worker", "tests", "busy", "idle", "busy %"):
+            table.add_column(column, justify="left" if column == "worker" else "right")
+        for usage in run.workers:
+            table.add_row(
+                usage.worker, str(usage.tests), f"{usage.busy_s:.2f}s", f"{usage.idle_s:.2f}s",
+                f"{usage.utilisation:.0%}",
+            )  # fmt: skip
+        console.print(table)
+
+    stats = run.provisioning_by_database()
+    if stats:
+        table = Table(
+            title="provisioning per database (seconds, p50/max across workers)",
+            title_justify="left",
+        )
+        for column in ("database", "schemas", "total", "slot wait", "create", "setup"):
+            table.add_column(
+                column, justify="left" if column == "database" else "right", no_wrap=True
+            )
+        for row in stats:
+            table.add_row(
+                row.database, str(row.schemas), _spread(row.total), _spread(row.slot_wait),
+                _spread(row.create), _spread(row.setup),
+            )  # fmt: skip
+        console.print(table)
+
+
+def _spread(spread: Spread) -> str:
+    return f"{spread.p50:.2f}/{spread.max:.2f}"

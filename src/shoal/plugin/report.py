@@ -1,0 +1,177 @@
+"""Collects every test report of the run and writes the run report at session end.
+
+Registered only with ``--shoal-report`` and only in the process that sees every test:
+the xdist controller (workers' reports reach it through ``pytest_runtest_logreport``)
+or the single process at ``-n 0``.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from shoal.plugin.state import RunState
+from shoal.report import (
+    Outcome,
+    ProvisioningTiming,
+    ReportError,
+    RunReport,
+    TestResult,
+    Versions,
+    worker_usage,
+    write_report,
+)
+
+
+@dataclass
+class _Pending:
+    nodeid: str
+    worker: str
+    start: float
+    stop: float
+    outcome: Outcome | None = None
+    setup_s: float = 0.0
+    call_s: float = 0.0
+    teardown_s: float = 0.0
+
+
+def worker_of(report: pytest.TestReport, default: str) -> str:
+    """The xdist worker that ran ``report``'s test (``default`` outside xdist).
+
+    The controller sets ``report.node`` to the WorkerController for every report it
+    relays, including the synthetic one for a test that crashed its worker; the
+    ``worker_id`` the worker serialises into its reports is the fallback.
+    """
+    node = getattr(report, "node", None)
+    gateway = getattr(node, "gateway", None)
+    if gateway is not None:
+        return str(gateway.id)
+    worker_id = getattr(report, "worker_id", None)
+    return str(worker_id) if worker_id else default
+
+
+def phase_outcome(report: pytest.TestReport) -> Outcome | None:
+    """What one phase says about the test's outcome; None when it says nothing new."""
+    xfail = hasattr(report, "wasxfail")
+    if report.when == "setup":
+        if report.failed:
+            return "error"
+        return ("xfailed" if xfail else "skipped") if report.skipped else None
+    if report.when == "teardown":
+        return "error" if report.failed else None
+    # The call phase, or the "???" phase of a test whose worker crashed.
+    if report.passed:
+        return "xpassed" if xfail else "passed"
+    if report.failed:
+        return "failed"
+    return "xfailed" if xfail else "skipped"
+
+
+class ReportCollector:
+    def __init__(self, state: RunState, config: pytest.Config) -> None:
+        self.state = state
+        self.config = config
+        self.started = datetime.now(UTC)
+        self.results: list[TestResult] = []
+        self.path: Path | None = None
+        self._open: dict[tuple[str, str], _Pending] = {}
+
+    @pytest.hookimpl
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        key = (worker_of(report, self.state.worker), report.nodeid)
+        pending = self._open.get(key)
+        if pending is None or report.when == "setup":
+            if pending is not None:  # the same node id run again (a rerun plugin)
+                self._close(pending)
+            # The synthetic report for a test that crashed its worker carries no times.
+            start = report.start or time.time()
+            pending = _Pending(report.nodeid, key[0], start=start, stop=report.stop or start)
+            self._open[key] = pending
+        pending.stop = max(pending.stop, report.stop)
+        if report.when == "setup":
+            pending.setup_s = report.duration
+        elif report.when == "teardown":
+            pending.teardown_s = report.duration
+        else:
+            pending.call_s = report.duration
+        outcome = phase_outcome(report)
+        # A failing teardown turns a passed or skipped test into an error (pytest counts
+        # both); it never hides a failure the test itself already had.
+        if outcome is not None and pending.outcome not in ("failed", "error"):
+            pending.outcome = outcome
+        if report.when not in ("setup", "call"):  # teardown, or a crash: nothing follows
+            self._close(self._open.pop(key))
+
+    def _close(self, pending: _Pending) -> None:
+        if pending.outcome is None:
+            return  # set up but never run (the session was interrupted): not a result
+        self.results.append(
+            TestResult(
+                nodeid=pending.nodeid,
+                outcome=pending.outcome,
+                worker=pending.worker,
+                duration_s=pending.call_s,
+                setup_s=pending.setup_s,
+                teardown_s=pending.teardown_s,
+                start=pending.start,
+                stop=pending.stop,
+            )
+        )
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        for pending in self._open.values():
+            self._close(pending)
+        self._open.clear()
+        finished = datetime.now(UTC)
+        report = RunReport(
+            namespace=self.state.namespace.token,
+            args=tuple(self.config.invocation_params.args),
+            versions=_versions(self.config),
+            started=self.started,
+            finished=finished,
+            exit_status=int(exitstatus),
+            tests=tuple(self.results),
+            workers=worker_usage(self.results, finished.timestamp()),
+            provisioning=tuple(
+                ProvisioningTiming(worker=worker, **asdict(timing))
+                for worker, timings in self.state.timings_by_worker().items()
+                for timing in timings
+            ),
+        )
+        directory = self.state.settings.resolve_path(self.state.settings.reports_dir)
+        try:
+            self.path = write_report(report, directory)
+        except ReportError as exc:
+            self.state.problems.append(str(exc))
+
+    @pytest.hookimpl
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        if self.path is not None:
+            terminalreporter.write_line(f"shoal: report written to {self.path}")
+
+
+def _versions(config: pytest.Config) -> Versions:
+    xdist = None
+    if config.pluginmanager.hasplugin("xdist"):
+        xdist = _version("pytest-xdist")
+    return Versions(
+        python=platform.python_version(),
+        pytest=pytest.__version__,
+        shoal=_version("shoal") or "unknown",
+        xdist=xdist,
+    )
+
+
+def _version(distribution: str) -> str | None:
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return None

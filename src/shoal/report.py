@@ -1,0 +1,290 @@
+"""The run report: what one pytest invocation did, where and how long it took.
+
+The plugin builds a :class:`RunReport` in the process that sees every test (the xdist
+controller, or the only process at ``-n 0``) and writes it to
+``<reports_dir>/<UTC timestamp>_<namespace>.json``; ``shoal report`` reads them back.
+Concurrent runs write different files (the namespace is in the name), so reading is a
+glob and nothing is ever locked. This module knows nothing about pytest.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import statistics
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import ClassVar, Final, Literal
+
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+
+from shoal import naming
+from shoal.errors import ShoalError
+from shoal.pg.conninfo import mask
+
+Outcome = Literal["passed", "failed", "error", "skipped", "xfailed", "xpassed"]
+OUTCOMES: Final[tuple[Outcome, ...]] = (
+    "passed", "failed", "error", "skipped", "xfailed", "xpassed",
+)  # fmt: skip
+REPORT_FORMAT: Final = 1
+
+
+class ReportError(ShoalError):
+    """A report could not be written or read; the message names the file."""
+
+
+class _Model(BaseModel):
+    # Reports outlive the shoal that wrote them: a newer writer's extra fields are ignored.
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+
+class TestResult(_Model):
+    """One collected test: its outcome across setup, call and teardown."""
+
+    __test__: ClassVar[bool] = False  # not a pytest test class, whatever its name says
+
+    nodeid: str
+    outcome: Outcome
+    worker: str  # gwN, or main without xdist
+    duration_s: float  # the call phase, what the test itself took
+    setup_s: float = 0.0  # fixtures, including a worker's schema provisioning on its first test
+    teardown_s: float = 0.0
+    start: float  # epoch seconds: start of setup
+    stop: float  # epoch seconds: end of teardown
+
+    @property
+    def total_s(self) -> float:
+        return self.setup_s + self.duration_s + self.teardown_s
+
+
+class WorkerUsage(_Model):
+    """How busy one worker was between its first test and the end of the session."""
+
+    worker: str
+    tests: int
+    busy_s: float  # sum of the tests' setup + call + teardown
+    idle_s: float  # wall span from the worker's first test to the session's end, minus busy
+
+    @property
+    def span_s(self) -> float:
+        return self.busy_s + self.idle_s
+
+    @property
+    def utilisation(self) -> float:
+        """Busy share of the span, 0..1 (0 for an empty span)."""
+        return self.busy_s / self.span_s if self.span_s > 0 else 0.0
+
+
+class ProvisioningTiming(_Model):
+    """One worker's schema in one database: how long it waited for a DDL slot and built."""
+
+    worker: str
+    database: str
+    slot_wait_s: float
+    create_s: float
+    setup_s: float
+    total_s: float
+
+
+class Versions(_Model):
+    python: str
+    pytest: str
+    shoal: str
+    xdist: str | None = None
+
+
+class RunReport(_Model):
+    format: int = REPORT_FORMAT
+    namespace: str
+    args: tuple[str, ...]  # the pytest command line, passwords masked
+    versions: Versions
+    started: datetime  # UTC
+    finished: datetime  # UTC
+    exit_status: int
+    tests: tuple[TestResult, ...] = ()
+    workers: tuple[WorkerUsage, ...] = ()
+    provisioning: tuple[ProvisioningTiming, ...] = ()
+
+    @field_validator("args")
+    @classmethod
+    def _mask_passwords(cls, args: tuple[str, ...]) -> tuple[str, ...]:
+        # A URL given on the command line (e.g. through -o) must not leak into a file
+        # that gets attached to CI artifacts (DESIGN invariant 10).
+        return tuple(mask(arg) for arg in args)
+
+    @field_validator("namespace")
+    @classmethod
+    def _namespace(cls, namespace: str) -> str:
+        if not naming.is_namespace(namespace):
+            raise ValueError(f"{namespace!r} is not a shoal namespace")
+        return namespace
+
+    @property
+    def duration_s(self) -> float:
+        return (self.finished - self.started).total_seconds()
+
+    @property
+    def filename(self) -> str:
+        return naming.report_filename(self.namespace, self.started)
+
+    def outcome_counts(self) -> dict[Outcome, int]:
+        """Every outcome that occurred, in a fixed order, with its count."""
+        counts = {outcome: 0 for outcome in OUTCOMES}
+        for test in self.tests:
+            counts[test.outcome] += 1
+        return {outcome: n for outcome, n in counts.items() if n}
+
+    def slowest(self, count: int = 10) -> list[TestResult]:
+        return sorted(self.tests, key=lambda t: t.total_s, reverse=True)[:count]
+
+    def provisioning_by_database(self) -> list[DatabaseProvisioning]:
+        return provisioning_stats(self.provisioning)
+
+
+def worker_usage(tests: Iterable[TestResult], session_end: float) -> tuple[WorkerUsage, ...]:
+    """Busy and idle time per worker, sorted by worker id.
+
+    Idle counts from the worker's first test, not from session start: a worker's
+    startup and collection are not time it could have spent on tests.
+    """
+    by_worker: dict[str, list[TestResult]] = {}
+    for test in tests:
+        by_worker.setdefault(test.worker, []).append(test)
+    usage = []
+    for worker, done in by_worker.items():
+        busy = sum(t.total_s for t in done)
+        span = max(session_end - min(t.start for t in done), 0.0)
+        # Clocks and rounding can make busy a hair longer than the span; idle is never < 0.
+        usage.append(
+            WorkerUsage(worker=worker, tests=len(done), busy_s=busy, idle_s=max(span - busy, 0.0))
+        )
+    return tuple(sorted(usage, key=lambda u: _worker_order(u.worker)))
+
+
+def _worker_order(worker: str) -> tuple[int, str]:
+    try:
+        number = naming.worker_number(worker)
+    except naming.InvalidName:
+        return (2, worker)
+    return (1, "") if number is None else (0, f"{number:09d}")
+
+
+@dataclass(frozen=True)
+class Spread:
+    p50: float
+    max: float
+
+    @classmethod
+    def of(cls, values: Sequence[float]) -> Spread:
+        return cls(statistics.median(values), max(values)) if values else cls(0.0, 0.0)
+
+
+@dataclass(frozen=True)
+class DatabaseProvisioning:
+    """Provisioning of one database across the run's workers."""
+
+    database: str
+    schemas: int
+    total: Spread
+    slot_wait: Spread
+    create: Spread
+    setup: Spread
+
+
+def provisioning_stats(timings: Iterable[ProvisioningTiming]) -> list[DatabaseProvisioning]:
+    by_database: dict[str, list[ProvisioningTiming]] = {}
+    for timing in timings:
+        by_database.setdefault(timing.database, []).append(timing)
+    return [
+        DatabaseProvisioning(
+            database=database,
+            schemas=len(rows),
+            total=Spread.of([r.total_s for r in rows]),
+            slot_wait=Spread.of([r.slot_wait_s for r in rows]),
+            create=Spread.of([r.create_s for r in rows]),
+            setup=Spread.of([r.setup_s for r in rows]),
+        )
+        for database, rows in by_database.items()
+    ]
+
+
+def write_report(report: RunReport, directory: Path) -> Path:
+    """Write ``report`` into ``directory`` (created if missing) atomically; return its path.
+
+    The content goes to a temporary file in the same directory first and is then
+    renamed over the final name, so a reader globbing the directory while runs finish
+    sees whole reports or none. The temporary name does not match the report glob.
+    """
+    target = directory / report.filename
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        fd, temporary = tempfile.mkstemp(
+            dir=directory, prefix=f".{report.filename}.", suffix=".tmp"
+        )
+    except OSError as exc:
+        raise ReportError(f"cannot write the run report into {directory}: {exc}") from None
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(report.model_dump_json(indent=2))
+            fh.write("\n")
+        os.replace(temporary, target)
+    except OSError as exc:
+        Path(temporary).unlink(missing_ok=True)
+        raise ReportError(f"cannot write the run report {target}: {exc}") from None
+    return target
+
+
+def read_report(path: Path) -> RunReport:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ReportError(f"cannot read {path}: {exc.strerror or exc}") from None
+    try:
+        return RunReport.model_validate_json(text)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "the file"
+        raise ReportError(f"{path} is not a shoal run report ({where}: {first['msg']})") from None
+
+
+@dataclass(frozen=True)
+class ReportFile:
+    """A report file found in a directory, known by its name alone (nothing read yet)."""
+
+    path: Path
+    started: datetime  # to the second, from the file name
+    namespace: str
+
+
+def list_reports(directory: Path) -> list[ReportFile]:
+    """The reports in ``directory``, oldest start first; files that are not reports are skipped.
+
+    File names only carry the second, so runs that started in the same second are put
+    in order by the precise start time inside them.
+    """
+    found = []
+    for path in directory.glob(naming.report_glob()):
+        parsed = naming.parse_report_filename(path.name)
+        if parsed is not None and path.is_file():
+            found.append(ReportFile(path=path, started=parsed[0], namespace=parsed[1]))
+    per_second: dict[datetime, int] = {}
+    for entry in found:
+        per_second[entry.started] = per_second.get(entry.started, 0) + 1
+
+    def key(entry: ReportFile) -> tuple[datetime, datetime, str]:
+        precise = entry.started
+        if per_second[entry.started] > 1:
+            # An unreadable file keeps its place by name; reading it will say why.
+            with contextlib.suppress(ReportError):
+                precise = read_report(entry.path).started
+        return (entry.started, precise, entry.namespace)
+
+    return sorted(found, key=key)
+
+
+def latest_report(directory: Path) -> ReportFile | None:
+    reports = list_reports(directory)
+    return reports[-1] if reports else None

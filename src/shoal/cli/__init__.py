@@ -10,6 +10,8 @@ import click
 
 from shoal.cli.db import db
 from shoal.cli.demo import demo_command
+from shoal.cli.locks import locks_command
+from shoal.cli.ps import ps_command
 from shoal.cli.report import report_command
 from shoal.cli.run import run_command
 from shoal.cli.sweep import sweep_command
@@ -36,6 +38,8 @@ def cli(verbose: bool) -> None:
 
 cli.add_command(db)
 cli.add_command(demo_command)
+cli.add_command(locks_command)
+cli.add_command(ps_command)
 cli.add_command(report_command)
 cli.add_command(run_command)
 cli.add_command(sweep_command)

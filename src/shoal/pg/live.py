@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import psycopg
+
 from shoal import naming
 from shoal.errors import ServerUnreachable
 from shoal.pg import conninfo
@@ -26,21 +28,28 @@ class ClusterLiveness:
     lease_holders: dict[str, list[str]] = field(default_factory=dict)  # namespace → holders
 
 
-def probe_cluster(url: str, timeout: int) -> ClusterLiveness:
-    """The live namespaces of the cluster ``url`` reaches (all its databases)."""
+def probe_cluster(urls: list[str], timeout: int) -> ClusterLiveness:
+    """The live namespaces of the cluster ``urls`` reach (all its databases).
+
+    Any of the cluster's databases will do: pg_stat_activity is cluster-wide.
+    """
     result = ClusterLiveness(
-        cluster=conninfo.cluster_key(url), url=conninfo.mask(url), reachable=False
+        cluster=conninfo.cluster_key(urls[0]), url=conninfo.mask(urls[0]), reachable=False
     )
-    try:
-        conn = admin_connect(url, "shoal_sweep", timeout=timeout)
-    except ServerUnreachable as exc:
-        result.error = str(exc)
+    for url in urls:
+        try:
+            with admin_connect(url, "shoal_sweep", timeout=timeout) as conn:
+                rows = conn.execute(
+                    "SELECT application_name FROM pg_stat_activity"
+                    " WHERE application_name LIKE 'pytest\\_%'"
+                ).fetchall()
+        except (ServerUnreachable, psycopg.Error) as exc:
+            result.error = conninfo.mask(str(exc).strip().splitlines()[0])
+            continue
+        result.reachable, result.error, result.url = True, None, conninfo.mask(url)
+        break
+    else:
         return result
-    with conn:
-        rows = conn.execute(
-            "SELECT application_name FROM pg_stat_activity WHERE application_name LIKE 'pytest\\_%'"
-        ).fetchall()
-    result.reachable = True
     for (application_name,) in rows:
         label = naming.parse_label(str(application_name))
         if label is None:
@@ -53,7 +62,7 @@ def probe_cluster(url: str, timeout: int) -> ClusterLiveness:
 
 def probe_clusters(urls: list[str], timeout: int) -> list[ClusterLiveness]:
     """One probe per distinct cluster among ``urls``."""
-    seen: dict[str, str] = {}
+    by_cluster: dict[str, list[str]] = {}
     for url in urls:
-        seen.setdefault(conninfo.cluster_key(url), url)
-    return [probe_cluster(url, timeout) for url in seen.values()]
+        by_cluster.setdefault(conninfo.cluster_key(url), []).append(url)
+    return [probe_cluster(group, timeout) for group in by_cluster.values()]

@@ -1,0 +1,75 @@
+"""``shoal ps``: every shoal namespace on the configured servers, live or dead."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import click
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from shoal.cli.render import duration
+from shoal.cli.settings import cli_settings
+from shoal.pg.ps import NamespaceStatus, PsResult, ps
+from shoal.pg.targets import database_urls
+
+_STYLE = {"live": "green", "dead": "red", "unknown": "yellow"}
+
+
+def owners(status: NamespaceStatus) -> str:
+    """``host pid 1, 2`` grouped by host; ``?`` when no schema says who made it."""
+    by_host: dict[str, list[str]] = {}
+    for host, pid in status.owners:
+        by_host.setdefault(host or "?", []).append("?" if pid is None else str(pid))
+    return "; ".join(f"{host} pid {', '.join(pids)}" for host, pids in by_host.items()) or "?"
+
+
+def render(result: PsResult, console: Console) -> None:
+    for cluster in result.clusters:
+        if not cluster.reachable:
+            console.print(Text(f"unreachable: {cluster.error}", style="red"))
+    down = {c.cluster for c in result.clusters if not c.reachable}
+    for database in result.databases:
+        if database.error and database.cluster not in down:
+            console.print(Text(f"database {database.name}: {database.error}", style="red"))
+    if down:
+        console.print(
+            "Liveness unknown for runs not seen alive: a run may hold its lease on a server "
+            "that did not answer."
+        )
+    if not result.namespaces:
+        console.print("No shoal namespaces found.")
+        return
+    table = Table("Namespace", "Status", "Age", "Owner", "Workers", "Databases", "Lease held by")
+    table.columns[0].no_wrap = True
+    for status in result.namespaces:
+        table.add_row(
+            Text(status.namespace),
+            Text(status.status, style=_STYLE[status.status]),
+            Text(duration(status.age_s(result.checked_at))),
+            Text(owners(status)),
+            Text(", ".join(status.workers) or "-"),
+            Text(", ".join(status.databases) or "-"),
+            Text(", ".join(status.lease_holders) or "-"),
+        )
+    console.print(table)
+
+
+@click.command("ps")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def ps_command(as_json: bool) -> None:
+    """List every shoal namespace on the configured servers: live or dead, age, owner,
+    workers, databases and lease holders.
+
+    Exit status 1 when a server or database could not be read, 0 otherwise.
+    """
+    settings = cli_settings()
+    urls = {name: url for name, (url, _) in database_urls(settings).items()}
+    result = ps(urls, settings.connect_timeout, datetime.now(UTC))
+    if as_json:
+        click.echo(json.dumps(result.as_json(), indent=2))
+    else:
+        render(result, Console(highlight=False))
+    raise SystemExit(0 if result.complete else 1)

@@ -1,0 +1,94 @@
+"""``shoal serve``: the agent job service (needs ``pip install shoal[serve]``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from shoal.errors import UsageError
+from shoal.pg.conninfo import mask
+from shoal.service.settings import TOKEN_ENV, load_serve_settings
+
+
+def _agents(
+    ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
+) -> dict[str, str] | None:
+    agents: dict[str, str] = {}
+    for value in values:
+        name, sep, template = value.partition("=")
+        if not sep or not name.strip() or not template.strip():
+            raise click.BadParameter(f"{value!r}: expected NAME=COMMAND, e.g. 'claude=claude -p'")
+        agents[name.strip()] = template
+    return agents or None
+
+
+@click.command("serve")
+@click.option("--repo", help="Repository path or URL the jobs check out.  [env SHOAL_SERVE_REPO]")
+@click.option(
+    "--agent",
+    "agents",
+    multiple=True,
+    callback=_agents,
+    metavar="NAME=COMMAND",
+    help="An agent: its command line, run without a shell; '{prompt}' in an argument passes "
+    "the prompt there, otherwise it goes on stdin. Repeatable.  [env SHOAL_SERVE_AGENTS]",
+)
+@click.option("--default-agent", help="Agent for requests that name none (default: the first).")
+@click.option("--prepare", help="Command run in each fresh checkout before the agent.")
+@click.option(
+    "--home-template", type=click.Path(path_type=Path), help="Copied into each job's HOME."
+)
+@click.option("--max-concurrency", type=int, help="Jobs running at once (default 10).")
+@click.option("--max-queue-depth", type=int, help="Running + queued jobs before 429 (default 100).")
+@click.option(
+    "--job-ttl",
+    "job_ttl_seconds",
+    type=float,
+    metavar="SECONDS",
+    help="Forget finished jobs after this long (default 86400).",
+)
+@click.option(
+    "--timeout",
+    "default_timeout_s",
+    type=float,
+    metavar="SECONDS",
+    help="A job's run time limit when the request gives none (default 3600).",
+)
+@click.option("--host", help="Address to listen on (default 127.0.0.1).")
+@click.option("--port", type=int, help="Port to listen on (default 8765).")
+@click.option(
+    "--state-dir",
+    type=click.Path(path_type=Path),
+    help="Job database, base clone and workspaces (default .shoal/serve).",
+)
+@click.option(
+    "--no-auth",
+    is_flag=True,
+    default=None,
+    help=f"Serve without {TOKEN_ENV} (only on a loopback address).",
+)
+def serve_command(**flags: Any) -> None:
+    """Run coding-agent jobs over HTTP, each in its own git checkout, FIFO-queued.
+
+    Clients send 'Authorization: Bearer <token>' with the token set in SHOAL_SERVE_TOKEN.
+    """
+    try:
+        import uvicorn
+
+        from shoal.service.app import create_app
+    except ImportError as exc:
+        raise UsageError("serve", exc.name, "installation", "pip install 'shoal[serve]'") from None
+    from shoal.service.workspaces import Workspaces
+
+    settings = load_serve_settings(flags)
+    # Clone (or fetch) now, so a bad repository is reported as one line, before listening.
+    Workspaces(settings.state_dir, settings.repo).ensure_base()
+    click.echo(
+        f"shoal serve: http://{settings.host}:{settings.port}  repo {mask(settings.repo)}  "
+        f"agents {', '.join(settings.agents)}  capacity {settings.max_concurrency}  "
+        f"auth {'off' if settings.no_auth else 'bearer'}",
+        err=True,
+    )
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="warning")

@@ -1,0 +1,153 @@
+"""Request and response shapes of the job service (FastAPI turns them into the OpenAPI schema)."""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+# A ref reaches git as an argument: a leading "-" would be read as an option.
+_REF = re.compile(r"^(?!-)(?!.*\.\.)[A-Za-z0-9._/@{}^~+-]{1,200}$")
+MetadataValue = str | int | float | bool | None
+
+
+class JobStatus(StrEnum):
+    queued = "queued"
+    running = "running"
+    completed = "completed"
+    failed = "failed"
+    timed_out = "timed_out"
+    cancelled = "cancelled"
+    interrupted = "interrupted"
+
+    @property
+    def finished(self) -> bool:
+        return self not in (JobStatus.queued, JobStatus.running)
+
+
+def _no_nul(value: str) -> str:
+    # Arguments and environment values cannot carry NUL bytes; refuse rather than truncate.
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
+class ExecuteRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    prompt: str = Field(min_length=1, max_length=1_000_000)
+    agent: str | None = Field(default=None, description="agent name (default: the server's)")
+    ref: str | None = Field(default=None, description="branch, tag or commit to check out")
+    timeout_s: float | None = Field(
+        default=None, gt=0, le=7 * 86400, description="run time limit, counted from the start"
+    )
+    metadata: dict[str, MetadataValue] | None = Field(default=None, max_length=100)
+    save_branch: bool = Field(
+        default=False, description="keep the job's changes as branch shoal/job-<id> in the base"
+    )
+
+    _prompt = field_validator("prompt")(_no_nul)
+
+    @field_validator("ref")
+    @classmethod
+    def _ref(cls, value: str | None) -> str | None:
+        if value is not None and not _REF.match(value):
+            raise ValueError("expected a branch, tag or commit name (no leading '-', no '..')")
+        return value
+
+
+class DiffFile(BaseModel):
+    path: str
+    insertions: int
+    deletions: int
+
+
+class DiffSummary(BaseModel):
+    files_changed: int
+    insertions: int
+    deletions: int
+    files: list[DiffFile] = Field(description="the first 200 files")
+
+
+class Accepted(BaseModel):
+    job_id: str
+    status: JobStatus
+    position: int = Field(description="1 = next to start; 0 = already running")
+
+
+class JobView(BaseModel):
+    job_id: str
+    kind: Literal["execute", "chat"]
+    status: JobStatus
+    agent: str
+    ref: str | None
+    metadata: dict[str, MetadataValue] | None
+    exit_code: int | None
+    output: str
+    output_truncated: bool
+    stderr: str
+    error: str | None
+    queued_at: float
+    started_at: float | None
+    finished_at: float | None
+    position: int | None
+    workspace: str | None = Field(description="the checkout while the job runs")
+    diff: DiffSummary | None
+    branch: str | None
+
+
+class JobList(BaseModel):
+    jobs: list[JobView]
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+    busy: bool
+    active: int
+    queued: int
+    capacity: int
+
+
+class ContentPart(BaseModel):
+    type: str
+    text: str | None = None
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    role: Literal["system", "developer", "user", "assistant", "tool", "function"]
+    content: str | list[ContentPart] | None = None
+
+    def text(self) -> str:
+        if isinstance(self.content, list):
+            return "".join(part.text or "" for part in self.content if part.type == "text")
+        return self.content or ""
+
+
+class ChatRequest(BaseModel):
+    # OpenAI clients send many optional knobs (temperature, …); they mean nothing here.
+    model_config = ConfigDict(extra="ignore")
+
+    model: str = Field(min_length=1, description="an agent name, or a model the agent is given")
+    messages: list[ChatMessage] = Field(min_length=1)
+    stream: bool = False
+
+    @field_validator("messages")
+    @classmethod
+    def _has_user(cls, value: list[ChatMessage]) -> list[ChatMessage]:
+        users = [m for m in value if m.role == "user"]
+        if not users or not users[-1].text().strip():
+            raise ValueError("expected a user message with text content")
+        _no_nul(users[-1].text())
+        return value
+
+    def prompt(self) -> str:
+        return [m for m in self.messages if m.role == "user"][-1].text()
+
+
+def chat_error(message: str, kind: str, code: str) -> dict[str, Any]:
+    """The OpenAI error body."""
+    return {"error": {"message": message, "type": kind, "code": code, "param": None}}

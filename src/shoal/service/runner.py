@@ -1,0 +1,148 @@
+"""Running one agent process: argv template, no shell, own process group, time limit, cancel."""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import contextlib
+import os
+import signal
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from shoal.service.settings import PROMPT
+
+Sink = Callable[[str], None]
+# After SIGTERM the group gets this long to exit before SIGKILL.
+KILL_GRACE_S = 2.0
+
+
+@dataclass(frozen=True)
+class Outcome:
+    exit_code: int | None
+    timed_out: bool
+    cancelled: bool
+
+
+def render_argv(
+    template: Sequence[str], *, prompt: str, model: str, job_id: str
+) -> tuple[list[str], bool]:
+    """The argv for one job, and whether the prompt goes on stdin.
+
+    Placeholders are replaced textually (not ``str.format``), so braces in a prompt or in
+    the template's other arguments are passed through untouched.
+    """
+    on_stdin = not any(PROMPT in part for part in template)
+    argv = [
+        part.replace("{model}", model).replace("{job_id}", job_id).replace(PROMPT, prompt)
+        if PROMPT in part
+        else part.replace("{model}", model).replace("{job_id}", job_id)
+        for part in template
+    ]
+    return argv, on_stdin
+
+
+def kill_group(pgid: int, sig: signal.Signals = signal.SIGKILL) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+async def _pump(stream: asyncio.StreamReader, sink: Sink) -> None:
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    while chunk := await stream.read(65536):
+        text = decoder.decode(chunk)
+        if text:
+            sink(text)
+    tail = decoder.decode(b"", final=True)
+    if tail:
+        sink(tail)
+
+
+class Process:
+    """An agent process started in its own session, so its whole group can be killed."""
+
+    def __init__(self, proc: asyncio.subprocess.Process, readers: list[asyncio.Task[None]]) -> None:
+        self._proc = proc
+        self._readers = readers
+        self.pid = proc.pid
+        self._feeder: asyncio.Task[None] | None = None
+
+    @classmethod
+    async def start(
+        cls,
+        argv: Sequence[str],
+        *,
+        cwd: Path,
+        env: Mapping[str, str],
+        stdin_text: str | None,
+        on_stdout: Sink,
+        on_stderr: Sink,
+    ) -> Process:
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
+            cwd=cwd,
+            env=dict(env),
+            stdin=asyncio.subprocess.PIPE if stdin_text is not None else asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            start_new_session=True,
+        )
+        assert proc.stdout is not None
+        assert proc.stderr is not None
+        readers = [
+            asyncio.create_task(_pump(proc.stdout, on_stdout)),
+            asyncio.create_task(_pump(proc.stderr, on_stderr)),
+        ]
+        self = cls(proc, readers)
+        if stdin_text is not None:
+            self._feeder = asyncio.create_task(self._feed(stdin_text))
+        return self
+
+    async def _feed(self, text: str) -> None:
+        assert self._proc.stdin is not None
+        # An agent may exit without reading its stdin: a broken pipe is not our failure.
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            self._proc.stdin.write(text.encode("utf-8"))
+            await self._proc.stdin.drain()
+            self._proc.stdin.close()
+
+    async def wait(self, timeout_s: float, cancel: asyncio.Event) -> Outcome:
+        """Wait for exit, the time limit or ``cancel``; the process group never outlives this."""
+        exited = asyncio.create_task(self._proc.wait())
+        cancelled = asyncio.create_task(cancel.wait())
+        try:
+            done, _ = await asyncio.wait(
+                {exited, cancelled}, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED
+            )
+            stopped = exited not in done
+            if stopped:
+                await self._stop(exited)
+        finally:
+            cancelled.cancel()
+            # Children the agent left behind would keep the pipes open and the checkout busy.
+            kill_group(self.pid)
+            if not exited.done():
+                await self._stop(exited)
+            await self._drain()
+        code = self._proc.returncode
+        return Outcome(
+            exit_code=None if stopped else code,
+            timed_out=stopped and not cancel.is_set(),
+            cancelled=stopped and cancel.is_set(),
+        )
+
+    async def _stop(self, exited: asyncio.Task[int]) -> None:
+        kill_group(self.pid, signal.SIGTERM)
+        try:
+            await asyncio.wait_for(asyncio.shield(exited), KILL_GRACE_S)
+        except TimeoutError:
+            kill_group(self.pid)
+            await exited
+        kill_group(self.pid)
+
+    async def _drain(self) -> None:
+        # A grandchild in another group could still hold the pipes; do not wait forever.
+        _, pending = await asyncio.wait(self._readers, timeout=KILL_GRACE_S)
+        for task in pending:
+            task.cancel()

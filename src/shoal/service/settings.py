@@ -1,0 +1,186 @@
+"""Settings of ``shoal serve``: one frozen object built at the edge.
+
+Layers, highest first: command-line flags, ``SHOAL_SERVE_*`` environment variables,
+defaults. The bearer token is read from the environment only (``SHOAL_SERVE_TOKEN``):
+a token on the command line would be visible to every user in ``ps``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import shlex
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
+
+from shoal.errors import ConfigError, UsageError
+from shoal.pg.conninfo import mask
+
+ENV_PREFIX = "SHOAL_SERVE_"
+TOKEN_ENV = ENV_PREFIX + "TOKEN"
+PROMPT = "{prompt}"
+
+
+def parse_argv(template: object) -> tuple[str, ...]:
+    """An argv template from a list, or a string split like a shell would (never run by one)."""
+    if isinstance(template, str):
+        try:
+            parts = shlex.split(template)
+        except ValueError as exc:
+            raise ValueError(f"cannot split {template!r} into arguments: {exc}") from None
+    elif isinstance(template, list | tuple) and all(isinstance(p, str) for p in template):
+        parts = list(template)
+    else:
+        raise ValueError("expected a command line string or a list of strings")
+    if not parts:
+        raise ValueError("expected a non-empty command")
+    return tuple(parts)
+
+
+class ServeSettings(BaseSettings):
+    """Everything ``shoal serve`` can be told. Build it with :func:`load_serve_settings`."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="forbid")
+
+    repo: str = Field(description="repository path or URL the jobs check out")
+    agents: dict[str, tuple[str, ...]] = Field(
+        description="agent name → argv template; `{prompt}` in an argument passes the prompt "
+        "there, otherwise it goes on stdin; `{model}` and `{job_id}` are substituted too",
+    )
+    default_agent: str | None = Field(
+        default=None, description="agent for requests that name none (default: the first)"
+    )
+    prepare: tuple[str, ...] | None = Field(
+        default=None, description="command run in each fresh checkout before the agent"
+    )
+    home_template: Path | None = Field(
+        default=None, description="directory copied into each job's private HOME"
+    )
+    max_concurrency: int = Field(default=10, ge=1, le=1000, description="jobs running at once")
+    max_queue_depth: int = Field(
+        default=100, ge=1, description="running + queued jobs beyond which /execute answers 429"
+    )
+    job_ttl_seconds: float = Field(
+        default=86400.0, ge=0, description="finished jobs are forgotten after this long"
+    )
+    default_timeout_s: float = Field(
+        default=3600.0, gt=0, description="a job's run time limit when the request gives none"
+    )
+    max_output_chars: int = Field(
+        default=1_000_000, ge=1024, description="output characters kept per job (the tail)"
+    )
+    base_refresh_s: float = Field(
+        default=30.0, ge=0, description="fetch the repository at most this often"
+    )
+    host: str = Field(default="127.0.0.1", description="address to listen on")
+    port: int = Field(default=8765, ge=0, le=65535, description="port to listen on")
+    state_dir: Path = Field(
+        default=Path(".shoal/serve"), description="job database, base clone and workspaces"
+    )
+    no_auth: bool = Field(default=False, description="serve without a token (loopback only)")
+    token: SecretStr | None = Field(default=None, description=f"bearer token ({TOKEN_ENV})")
+
+    @field_validator("agents", mode="before")
+    @classmethod
+    def _agents(cls, value: object) -> object:
+        if not isinstance(value, Mapping) or not value:
+            raise ValueError("expected at least one NAME=COMMAND agent")
+        agents = {}
+        for name, template in value.items():
+            if not str(name).replace("-", "").replace("_", "").replace(".", "").isalnum():
+                raise ValueError(f"agent name {name!r}: use letters, digits, '-', '_', '.'")
+            agents[str(name)] = parse_argv(template)
+        return agents
+
+    @field_validator("prepare", mode="before")
+    @classmethod
+    def _prepare(cls, value: object) -> object:
+        return None if value is None else parse_argv(value)
+
+    @property
+    def loopback(self) -> bool:
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False
+
+    @property
+    def agent_for_default(self) -> str:
+        return self.default_agent or next(iter(self.agents))
+
+    def takes_prompt_on_stdin(self, agent: str) -> bool:
+        return not any(PROMPT in part for part in self.agents[agent])
+
+
+_FLAGS = {"agents": "--agent", "job_ttl_seconds": "--job-ttl", "default_timeout_s": "--timeout"}
+
+
+def _flag_name(key: str) -> str:
+    return _FLAGS.get(key, "--" + key.replace("_", "-"))
+
+
+def load_serve_settings(flags: Mapping[str, Any] | None = None) -> ServeSettings:
+    """Settings from flags over ``SHOAL_SERVE_*`` over defaults, or ConfigError naming each."""
+    env = dict(EnvSettingsSource(ServeSettings)())
+    given = {k: v for k, v in (flags or {}).items() if v is not None}
+    sources = {key: "environment " + ENV_PREFIX + key.upper() for key in env}
+    sources.update({key: "command line " + _flag_name(key) for key in given})
+    merged = {**env, **given}
+    try:
+        settings = _Validated(**merged)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            key = str(error["loc"][0]) if error["loc"] else "settings"
+            value = merged.get(key)
+            if key == "token":
+                value = "***"
+            elif isinstance(value, str):
+                value = mask(value)
+            message = error["msg"].removeprefix("Value error, ")
+            if error["type"] == "missing":
+                message = f"required: give {_flag_name(key)} or set {ENV_PREFIX}{key.upper()}"
+            problems.append(UsageError(key, value, sources.get(key, "default"), message))
+        raise ConfigError(problems) from None
+    _check(settings, sources)
+    return settings
+
+
+class _Validated(ServeSettings):
+    """Validated from explicit values only: the loader has already read the environment."""
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, *args, **kwargs):  # type: ignore[no-untyped-def]
+        return (init_settings,)
+
+
+def _check(settings: ServeSettings, sources: Mapping[str, str]) -> None:
+    problems: list[UsageError] = []
+
+    def problem(key: str, value: object, expected: str) -> None:
+        problems.append(UsageError(key, value, sources.get(key, "default"), expected))
+
+    if settings.default_agent is not None and settings.default_agent not in settings.agents:
+        problem("default_agent", settings.default_agent, f"expected one of {list(settings.agents)}")
+    if settings.no_auth and not settings.loopback:
+        problem(
+            "no_auth", True, f"serving without a token is allowed on loopback only, not on "
+            f"{settings.host!r}; set {TOKEN_ENV} instead",
+        )  # fmt: skip
+    if not settings.no_auth and (settings.token is None or not settings.token.get_secret_value()):
+        problem(
+            "token", None, f"set {TOKEN_ENV} to a secret clients send as 'Authorization: "
+            "Bearer <token>' (or bind to 127.0.0.1 with --no-auth)",
+        )  # fmt: skip
+    if settings.home_template is not None and not settings.home_template.is_dir():
+        problem("home_template", str(settings.home_template), "expected an existing directory")
+    local = "://" not in settings.repo and ":" not in settings.repo.split("/")[0]
+    if local and not Path(settings.repo).exists():
+        problem("repo", settings.repo, "no such directory; expected a git repository or URL")
+    if problems:
+        raise ConfigError(problems)

@@ -1,0 +1,157 @@
+"""Durable job records: one SQLite file in the state directory.
+
+Only the event loop's thread touches the connection; every write is a short transaction,
+so a crash loses at most the output of jobs that were running (they become interrupted).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from shoal.service.models import JobStatus, MetadataValue
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT UNIQUE NOT NULL,
+    kind TEXT NOT NULL,
+    status TEXT NOT NULL,
+    prompt TEXT NOT NULL,
+    agent TEXT NOT NULL,
+    model TEXT,
+    ref TEXT,
+    timeout_s REAL NOT NULL,
+    metadata TEXT,
+    save_branch INTEGER NOT NULL,
+    exit_code INTEGER,
+    output TEXT NOT NULL DEFAULT '',
+    output_truncated INTEGER NOT NULL DEFAULT 0,
+    stderr TEXT NOT NULL DEFAULT '',
+    error TEXT,
+    queued_at REAL NOT NULL,
+    started_at REAL,
+    finished_at REAL,
+    workspace TEXT,
+    pid INTEGER,
+    pid_started REAL,
+    diff TEXT,
+    branch TEXT
+);
+CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status, seq);
+"""
+
+_JSON = ("metadata", "diff")
+
+
+@dataclass
+class Job:
+    id: str
+    kind: str
+    status: JobStatus
+    prompt: str
+    agent: str
+    model: str | None
+    ref: str | None
+    timeout_s: float
+    metadata: dict[str, MetadataValue] | None
+    save_branch: bool
+    queued_at: float
+    seq: int = 0
+    exit_code: int | None = None
+    output: str = ""
+    output_truncated: bool = False
+    stderr: str = ""
+    error: str | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    workspace: str | None = None
+    pid: int | None = None
+    pid_started: float | None = None
+    diff: dict[str, Any] | None = field(default=None)
+    branch: str | None = None
+
+
+class JobStore:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._db.row_factory = sqlite3.Row
+        # WAL keeps readers from blocking the writer; NORMAL is durable across a process
+        # crash (the case we recover from), only a power loss can drop the last commit.
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def add(self, job: Job) -> Job:
+        values = _to_row(job)
+        values.pop("seq")
+        names = ", ".join(values)
+        marks = ", ".join(f":{n}" for n in values)
+        cursor = self._db.execute(f"INSERT INTO jobs ({names}) VALUES ({marks})", values)
+        job.seq = int(cursor.lastrowid or 0)
+        return job
+
+    def update(self, job_id: str, **changes: Any) -> None:
+        if not changes:
+            return
+        row = _to_row_values(changes)
+        assignments = ", ".join(f"{name} = :{name}" for name in row)
+        self._db.execute(f"UPDATE jobs SET {assignments} WHERE id = :_id", {**row, "_id": job_id})
+
+    def get(self, job_id: str) -> Job | None:
+        row = self._db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return None if row is None else _from_row(row)
+
+    def list(self, status: JobStatus | None = None, limit: int = 1000) -> list[Job]:
+        if status is None:
+            rows = self._db.execute("SELECT * FROM jobs ORDER BY seq LIMIT ?", (limit,))
+        else:
+            rows = self._db.execute(
+                "SELECT * FROM jobs WHERE status = ? ORDER BY seq LIMIT ?", (status.value, limit)
+            )
+        return [_from_row(row) for row in rows]
+
+    def evict(self, older_than: float) -> int:
+        """Forget finished jobs that finished before ``older_than`` (epoch seconds)."""
+        finished = [s.value for s in JobStatus if s.finished]
+        marks = ", ".join("?" for _ in finished)
+        cursor = self._db.execute(
+            f"DELETE FROM jobs WHERE status IN ({marks}) AND finished_at < ?",
+            (*finished, older_than),
+        )
+        return cursor.rowcount
+
+
+def _to_row_values(values: dict[str, Any]) -> dict[str, Any]:
+    row = dict(values)
+    for name in _JSON:
+        if name in row and row[name] is not None:
+            row[name] = json.dumps(row[name])
+    if isinstance(row.get("status"), JobStatus):
+        row["status"] = row["status"].value
+    for name in ("save_branch", "output_truncated"):
+        if name in row:
+            row[name] = int(bool(row[name]))
+    return row
+
+
+def _to_row(job: Job) -> dict[str, Any]:
+    return _to_row_values(dict(job.__dict__))
+
+
+def _from_row(row: sqlite3.Row) -> Job:
+    values = dict(row)
+    for name in _JSON:
+        if values[name] is not None:
+            values[name] = json.loads(values[name])
+    values["status"] = JobStatus(values["status"])
+    values["save_branch"] = bool(values["save_branch"])
+    values["output_truncated"] = bool(values["output_truncated"])
+    return Job(**values)

@@ -1,0 +1,163 @@
+"""Fixtures for the job service: a real git repository, the fake agent, an app in-process.
+
+Tests synchronise with agents through files (``touch``/``wait``), never with long sleeps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from shoal.service.app import create_app
+from shoal.service.settings import ServeSettings, load_serve_settings
+
+FAKE_AGENT = Path(__file__).with_name("fake_agent.py")
+TOKEN = "test-token-3f9a"
+FINISHED = {"completed", "failed", "timed_out", "cancelled", "interrupted"}
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(autouse=True)
+def _no_serve_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name.startswith("SHOAL_SERVE_"):
+            monkeypatch.delenv(name)
+
+
+def git(*args: str, cwd: Path) -> str:
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
+           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}  # fmt: skip
+    done = subprocess.run(["git", *args], cwd=cwd, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def make_repo(path: Path, files: dict[str, str] | None = None) -> Path:
+    path.mkdir(parents=True)
+    git("init", "--quiet", "--initial-branch=main", cwd=path)
+    for name, text in (files or {"README.md": "hello\n", "app.py": "x = 1\ny = 2\n"}).items():
+        (path / name).parent.mkdir(parents=True, exist_ok=True)
+        (path / name).write_text(text)
+    git("add", "--all", cwd=path)
+    git("commit", "--quiet", "-m", "initial", cwd=path)
+    return path
+
+
+@pytest.fixture
+def origin(tmp_path: Path) -> Path:
+    repo = make_repo(tmp_path / "origin")
+    git("checkout", "--quiet", "-b", "feature", cwd=repo)
+    (repo / "feature.txt").write_text("only on feature\n")
+    git("add", "--all", cwd=repo)
+    git("commit", "--quiet", "-m", "feature", cwd=repo)
+    git("checkout", "--quiet", "main", cwd=repo)
+    return repo
+
+
+def agents(tmp_path: Path) -> dict[str, list[str]]:
+    python = sys.executable
+    dumps = tmp_path / "dumps"
+    dumps.mkdir(exist_ok=True)
+    return {
+        "fake": [python, str(FAKE_AGENT), "{prompt}"],
+        "stdin": [python, str(FAKE_AGENT)],
+        "dump": [python, str(FAKE_AGENT), "--dump", str(dumps / "{job_id}"), "{prompt}"],
+        "dump-stdin": [python, str(FAKE_AGENT), "--dump", str(dumps / "{job_id}")],
+    }
+
+
+def settings_for(tmp_path: Path, origin: Path, **overrides: Any) -> ServeSettings:
+    flags: dict[str, Any] = {
+        "repo": str(origin), "agents": agents(tmp_path), "state_dir": tmp_path / "state",
+        "token": TOKEN, "max_concurrency": 4, "base_refresh_s": 3600,
+    }  # fmt: skip
+    flags.update(overrides)
+    return load_serve_settings(flags)
+
+
+class Serve:
+    """An app running in-process, with an authenticated httpx client on the ASGI transport."""
+
+    def __init__(
+        self, client: httpx.AsyncClient, transport: httpx.ASGITransport, settings: ServeSettings,
+        sync: Path,
+    ) -> None:  # fmt: skip
+        self.client = client
+        self.transport = transport
+        self.settings = settings
+        self.sync = sync
+
+    def path(self, name: str) -> Path:
+        return self.sync / name
+
+    async def submit(self, prompt: str, **fields: Any) -> str:
+        response = await self.client.post("/execute", json={"prompt": prompt, **fields})
+        assert response.status_code == 202, response.text
+        job_id: str = response.json()["job_id"]
+        return job_id
+
+    async def job(self, job_id: str) -> dict[str, Any]:
+        response = await self.client.get(f"/jobs/{job_id}")
+        assert response.status_code == 200, response.text
+        body: dict[str, Any] = response.json()
+        return body
+
+    async def wait(
+        self, job_id: str, statuses: set[str] | None = None, timeout: float = 20
+    ) -> dict[str, Any]:
+        wanted = statuses or FINISHED
+        deadline = time.monotonic() + timeout
+        while True:
+            job = await self.job(job_id)
+            if job["status"] in wanted:
+                return job
+            assert time.monotonic() < deadline, f"job {job_id} still {job['status']}: {job}"
+            await asyncio.sleep(0.02)
+
+    async def wait_file(self, name: str, timeout: float = 20) -> Path:
+        path = self.path(name)
+        deadline = time.monotonic() + timeout
+        while not path.exists():
+            assert time.monotonic() < deadline, f"{path} never appeared"
+            await asyncio.sleep(0.01)
+        return path
+
+
+ServeFactory = Callable[..., AbstractAsyncContextManager[Serve]]
+
+
+@pytest.fixture
+def serve(tmp_path: Path, origin: Path) -> ServeFactory:
+    """``async with serve(max_concurrency=1) as s:`` — the app with its lifespan running."""
+
+    @asynccontextmanager
+    async def start(**overrides: Any) -> AsyncIterator[Serve]:
+        settings = settings_for(tmp_path, origin, **overrides)
+        app = create_app(settings)
+        sync = tmp_path / "sync"
+        sync.mkdir(exist_ok=True)
+        transport = httpx.ASGITransport(app=app)
+        headers = {"Authorization": f"Bearer {TOKEN}"}
+        async with (
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(
+                transport=transport, base_url="http://shoal", headers=headers, timeout=30
+            ) as client,  # fmt: skip
+        ):
+            yield Serve(client, transport, settings, sync)
+
+    return start

@@ -1,0 +1,148 @@
+"""``shoal serve`` flags and settings: sources, precedence, errors naming the field, secrets."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from shoal.errors import ConfigError
+from shoal.service.models import JobStatus
+from shoal.service.settings import load_serve_settings
+from shoal.service.store import Job, JobStore
+
+
+@pytest.fixture
+def shoal() -> Iterator[click.Group]:
+    # Until serve is registered in shoal.cli, add it to the real group (with its error boundary).
+    from shoal.cli import cli
+    from shoal.cli.serve import serve_command
+
+    registered = "serve" in cli.commands
+    cli.add_command(serve_command)
+    yield cli
+    if not registered:
+        cli.commands.pop("serve")
+
+
+def invoke(shoal: click.Group, *args: str, env: dict[str, str] | None = None) -> tuple[int, str]:
+    result = CliRunner().invoke(shoal, list(args), env=env, catch_exceptions=False)
+    return result.exit_code, result.output
+
+
+def test_refuses_to_start_without_a_token(shoal: click.Group, origin: Path) -> None:
+    code, out = invoke(shoal, "serve", "--repo", str(origin), "--agent", "a=echo {prompt}")
+    assert code == 2
+    assert "token" in out
+    assert "SHOAL_SERVE_TOKEN" in out
+
+
+def test_no_auth_only_on_loopback(shoal: click.Group, origin: Path) -> None:
+    code, out = invoke(shoal, "serve", "--repo", str(origin), "--agent", "a=echo",
+                       "--no-auth", "--host", "0.0.0.0")  # fmt: skip
+    assert code == 2
+    assert "no_auth" in out
+    assert "loopback" in out
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "expected"),
+    [
+        (["--max-concurrency", "0"], {},
+         "max_concurrency = 0 (from command line --max-concurrency)"),
+        ([], {"SHOAL_SERVE_MAX_CONCURRENCY": "lots"},
+         "max_concurrency = 'lots' (from environment SHOAL_SERVE_MAX_CONCURRENCY)"),
+        (["--port", "70000"], {}, "port = 70000 (from command line --port)"),
+        (["--default-agent", "zz"], {}, "default_agent = 'zz'"),
+        (["--repo", "/no/such/repo"], {}, "repo = '/no/such/repo'"),
+        (["--agent", "broken"], {}, "expected NAME=COMMAND"),
+        (["--agent", "b=unbalanced 'quote"], {}, "cannot split"),
+    ],
+)  # fmt: skip
+def test_bad_settings_exit_2_naming_the_field_and_source(
+    shoal: click.Group, origin: Path, args: list[str], env: dict[str, str], expected: str
+) -> None:
+    base = ["serve", "--repo", str(origin), "--agent", "a=echo", "--no-auth"]
+    code, out = invoke(shoal, *base, *args, env=env)
+    assert code == 2
+    assert expected in out
+    assert "Traceback" not in out
+
+
+def test_missing_repo_and_agents_are_named(shoal: click.Group) -> None:
+    code, out = invoke(shoal, "serve", "--no-auth")
+    assert code == 2
+    assert "repo = None (from default): required: give --repo or set SHOAL_SERVE_REPO" in out
+    assert "agents = None (from default): required: give --agent or set SHOAL_SERVE_AGENTS" in out
+
+
+def test_secrets_are_masked(shoal: click.Group, tmp_path: Path) -> None:
+    repo = "https://someone:hunter2@127.0.0.1:9/nothing.git"
+    code, out = invoke(
+        shoal, "serve", "--repo", repo, "--agent", "a=echo", "--state-dir", str(tmp_path),
+        "--port", "99999", env={"SHOAL_SERVE_TOKEN": "sekrit-value"},
+    )  # fmt: skip
+    assert code == 2
+    assert "port" in out
+    code, out = invoke(
+        shoal, "serve", "--repo", repo, "--agent", "a=echo", "--state-dir", str(tmp_path),
+        env={"SHOAL_SERVE_TOKEN": "sekrit-value"},
+    )  # fmt: skip
+    assert code == 2
+    assert "***" in out
+    assert "hunter2" not in out
+    assert "sekrit" not in out
+
+
+def test_flags_beat_environment_beat_defaults(
+    origin: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    flags = {"repo": str(origin), "agents": {"a": "echo {prompt}"}, "no_auth": True}
+    assert load_serve_settings(flags).max_concurrency == 10
+    monkeypatch.setenv("SHOAL_SERVE_MAX_CONCURRENCY", "3")
+    monkeypatch.setenv("SHOAL_SERVE_AGENTS", json.dumps({"env-agent": ["tool", "--quiet"]}))
+    from_env = load_serve_settings({"repo": str(origin), "no_auth": True})
+    assert from_env.max_concurrency == 3
+    assert from_env.agents == {"env-agent": ("tool", "--quiet")}
+    assert from_env.takes_prompt_on_stdin("env-agent")
+    from_flags = load_serve_settings({**flags, "max_concurrency": 5})
+    assert from_flags.max_concurrency == 5
+    assert from_flags.agents == {"a": ("echo", "{prompt}")}
+    assert not from_flags.takes_prompt_on_stdin("a")
+
+
+def test_token_is_never_shown(origin: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SHOAL_SERVE_TOKEN", "sekrit-value")
+    settings = load_serve_settings({"repo": str(origin), "agents": {"a": "echo"}})
+    assert "sekrit" not in repr(settings)
+    assert "sekrit" not in str(settings.model_dump())
+    with pytest.raises(ConfigError) as error:
+        load_serve_settings({"repo": str(origin), "agents": {"a": "echo"}, "token": ["x"]})
+    assert "token = '***'" in str(error.value)
+
+
+def test_store_evicts_only_finished_jobs_past_ttl(tmp_path: Path) -> None:
+    store = JobStore(tmp_path / "jobs.sqlite3")
+    now = time.time()
+
+    def add(job_id: str, status: JobStatus, finished_at: float | None) -> None:
+        store.add(Job(id=job_id, kind="execute", status=status, prompt="p", agent="a",
+                      model=None, ref=None, timeout_s=1, metadata=None, save_branch=False,
+                      queued_at=now - 100_000, finished_at=finished_at))  # fmt: skip
+
+    add("old", JobStatus.completed, now - 99_999)
+    add("old-failed", JobStatus.failed, now - 99_999)
+    add("fresh", JobStatus.completed, now)
+    add("running", JobStatus.running, None)
+    add("queued", JobStatus.queued, None)
+    assert store.evict(now - 3600) == 2
+    assert [job.id for job in store.list()] == ["fresh", "running", "queued"]
+    store.close()
+    reopened = JobStore(tmp_path / "jobs.sqlite3")
+    assert [job.id for job in reopened.list(JobStatus.queued)] == ["queued"]
+    reopened.close()

@@ -1,0 +1,158 @@
+"""Against a real ``shoal serve`` (uvicorn in a subprocess): restart after kill -9, live events."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+import pytest
+
+from tests.service.conftest import TOKEN, agents
+
+# Registers serve on the real group, so this works before and after shoal.cli lists it.
+_MAIN = (
+    "from shoal.cli import cli, main; from shoal.cli.serve import serve_command; "
+    "cli.add_command(serve_command); main()"
+)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def wait_until(check: Any, what: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+class Server:
+    def __init__(self, tmp_path: Path, origin: Path) -> None:
+        self.port = free_port()
+        self.state = tmp_path / "state"
+        self.log = tmp_path / "server.log"
+        self.args = ["serve", "--repo", str(origin), "--state-dir", str(self.state),
+                     "--port", str(self.port), "--max-concurrency", "1"]  # fmt: skip
+        for name, argv in agents(tmp_path).items():
+            self.args += ["--agent", f"{name}={subprocess.list2cmdline(argv)}"]
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.client = httpx.Client(
+            base_url=f"http://127.0.0.1:{self.port}", timeout=30,
+            headers={"Authorization": f"Bearer {TOKEN}"},
+        )  # fmt: skip
+
+    def start(self) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SHOAL_SERVE_")}
+        env["SHOAL_SERVE_TOKEN"] = TOKEN
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-c", _MAIN, *self.args], env=env, stdout=log, stderr=log
+            )
+        wait_until(self._healthy, f"the server to answer (log: {self.log})")
+
+    def _healthy(self) -> bool:
+        assert self.proc is not None
+        assert self.proc.poll() is None, self.log.read_text()
+        try:
+            return self.client.get("/health").status_code == 200
+        except httpx.TransportError:
+            return False
+
+    def kill(self, sig: signal.Signals = signal.SIGKILL) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(timeout=20)
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        body: dict[str, Any] = self.client.get(f"/jobs/{job_id}").json()
+        return body
+
+    def wait(self, job_id: str) -> dict[str, Any]:
+        wait_until(lambda: self.job(job_id)["status"] not in ("queued", "running"), job_id)
+        return self.job(job_id)
+
+    def submit(self, prompt: str) -> str:
+        response = self.client.post("/execute", json={"prompt": prompt})
+        assert response.status_code == 202, response.text
+        job_id: str = response.json()["job_id"]
+        return job_id
+
+
+@pytest.fixture
+def server(tmp_path: Path, origin: Path) -> Iterator[Server]:
+    made = Server(tmp_path, origin)
+    yield made
+    made.kill(signal.SIGTERM)
+    made.client.close()
+
+
+def test_kill_9_during_a_run_then_restart(server: Server, tmp_path: Path) -> None:
+    sync = tmp_path / "sync"
+    sync.mkdir()
+    order = sync / "order"
+    server.start()
+    running = server.submit(
+        f"pid {sync / 'pid'}\nchild {sync / 'child'}\ntouch {sync / 'a'}\nwait {sync / 'never'}"
+    )
+    wait_until((sync / "a").exists, "the first job to start")
+    queued = [server.submit(f"append {order} {name}") for name in ("B", "C", "D")]
+    assert [server.job(j)["status"] for j in queued] == ["queued"] * 3
+    workspace = Path(server.job(running)["workspace"])
+    assert workspace.is_dir()
+
+    server.kill(signal.SIGKILL)
+    server.start()
+
+    job = server.job(running)
+    assert job["status"] == "interrupted"
+    assert job["finished_at"] is not None
+    assert not workspace.exists()
+    assert gone(int((sync / "pid").read_text()))
+    assert gone(int((sync / "child").read_text()))
+    finished = [server.wait(j) for j in queued]
+    assert [j["status"] for j in finished] == ["completed"] * 3
+    assert order.read_text() == "B\nC\nD\n"
+    for earlier, later in itertools.pairwise(finished):
+        assert earlier["finished_at"] <= later["started_at"]
+    assert list((server.state / "jobs").iterdir()) == []
+
+
+def test_events_arrive_while_the_job_runs(server: Server, tmp_path: Path) -> None:
+    go = tmp_path / "go"
+    server.start()
+    job_id = server.submit(f"print one\nwait {go}\nprint two")
+    seen: list[str] = []
+    with server.client.stream("GET", f"/jobs/{job_id}/events") as response:
+        assert response.headers["content-type"].startswith("text/event-stream")
+        for line in response.iter_lines():
+            seen.append(line)
+            if line == 'data: "one\\n"':
+                # The job is blocked until this file exists: "one" arrived while it ran.
+                assert server.job(job_id)["status"] == "running"
+                go.touch()
+    assert 'data: "two\\n"' in seen
+    assert [line for line in seen if line][-2:] == [
+        "event: end",
+        'data: {"status": "completed", "exit_code": 0}',
+    ]

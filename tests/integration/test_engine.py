@@ -143,16 +143,29 @@ def held_slots(server: Server, database: str) -> tuple[int, int]:
 
 def test_slots_bound_concurrent_ddl_across_runs(server: Server, databases: Databases) -> None:
     # Two slots, three runs whose workers all prefer slot 0 (gw0, gw2, gw4): two get
-    # a slot at once, the third waits in pg_locks until one is released. Advisory locks
-    # are per database: a control database of its own keeps other runs' slots out.
+    # a slot at once (the second takes the free slot 1), the third waits until one is
+    # released. Advisory locks are per database: a control database of its own keeps
+    # other runs' slots out.
     database = databases.new("slots")
     control = server.url(database)
     leases = [Lease.open(control, fresh().token, f"gw{2 * i}", 2, timeout=5) for i in range(3)]
     release = [threading.Event() for _ in leases]
     entered: list[int] = []
+    slot_of: dict[int, int] = {}
 
     def hold(i: int) -> None:
         with leases[i].ddl_slot(f"gw{2 * i}"):
+            row = (
+                leases[i]
+                .conn.execute(
+                    "SELECT objid FROM pg_locks WHERE locktype = 'advisory'"
+                    " AND pid = pg_backend_pid() AND classid = %s",
+                    (naming.LOCK_CLASS,),
+                )
+                .fetchone()
+            )
+            assert row is not None
+            slot_of[i] = int(row[0])
             entered.append(i)
             release[i].wait(30)
 
@@ -163,8 +176,13 @@ def test_slots_bound_concurrent_ddl_across_runs(server: Server, databases: Datab
             time.sleep(0.02)
         time.sleep(0.2)
         assert len(entered) == 2
-        assert held_slots(server, database) == (2, 1)
-        release[entered[0]].set()
+        time.sleep(0.3)
+        assert len(entered) == 2
+        assert held_slots(server, database) == (2, 0)
+        assert sorted(slot_of.values()) == [0, 1]
+        # Freeing slot 1 lets the waiter in, though it prefers slot 0: waiters do not
+        # all queue on their preferred slot while another one sits free.
+        release[next(i for i, slot in slot_of.items() if slot == 1)].set()
         deadline = time.monotonic() + 10
         while len(entered) < 3 and time.monotonic() < deadline:
             time.sleep(0.02)

@@ -9,6 +9,7 @@ can be reached, else the database in the configured URL.
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,6 +26,8 @@ from shoal.pg.connect import admin_connect
 # of the same takes more at once. Budget half the lock table for concurrent DDL.
 LOCKS_PER_DDL = 4000
 MAX_AUTO_SLOTS = 8
+_FIRST_PAUSE_S = 0.01
+_MAX_PAUSE_S = 0.2
 
 
 def control_url(url: str, timeout: int) -> str:
@@ -61,27 +64,34 @@ class Lease:
         """Hold a DDL slot; yields the seconds spent waiting for it.
 
         The preferred slot comes from the worker number; when it is taken, any free slot
-        will do, and only when all are taken does the worker wait for its own.
+        will do. When all are taken the worker polls every slot with a growing,
+        jittered pause rather than blocking on its preferred one: every run has the
+        same worker names, so blocking would queue everyone on the first few slots
+        while the others sat idle.
         """
         preferred = naming.preferred_ddl_slot(worker, self.slot_count)
         order = [preferred] + [s for s in range(self.slot_count) if s != preferred]
         started = time.perf_counter()
-        held = None
-        for slot in order:
-            row = self.conn.execute(
-                "SELECT pg_try_advisory_lock(%s, %s)", naming.ddl_slot_lock(slot)
-            ).fetchone()
-            if row and row[0]:
-                held = slot
-                break
-        if held is None:
-            self.conn.execute("SELECT pg_advisory_lock(%s, %s)", naming.ddl_slot_lock(preferred))
-            held = preferred
+        pause = _FIRST_PAUSE_S
+        held = self._try(order)
+        while held is None:
+            time.sleep(pause * random.uniform(0.5, 1.5))
+            pause = min(pause * 2, _MAX_PAUSE_S)
+            held = self._try(order)
         try:
             yield time.perf_counter() - started
         finally:
             if not self.conn.closed:
                 self.conn.execute("SELECT pg_advisory_unlock(%s, %s)", naming.ddl_slot_lock(held))
+
+    def _try(self, order: list[int]) -> int | None:
+        for slot in order:
+            row = self.conn.execute(
+                "SELECT pg_try_advisory_lock(%s, %s)", naming.ddl_slot_lock(slot)
+            ).fetchone()
+            if row and row[0]:
+                return slot
+        return None
 
 
 def auto_slot_count(conn: psycopg.Connection[tuple[object, ...]]) -> int:

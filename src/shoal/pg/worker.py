@@ -194,7 +194,7 @@ class WorkerSchemas:
                 for target in self._created:
                     try:
                         with self._lease(target).ddl_slot(self.worker), self._admin(target) as conn:
-                            schemas.drop_schema(conn, self.schema)
+                            schemas.drop_schema_chunked(conn, self.schema)
                     except (ShoalError, psycopg.Error) as exc:
                         problems.append(f"{target.name}: dropping {self.schema} failed: {exc}")
                 self._created.clear()

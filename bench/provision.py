@@ -557,8 +557,9 @@ def run_scenario(
 
 
 def label_patterns(specs: list[Spec]) -> list[str]:
-    """LIKE patterns matching the application_name of every connection of ``specs``."""
-    return [BENCH_LABEL + "%", *sorted({f"pytest_%{s.namespace}%" for s in specs})]
+    """LIKE patterns matching the application_name of every worker connection of ``specs``."""
+    ours = {f"{BENCH_LABEL}_{s.mode}_i{s.invocation}_{s.worker}" for s in specs}
+    return sorted(ours | {f"pytest_%{s.namespace}%" for s in specs})
 
 
 def existing(conn: psycopg.Connection[Any], names: list[str]) -> list[str]:
@@ -591,7 +592,8 @@ def drop_leftovers(url: str, names: list[str], specs: list[Spec]) -> list[str]:
                         raise
                     conn.execute(
                         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                        " WHERE pid <> pg_backend_pid() AND application_name LIKE ANY(%s)",
+                        " WHERE pid <> pg_backend_pid() AND datname = current_database()"
+                        " AND application_name LIKE ANY(%s)",
                         (patterns,),
                     )
     return found
@@ -751,7 +753,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--url", help="server to use (default: the embedded server)")
     parser.add_argument("--database", default="shoal_bench", help="dedicated bench database")
     parser.add_argument("--tables", type=int, default=220, help="tables per worker schema")
-    parser.add_argument("--scenarios", type=parse_scenarios, default=parse_scenarios("1x2,4x2,8x2"))
+    parser.add_argument(
+        "--scenarios",
+        type=parse_scenarios,
+        default=parse_scenarios("1x2,4x2,8x2"),
+        help="comma-separated IxW: I invocations of W workers each (default 1x2,4x2,8x2)",
+    )
     parser.add_argument(
         "--modes",
         type=parse_modes,

@@ -35,30 +35,30 @@ async def test_missing_or_wrong_token_is_401_and_health_is_open(serve: ServeFact
         assert (await anonymous.get("/openapi.json")).json()["paths"]["/execute"]
 
 
-@pytest.mark.parametrize(
-    ("payload", "field"),
-    [
-        ({}, "prompt"),
-        ({"prompt": ""}, "prompt"),
-        ({"prompt": 5}, "prompt"),
-        ({"prompt": "a\x00b"}, "prompt"),
-        ({"prompt": "x", "timeout_s": -1}, "timeout_s"),
-        ({"prompt": "x", "timeout_s": "soon"}, "timeout_s"),
-        ({"prompt": "x", "ref": "--upload-pack=evil"}, "ref"),
-        ({"prompt": "x", "metadata": {"a": [1]}}, "metadata"),
-        ({"prompt": "x", "promt": "typo"}, "promt"),
-        ({"prompt": "x", "agent": "nobody"}, "agent"),
-    ],
-)
-async def test_bad_execute_payload_is_422_naming_the_field(
-    serve: ServeFactory, payload: dict[str, Any], field: str
-) -> None:
+# One service for every case: starting one per case would cost more than the checks.
+BAD_EXECUTE = [
+    ({}, "prompt"),
+    ({"prompt": ""}, "prompt"),
+    ({"prompt": 5}, "prompt"),
+    ({"prompt": "a\x00b"}, "prompt"),
+    ({"prompt": "x", "timeout_s": -1}, "timeout_s"),
+    ({"prompt": "x", "timeout_s": "soon"}, "timeout_s"),
+    ({"prompt": "x", "ref": "--upload-pack=evil"}, "ref"),
+    ({"prompt": "x", "metadata": {"a": [1]}}, "metadata"),
+    ({"prompt": "x", "promt": "typo"}, "promt"),
+    ({"prompt": "x", "agent": "nobody"}, "agent"),
+]
+
+
+async def test_bad_execute_payload_is_422_naming_the_field(serve: ServeFactory) -> None:
     async with serve() as s:
-        response = await s.client.post("/execute", json=payload)
-        assert response.status_code == 422
-        fields = [e["loc"][1] for e in response.json()["detail"]]
-        assert field in fields
-        assert "x\x00" not in response.text
+        for payload, field in BAD_EXECUTE:
+            response = await s.client.post("/execute", json=payload)
+            assert response.status_code == 422, payload
+            fields = [e["loc"][1] for e in response.json()["detail"]]
+            assert field in fields, (payload, response.text)
+            assert "a\x00b" not in response.text
+        assert (await s.client.get("/jobs")).json() == {"jobs": []}
 
 
 async def test_non_json_body_is_422(serve: ServeFactory) -> None:
@@ -117,7 +117,7 @@ def chat(prompt: str, model: str = "fake", **extra: Any) -> dict[str, Any]:
                                          {"role": "user", "content": prompt}], **extra}  # fmt: skip
 
 
-async def test_two_chat_completions_run_concurrently(serve: ServeFactory) -> None:
+async def test_chat_requests_overlap_and_both_answer_200(serve: ServeFactory) -> None:
     async with serve(default_timeout_s=15) as s:
         # Each waits for the other to have started: both answer only if they overlap.
         answers = await asyncio.gather(
@@ -186,20 +186,19 @@ async def test_failed_chat_run_is_an_openai_error(serve: ServeFactory) -> None:
     assert response.json()["error"]["code"] == "failed"
 
 
-@pytest.mark.parametrize(
-    ("payload", "param"),
-    [
-        ({"messages": [{"role": "user", "content": "x"}]}, "model"),
-        ({"model": "fake"}, "messages"),
-        ({"model": "fake", "messages": []}, "messages"),
-        ({"model": "fake", "messages": [{"role": "system", "content": "x"}]}, "messages"),
-        ({"model": "fake", "messages": [{"role": "wizard", "content": "x"}]}, "messages.0.role"),
-    ],
-)
-async def test_bad_chat_payload_is_422_naming_the_param(
-    serve: ServeFactory, payload: dict[str, Any], param: str
-) -> None:
+BAD_CHAT = [
+    ({"messages": [{"role": "user", "content": "x"}]}, "model"),
+    ({"model": "fake"}, "messages"),
+    ({"model": "fake", "messages": []}, "messages"),
+    ({"model": "fake", "messages": [{"role": "system", "content": "x"}]}, "messages"),
+    ({"model": "fake", "messages": [{"role": "wizard", "content": "x"}]}, "messages.0.role"),
+    ({"model": "--help", "messages": [{"role": "user", "content": "x"}]}, "model"),
+]
+
+
+async def test_bad_chat_payload_is_422_naming_the_param(serve: ServeFactory) -> None:
     async with serve() as s:
-        response = await s.client.post("/v1/chat/completions", json=payload)
-    assert response.status_code == 422
-    assert response.json()["error"]["param"] == param
+        for payload, param in BAD_CHAT:
+            response = await s.client.post("/v1/chat/completions", json=payload)
+            assert response.status_code == 422, payload
+            assert response.json()["error"]["param"] == param, (payload, response.text)

@@ -60,7 +60,7 @@ async def test_with_capacity_one_the_second_job_waits_in_line(serve: ServeFactor
         assert second["started_at"] >= first["finished_at"]
 
 
-async def test_health_reports_capacity_fields(serve: ServeFactory) -> None:
+async def test_health_shows_load_and_capacity_without_a_token(serve: ServeFactory) -> None:
     async with serve(max_concurrency=1) as s:
         anonymous = httpx.AsyncClient(transport=s.transport, base_url="http://shoal")
         body = (await anonymous.get("/health")).json()

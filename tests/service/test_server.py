@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import signal
 import socket
@@ -143,15 +144,18 @@ def test_events_arrive_while_the_job_runs(server: Server, tmp_path: Path) -> Non
     server.start()
     job_id = server.submit(f"print one\nwait {go}\nprint two")
     seen: list[str] = []
+    text = ""
     with server.client.stream("GET", f"/jobs/{job_id}/events") as response:
         assert response.headers["content-type"].startswith("text/event-stream")
         for line in response.iter_lines():
             seen.append(line)
-            if line == 'data: "one\\n"':
-                # The job is blocked until this file exists: "one" arrived while it ran.
-                assert server.job(job_id)["status"] == "running"
-                go.touch()
-    assert 'data: "two\\n"' in seen
+            if line.startswith("data: ") and seen[-2:-1] == ["event: output"]:
+                text += json.loads(line[6:])
+                if text == "one\n":
+                    # The job is blocked until this file exists: "one" came while it ran.
+                    assert server.job(job_id)["status"] == "running"
+                    go.touch()
+    assert text == "one\ntwo\n"
     assert [line for line in seen if line][-2:] == [
         "event: end",
         'data: {"status": "completed", "exit_code": 0}',

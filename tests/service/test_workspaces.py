@@ -66,6 +66,7 @@ async def test_two_jobs_edit_the_same_file_in_isolation_with_hardlinked_objects(
         assert job["diff"]["files_changed"] == 1
         assert job["diff"]["files"] == [{"path": "app.py", "insertions": 1, "deletions": 2}]
         assert job["workspace"] is None
+    assert git("config", "gc.auto", cwd=base).strip() == "0"  # nothing repacks shared objects
     assert (origin / "app.py").read_text() == "x = 1\ny = 2\n"
     assert git("show", "main:app.py", cwd=base) == "x = 1\ny = 2\n"
     assert job_a["branch"] == f"shoal/job-{a}"
@@ -80,7 +81,7 @@ async def test_twenty_jobs_prepare_their_workspaces_at_once_without_lock_failure
 ) -> None:
     async with serve(max_concurrency=20, max_queue_depth=20) as s:
         ids = await asyncio.gather(
-            *(s.submit(f"write out.txt {n}\nprint {n}", save_branch=True) for n in range(20))
+            *(s.submit(f"{n}\n", agent="tee", save_branch=True) for n in range(20))
         )
         jobs = [await s.wait(job_id, timeout=60) for job_id in ids]
     failures = [(j["status"], j["error"]) for j in jobs if j["status"] != "completed"]

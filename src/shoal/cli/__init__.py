@@ -13,6 +13,7 @@ from shoal.cli.demo import demo_command
 from shoal.cli.locks import locks_command
 from shoal.cli.ps import ps_command
 from shoal.cli.report import report_command
+from shoal.cli.serve import serve_command
 from shoal.cli.run import run_command
 from shoal.cli.sweep import sweep_command
 from shoal.errors import ShoalError
@@ -41,6 +42,7 @@ cli.add_command(demo_command)
 cli.add_command(locks_command)
 cli.add_command(ps_command)
 cli.add_command(report_command)
+cli.add_command(serve_command)
 cli.add_command(run_command)
 cli.add_command(sweep_command)
 

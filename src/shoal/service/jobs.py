@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import secrets
 import signal
 import time
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import psutil
 
@@ -23,6 +25,7 @@ from shoal.service.store import Job, JobStore
 from shoal.service.workspaces import Workspace, WorkspaceError, Workspaces
 
 log = logging.getLogger("shoal.serve")
+T = TypeVar("T")
 __all__ = ["JobService", "QueueFull", "UnknownAgent"]
 
 
@@ -71,7 +74,8 @@ def new_job_id() -> str:
 class JobService:
     def __init__(self, settings: ServeSettings) -> None:
         self.settings = settings
-        settings.state_dir.mkdir(parents=True, exist_ok=True)
+        # Prompts, outputs and checkouts live here: private to the service's user.
+        settings.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.store = JobStore(settings.state_dir / "jobs.sqlite3")
         self.spaces = Workspaces(
             settings.state_dir, settings.repo, refresh_s=settings.base_refresh_s
@@ -83,18 +87,21 @@ class JobService:
         self._cancel: dict[str, asyncio.Event] = {}
         self._evictor: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[object]] = set()
+        # Checkouts wait on git, not the CPU: the default executor (cores + 4 threads) would
+        # hold back preparation when more jobs than that start together.
+        self._pool = ThreadPoolExecutor(settings.max_concurrency + 2, "shoal-workspace")
 
     # -- lifecycle -------------------------------------------------------------------------
 
     async def start(self) -> None:
-        await asyncio.to_thread(self.spaces.ensure_base)
+        await self._in_pool(self.spaces.ensure_base)
         now = time.time()
         running = self.store.list(JobStatus.running)
         for job in running:
             self.store.update(job.id, status=JobStatus.interrupted, finished_at=now,
                               error="the service stopped while the job ran")  # fmt: skip
         if running:
-            await asyncio.to_thread(_kill_leftover_agents, {job.id for job in running})
+            await self._in_pool(_kill_leftover_agents, {job.id for job in running})
         for job_id in self.spaces.leftovers():
             await self._salvage(job_id)
         self.evict()
@@ -104,7 +111,7 @@ class JobService:
                 self.store.update(job.id, status=JobStatus.interrupted, finished_at=now,
                                   error="the service restarted before the request ran")  # fmt: skip
                 continue
-            self._live[job.id] = Live(self.settings.max_output_chars)
+            self._track(job.id)
             self.scheduler.admit(job.id, check_depth=False)
         self._evictor = asyncio.create_task(self._evict_periodically())
 
@@ -115,6 +122,7 @@ class JobService:
                 await self._evictor
         await self.scheduler.close()
         self.store.close()
+        self._pool.shutdown(wait=False)
 
     async def _salvage(self, job_id: str) -> None:
         """Keep what an interrupted job did (diff, branch if asked), then remove its checkout."""
@@ -122,15 +130,20 @@ class JobService:
         space = self.spaces.workspace(job_id)
         if job is not None and (space.root / "start").exists() and (space.work / ".git").exists():
             try:
-                diff, branch = await asyncio.to_thread(
+                diff, branch = await self._in_pool(
                     self.spaces.finish, space, save_branch=job.save_branch
                 )
                 self.store.update(job_id, diff=diff, branch=branch)
             except WorkspaceError as exc:
                 log.warning("job %s: could not summarise its checkout: %s", job_id, exc)
-        await asyncio.to_thread(self.spaces.remove, job_id)
+        await self._in_pool(self.spaces.remove, job_id)
         if job is not None:
             self.store.update(job_id, workspace=None)
+
+    async def _in_pool(self, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(
+            self._pool, functools.partial(call, *args, **kwargs)
+        )
 
     def evict(self) -> int:
         return self.store.evict(time.time() - self.settings.job_ttl_seconds)
@@ -166,13 +179,23 @@ class JobService:
             metadata=metadata, save_branch=save_branch, queued_at=time.time(),
         )  # fmt: skip
         self.store.add(job)
-        self._live[job.id] = Live(self.settings.max_output_chars)
+        self._track(job.id)
         return job, self.scheduler.admit(job.id, check_depth=False)
+
+    def _track(self, job_id: str) -> None:
+        self._live[job_id] = Live(self.settings.max_output_chars)
+        self._cancel[job_id] = asyncio.Event()
 
     def get(self, job_id: str) -> Job | None:
         job = self.store.get(job_id)
-        live = self._live.get(job_id)
-        if job is not None and live is not None and not job.status.finished:
+        return None if job is None else self._with_live_output(job)
+
+    def jobs(self, status: JobStatus | None = None) -> list[Job]:
+        return [self._with_live_output(job) for job in self.store.list(status)]
+
+    def _with_live_output(self, job: Job) -> Job:
+        live = self._live.get(job.id)
+        if live is not None and not job.status.finished:
             job.output, job.output_truncated = live.output()
             job.stderr = live.stderr
         return job
@@ -196,6 +219,7 @@ class JobService:
             self.store.update(job_id, status=JobStatus.cancelled, finished_at=time.time())
             self._finish_live(job_id)
         elif job_id in self._cancel:
+            # Running, or holding a slot and about to start: _execute checks this flag.
             self._cancel[job_id].set()
             await self.wait(job_id)
         return self.get(job_id)
@@ -256,14 +280,19 @@ class JobService:
         if job is None or job.status is not JobStatus.queued:
             self._finish_live(job_id)
             return
-        live = self._live.setdefault(job_id, Live(self.settings.max_output_chars))
-        cancel = self._cancel.setdefault(job_id, asyncio.Event())
+        if job_id not in self._live:
+            self._track(job_id)
+        live, cancel = self._live[job_id], self._cancel[job_id]
+        if cancel.is_set():
+            self.store.update(job_id, status=JobStatus.cancelled, finished_at=time.time())
+            self._finish_live(job_id)
+            return
         self.store.update(job_id, status=JobStatus.running, started_at=time.time())
         space: Workspace | None = None
         result: dict[str, object] = {}
         try:
             env = self._env(job_id, self.spaces.workspace(job_id).home)
-            space = await asyncio.to_thread(
+            space = await self._in_pool(
                 self.spaces.prepare, job_id, job.ref, prepare=self.settings.prepare, env=env,
                 home_template=self.settings.home_template,
             )  # fmt: skip
@@ -271,6 +300,9 @@ class JobService:
             result = await self._run_agent(job, space, env, live, cancel)
         except WorkspaceError as exc:
             result = {"status": JobStatus.failed, "error": str(exc)}
+        except OSError as exc:  # e.g. the disk is full or the home template unreadable
+            log.exception("job %s could not be prepared", job_id)
+            result = {"status": JobStatus.failed, "error": f"could not prepare the job: {exc}"}
         except asyncio.CancelledError:
             result = {"status": JobStatus.interrupted, "error": "the service stopped"}
             raise
@@ -305,12 +337,12 @@ class JobService:
     ) -> None:
         if space is not None:
             try:
-                result["diff"], result["branch"] = await asyncio.to_thread(
+                result["diff"], result["branch"] = await self._in_pool(
                     self.spaces.finish, space, save_branch=job.save_branch
                 )
             except (WorkspaceError, OSError) as exc:
                 result["error"] = f"could not summarise the checkout: {exc}"
-        await asyncio.to_thread(self.spaces.remove, job.id)
+        await self._in_pool(self.spaces.remove, job.id)
         output, truncated = live.output()
         self.store.update(
             job.id, status=result.get("status", JobStatus.failed), finished_at=time.time(),

@@ -10,6 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 # A ref reaches git as an argument: a leading "-" would be read as an option.
 _REF = re.compile(r"^(?!-)(?!.*\.\.)[A-Za-z0-9._/@{}^~+-]{1,200}$")
+# A model name may reach the agent's argv: no leading "-", nothing a shell would care about.
+_MODEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,127}$")
 MetadataValue = str | int | float | bool | None
 
 
@@ -134,6 +136,13 @@ class ChatRequest(BaseModel):
     model: str = Field(min_length=1, description="an agent name, or a model the agent is given")
     messages: list[ChatMessage] = Field(min_length=1)
     stream: bool = False
+
+    @field_validator("model")
+    @classmethod
+    def _model(cls, value: str) -> str:
+        if not _MODEL.match(value):
+            raise ValueError("expected a model or agent name (letters, digits, . _ : / @ + -)")
+        return value
 
     @field_validator("messages")
     @classmethod

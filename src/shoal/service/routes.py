@@ -87,12 +87,7 @@ async def execute(body: ExecuteRequest, service: Service) -> Accepted | JSONResp
 async def list_jobs(
     service: Service, status: Annotated[JobStatus | None, Query()] = None
 ) -> JobList:
-    views = []
-    for job in service.store.list(status):
-        full = service.get(job.id)
-        if full is not None:
-            views.append(service.view(full))
-    return JobList(jobs=views)
+    return JobList(jobs=[service.view(job) for job in service.jobs(status)])
 
 
 @router.get("/jobs/{job_id}", response_model=JobView)

@@ -6,6 +6,7 @@ import asyncio
 import codecs
 import contextlib
 import os
+import re
 import signal
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -25,22 +26,20 @@ class Outcome:
     cancelled: bool
 
 
+_PLACEHOLDER = re.compile(r"\{(prompt|model|job_id)\}")
+
+
 def render_argv(
     template: Sequence[str], *, prompt: str, model: str, job_id: str
 ) -> tuple[list[str], bool]:
     """The argv for one job, and whether the prompt goes on stdin.
 
-    Placeholders are replaced textually (not ``str.format``), so braces in a prompt or in
-    the template's other arguments are passed through untouched.
+    One pass over each argument, so text that came in (a prompt holding ``{model}``) is
+    never substituted again, and other braces in the template are left alone.
     """
-    on_stdin = not any(PROMPT in part for part in template)
-    argv = [
-        part.replace("{model}", model).replace("{job_id}", job_id).replace(PROMPT, prompt)
-        if PROMPT in part
-        else part.replace("{model}", model).replace("{job_id}", job_id)
-        for part in template
-    ]
-    return argv, on_stdin
+    values = {"prompt": prompt, "model": model, "job_id": job_id}
+    argv = [_PLACEHOLDER.sub(lambda m: values[m.group(1)], part) for part in template]
+    return argv, not any(PROMPT in part for part in template)
 
 
 def kill_group(pgid: int, sig: signal.Signals = signal.SIGKILL) -> None:

@@ -105,15 +105,15 @@ class Workspaces:
         source = self.repo
         if "://" not in source and not Path(source).is_absolute():
             source = str(Path(source).resolve())
-        git("clone", "--bare", "--quiet", "--", source, str(staging))
-        for key, value in (
-            ("remote.origin.fetch", "+refs/heads/*:refs/heads/*"),
+        settings = (
             # Automatic gc or maintenance would repack the objects every checkout links to.
-            ("gc.auto", "0"),
-            ("maintenance.auto", "false"),
-            ("receive.denyCurrentBranch", "ignore"),
-        ):
-            git("config", key, value, cwd=staging)
+            "gc.auto=0",
+            "maintenance.auto=false",
+        )
+        configs = [arg for setting in settings for arg in ("--config", setting)]
+        git("clone", "--bare", "--quiet", *configs, "--", source, str(staging))
+        # A bare clone has no fetch refspec; refresh keeps branches under their own names.
+        git("config", "remote.origin.fetch", "+refs/heads/*:refs/heads/*", cwd=staging)
         staging.rename(self.base)
         self._refreshed = time.monotonic()
 

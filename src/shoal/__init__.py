@@ -3,9 +3,13 @@ its own schema, nothing written anywhere shared."""
 
 from __future__ import annotations
 
-from shoal.config import DatabaseConfig, Settings, load_settings
-from shoal.errors import ShoalError, UsageError
-from shoal.pg.worker import DatabaseHandle
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from shoal.config import DatabaseConfig, Settings, load_settings
+    from shoal.errors import ShoalError, UsageError
+    from shoal.pg.worker import DatabaseHandle
 
 __all__ = [
     "DatabaseConfig",
@@ -15,3 +19,20 @@ __all__ = [
     "UsageError",
     "load_settings",
 ]
+
+# Resolved on first use, so `import shoal.cli` (every `shoal` command) stays cheap.
+_HOMES = {
+    "DatabaseConfig": "shoal.config",
+    "Settings": "shoal.config",
+    "load_settings": "shoal.config",
+    "ShoalError": "shoal.errors",
+    "UsageError": "shoal.errors",
+    "DatabaseHandle": "shoal.pg.worker",
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'shoal' has no attribute {name!r}")
+    return getattr(importlib.import_module(home), name)

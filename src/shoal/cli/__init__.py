@@ -3,23 +3,41 @@ exit 2 without a traceback (``-v`` shows it)."""
 
 from __future__ import annotations
 
+import importlib
 import sys
 from typing import Any
 
 import click
 
-from shoal.cli.db import db
-from shoal.cli.demo import demo_command
-from shoal.cli.locks import locks_command
-from shoal.cli.ps import ps_command
-from shoal.cli.report import report_command
-from shoal.cli.serve import serve_command
-from shoal.cli.run import run_command
-from shoal.cli.sweep import sweep_command
 from shoal.errors import ShoalError
 
+# Subcommands are imported only when invoked: `shoal run` starts pytest, and every
+# import it does not need is time added to every run.
+_COMMANDS = {
+    "db": "shoal.cli.db:db",
+    "demo": "shoal.cli.demo:demo_command",
+    "locks": "shoal.cli.locks:locks_command",
+    "ps": "shoal.cli.ps:ps_command",
+    "report": "shoal.cli.report:report_command",
+    "run": "shoal.cli.run:run_command",
+    "serve": "shoal.cli.serve:serve_command",
+    "sweep": "shoal.cli.sweep:sweep_command",
+}
 
-class _Boundary(click.Group):
+
+class _Shoal(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(_COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = _COMMANDS.get(cmd_name)
+        if target is None:
+            return None
+        module, _, attribute = target.partition(":")
+        command = getattr(importlib.import_module(module), attribute)
+        assert isinstance(command, click.Command)
+        return command
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
@@ -30,21 +48,11 @@ class _Boundary(click.Group):
             ctx.exit(2)
 
 
-@click.group(cls=_Boundary)
+@click.group(cls=_Shoal)
 @click.option("-v", "--verbose", is_flag=True, help="Show tracebacks for errors.")
 @click.version_option(package_name="shoal")
 def cli(verbose: bool) -> None:
     """Parallel pytest runs on shared PostgreSQL, without collisions."""
-
-
-cli.add_command(db)
-cli.add_command(demo_command)
-cli.add_command(locks_command)
-cli.add_command(ps_command)
-cli.add_command(report_command)
-cli.add_command(serve_command)
-cli.add_command(run_command)
-cli.add_command(sweep_command)
 
 
 def main() -> None:

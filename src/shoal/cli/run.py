@@ -12,10 +12,7 @@ import psutil
 
 from shoal import naming
 from shoal.cli.settings import cli_settings
-from shoal.cli.sweep import summary_line
 from shoal.namespace import fresh
-from shoal.pg.sweep import sweep
-from shoal.pg.targets import database_urls
 
 PRE_RUN_SWEEP_BUDGET_S = 10.0
 _XDIST_CHOICES = ("-n", "--numprocesses", "--dist", "-d", "--tx")
@@ -61,6 +58,11 @@ def run_command(no_sweep: bool, pytest_args: tuple[str, ...]) -> None:
     env[naming.ENV_NAMESPACE] = namespace
     env[naming.ENV_RUNNER] = naming.runner_token(me.pid, me.create_time())
     if not no_sweep:
+        # Imported only when sweeping: they bring psycopg, which pytest loads anyway.
+        from shoal.cli.sweep import summary_line
+        from shoal.pg.sweep import sweep
+        from shoal.pg.targets import database_urls
+
         urls = {name: url for name, (url, _) in database_urls(settings).items()}
         result = sweep(urls, timeout=settings.connect_timeout, budget_s=PRE_RUN_SWEEP_BUDGET_S)
         click.echo(f"shoal: {summary_line(result)}", err=True)

@@ -5,8 +5,6 @@ from __future__ import annotations
 import re
 from urllib.parse import quote, urlencode
 
-from psycopg.conninfo import conninfo_to_dict
-
 # Everything between "scheme://user:" and the last "@" of the authority is the password:
 # libpq accepts unencoded "?" and "#" there.
 _PASSWORD_IN_URL = re.compile(r"(\w+://[^:/@?#]*):[^/]*@")
@@ -20,6 +18,9 @@ def mask(url: str) -> str:
 
 
 def params(url: str) -> dict[str, str]:
+    # Imported here: masking (used by the settings loader) must not cost a psycopg import.
+    from psycopg.conninfo import conninfo_to_dict
+
     return {k: str(v) for k, v in conninfo_to_dict(url).items() if v is not None}
 
 

@@ -16,6 +16,11 @@ Optional: ``--modes shoal,naive,unique`` adds "unique", the naive pattern with s
 per-invocation schema names (isolation without throttling), and ``--ddl-slots N`` sets
 shoal's slot count instead of ``auto``.
 
+- pool (``--modes shoal,pool``): shoal with its warm pool. Before the barrier (off the
+  clock), ``shoal pool warm`` builds one ready schema per worker of the scenario; each
+  worker's ``provision()`` then claims one by rename. Compared with "shoal" (building
+  in place) in the same run: ``pool/shoal`` latency ratios and the speed-up.
+
 Reported per scenario and mode: provisioning latency (p50, p95, max), errors by SQLSTATE,
 clobbered workers (schema replaced or tables missing), the peak of ``pg_locks`` rows in
 the cluster (sampled every 20 ms), and shoal/naive latency ratios from the same run.
@@ -66,14 +71,16 @@ from sqlalchemy.pool import NullPool
 
 from shoal import naming
 from shoal.embedded import EmbeddedServer
-from shoal.pg import conninfo
+from shoal.namespace import fresh
+from shoal.pg import conninfo, pool
+from shoal.pg.fingerprint import fingerprint
 from shoal.pg.setup import SetupHook, sqlalchemy_url
-from shoal.pg.slots import LOCKS_PER_DDL, MAX_AUTO_SLOTS, auto_slot_count, control_url
+from shoal.pg.slots import LOCKS_PER_DDL, MAX_AUTO_SLOTS, Lease, auto_slot_count, control_url
 from shoal.pg.targets import Target
 from shoal.pg.worker import WorkerSchemas
 
 # unique: the naive pattern with shoal's per-invocation names: isolation without throttling.
-MODES = ("shoal", "naive", "unique")
+MODES = ("shoal", "naive", "unique", "pool")
 DEFAULT_MODES = "shoal,naive"
 BENCH_LABEL = "shoal_bench"  # application_name prefix of every bench connection
 WARMUP_SCHEMA = "shoal_bench_warmup"
@@ -185,6 +192,7 @@ class WorkerResult:
     create_s: float | None = None
     setup_s: float | None = None
     teardown_s: float | None = None
+    claimed: bool = False  # pool mode: the schema came from the warm pool
     clobbered: bool = False
     errors: list[str] = field(default_factory=list)
 
@@ -247,13 +255,17 @@ def run_shoal(spec: Spec, metadata: MetaData, barrier: Any) -> WorkerResult:
         name="bench", url=spec.url, control_url=spec.control_url, setup=hook,
         extensions=(), export_env=(), embedded=False,
     )  # fmt: skip
-    schemas = WorkerSchemas([target], spec.namespace, spec.worker, ddl_slots=spec.ddl_slots)
+    schemas = WorkerSchemas(
+        [target], spec.namespace, spec.worker, ddl_slots=spec.ddl_slots, pool=spec.mode == "pool"
+    )
     schemas.check()  # as the plugin does, before the clock starts
+    schemas.prepare_pool()  # so does a worker's prepare()
     started = start_clock(spec, barrier)
     try:
         schemas.provision()
         result.provision_s = time.perf_counter() - started
         timing = schemas.timings[0]
+        result.claimed = timing.claimed
         result.slot_wait_s, result.create_s, result.setup_s = (
             timing.slot_wait_s, timing.create_s, timing.setup_s,
         )  # fmt: skip
@@ -319,7 +331,7 @@ def start_clock(spec: Spec, barrier: Any) -> float:
 
 def worker_main(spec: Spec, barrier: Any, results: Any) -> None:
     metadata = build_metadata(spec.tables)
-    run = run_shoal if spec.mode == "shoal" else run_naive
+    run = run_shoal if spec.mode in ("shoal", "pool") else run_naive
     try:
         result = run(spec, metadata, barrier)
     except KeyboardInterrupt:  # Ctrl-C reaches the whole group; the parent cleans up
@@ -514,6 +526,8 @@ def run_mode(
     ctx = mp.get_context("forkserver")
     specs = make_specs(mode, scenario, server, args)
     names.update(created_names(specs))
+    if mode == "pool":
+        fill_pool(server, args, len(specs))
     barrier, results = ctx.Barrier(len(specs) + 1), ctx.Queue()
     procs = [ctx.Process(target=worker_main, args=(s, barrier, results)) for s in specs]
     try:
@@ -532,6 +546,8 @@ def run_mode(
                 proc.terminate()
                 proc.join(timeout=10)
         leftovers = drop_leftovers(server.url, created_names(specs), specs)
+        if mode == "pool":
+            leftovers += clear_pool(server)
     return ModeRun(
         mode, scenario, done, sampler.peak_locks, sampler.peak_slots, sampler.peak_foreign_slots,
         sampler.held_while_queued, span, leftovers,
@@ -560,6 +576,50 @@ def label_patterns(specs: list[Spec]) -> list[str]:
     """LIKE patterns matching the application_name of every worker connection of ``specs``."""
     ours = {f"{BENCH_LABEL}_{s.mode}_i{s.invocation}_{s.worker}" for s in specs}
     return sorted(ours | {f"pytest_%{s.namespace}%" for s in specs})
+
+
+def bench_target(server: Server, tables: int) -> Target:
+    hook = SetupHook(
+        kind="metadata", spec=f"build_metadata({tables})", target=build_metadata(tables)
+    )
+    return Target(
+        name="bench", url=server.url, control_url=server.control_url, setup=hook,
+        extensions=(), export_env=(), embedded=False,
+    )  # fmt: skip
+
+
+def fill_pool(server: Server, args: argparse.Namespace, size: int) -> None:
+    """Off the clock: one ready schema per worker, built as ``shoal pool warm`` builds them."""
+    target = bench_target(server, args.tables)
+    current = fingerprint(target.setup)
+    assert current is not None
+    started = time.perf_counter()
+    result = pool.warm(
+        target, current, size, namespace=fresh().token, tail=(), ddl_slots=args.ddl_slots,
+        timeout=5, deadline=time.monotonic() + 600,
+    )  # fmt: skip
+    elapsed = time.perf_counter() - started
+    print(
+        f"  (pool: built {len(result.built)} ready schemas in {elapsed:.1f} s,"
+        f" {result.ready_after} ready)",
+        flush=True,
+    )
+
+
+def clear_pool(server: Server) -> list[str]:
+    """Drop any pool schema a failed claimer left behind; return their names."""
+    namespace = fresh().token
+    label = naming.connection_label(naming.MAIN_WORKER, namespace, "poolctl")
+    with psycopg.connect(server.url, autocommit=True, application_name=label) as conn:
+        entries = pool.list_pool(conn, "bench")
+        if entries:
+            lease = Lease.open(server.control_url, namespace, "pool", "auto", 5)
+            try:
+                for entry in entries:
+                    pool.drop(conn, entry, lease, namespace)
+            finally:
+                lease.close()
+    return [e.schema for e in entries]
 
 
 def existing(conn: psycopg.Connection[Any], names: list[str]) -> list[str]:
@@ -663,7 +723,7 @@ def mode_row(run: ModeRun) -> str:
     drops = [r.teardown_s for r in results if r.teardown_s is not None and not r.errors]
     ok = sum(1 for r in results if not r.errors and not r.clobbered)
     slots = "n/a"
-    if run.mode == "shoal":
+    if run.mode in ("shoal", "pool"):
         queued = run.held_while_queued
         slots = f"{run.peak_slots}/" + (f"{statistics.mean(queued):.1f}" if queued else "—")
     return (
@@ -678,6 +738,12 @@ def mode_row(run: ModeRun) -> str:
 def steps_row(run: ModeRun) -> str:
     """Where the provisioning time went, p50/p95 ms."""
     results = run.results
+    if run.mode == "pool":
+        claimed = sum(r.claimed for r in results)
+        return (
+            f"  pool steps p50/p95 ms: claimed {claimed}/{len(results)}, claim (rename +"
+            f" comment) {p50_p95(results, 'create_s')}, slot wait {p50_p95(results, 'slot_wait_s')}"
+        )
     wait = f"slot wait {p50_p95(results, 'slot_wait_s')}, " if run.mode == "shoal" else ""
     return (
         f"  {run.mode} steps p50/p95 ms: {wait}create schema {p50_p95(results, 'create_s')},"
@@ -704,6 +770,13 @@ def scenario_report(scenario: Scenario, runs: list[ModeRun], tables: int) -> lis
             p50 = ratio(percentile(lat["shoal"], 0.5), percentile(lat[other], 0.5))
             p95 = ratio(percentile(lat["shoal"], 0.95), percentile(lat[other], 0.95))
             lines.append(f"shoal/{other} latency: p50 {p50}, p95 {p95} (below 1 = shoal faster)")
+    if "pool" in lat and "shoal" in lat:
+        pool_p = [percentile(lat["pool"], q) for q in (0.5, 0.95)]
+        shoal_p = [percentile(lat["shoal"], q) for q in (0.5, 0.95)]
+        lines.append(
+            f"warm pool vs building in place: {ratio(shoal_p[0], pool_p[0])} faster at p50,"
+            f" {ratio(shoal_p[1], pool_p[1])} at p95"
+        )
     for run in runs:
         counts = Counter(": ".join(e.split(": ")[:2]) for r in run.results for e in r.errors)
         if counts:

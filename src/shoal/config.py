@@ -82,6 +82,13 @@ class Settings(BaseSettings):
         default=None, description="use this namespace instead of a fresh one (a-z, 0-9, ≤ 32)"
     )
     connect_timeout: int = Field(default=5, ge=1, le=60, description="seconds to wait for a server")
+    pool_size: int = Field(
+        default=2,
+        ge=0,
+        le=64,
+        description="ready-made schemas kept warm per database whose setup has a fingerprint "
+        "(refilled in the background after each run); 0 turns the pool off",
+    )
 
     @field_validator("ddl_slots", mode="before")
     @classmethod

@@ -107,6 +107,8 @@ class EmbeddedServer:
 
     def ensure_running(self) -> str:
         """Start the server unless it already runs; return the URL of its ``postgres`` db."""
+        if self._answers():
+            return self.url()  # the common case: no lock, no pg_ctl process
         self.home.mkdir(parents=True, exist_ok=True)
         try:
             with FileLock(self.home / "server.lock", timeout=LOCK_TIMEOUT_S):
@@ -142,7 +144,12 @@ class EmbeddedServer:
         why = naming.database_key_problem(name)
         if why:
             raise EmbeddedServerError(f"cannot create database {name!r}: {why}")
-        with psycopg.connect(self.url(), autocommit=True, application_name="shoal_admin") as conn:
+        with psycopg.connect(
+            self.url(), autocommit=True, application_name="shoal_admin", options=""
+        ) as conn:
+            exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+            if exists.fetchone() is not None:
+                return
             key = naming.database_lock()
             conn.execute("SELECT pg_advisory_lock(%s, %s)", key)
             try:
@@ -162,6 +169,17 @@ class EmbeddedServer:
             return int(first)
         except (OSError, IndexError, ValueError):
             return None
+
+    def _answers(self) -> bool:
+        if not (self.socket_dir / f".s.PGSQL.{PORT}").exists():
+            return False
+        try:
+            psycopg.connect(
+                self.url(), connect_timeout=2, options="", application_name="shoal_admin"
+            ).close()
+        except psycopg.Error:
+            return False
+        return True
 
     def _running(self) -> bool:
         if not (self.pgdata / "PG_VERSION").exists():

@@ -46,6 +46,19 @@ ENV_RUNNER: Final = "SHOAL_RUNNER"
 LOCK_CLASS: Final = zlib.crc32(b"shoal") & 0x7FFFFFFF
 _EXTENSION_LOCK: Final = 1_000_000
 _DATABASE_LOCK: Final = 1_000_001
+# Pool locks hash a name or fingerprint into the second key, so they get classes of their
+# own: a hash could otherwise land on a DDL slot number.
+POOL_CLAIM_CLASS: Final = zlib.crc32(b"shoal-pool-claim") & 0x7FFFFFFF
+POOL_REFILL_CLASS: Final = zlib.crc32(b"shoal-pool-refill") & 0x7FFFFFFF
+
+# Warm-pool schemas: ``shoalpool_<fp12>_<token>`` when ready to claim, ``shoalbuild_…``
+# while being built or dropped. Neither can parse as a worker schema (``test_…``).
+POOL_FINGERPRINT_CHARS: Final = 12
+_POOL_SCHEMA_RE: Final = re.compile(r"shoal(pool|build)_([0-9a-f]{12})_([0-9a-f]{8})")
+_FINGERPRINT_RE: Final = re.compile(r"[0-9a-f]{12,64}")
+POOL_READY_LIKE: Final = "shoalpool\\_%"
+POOL_BUILD_LIKE: Final = "shoalbuild\\_%"
+_POOL_LOG_RE: Final = re.compile(r"pool-warm_([a-z0-9]{1,32})\.log")
 
 
 class InvalidName(ValueError):
@@ -250,3 +263,71 @@ def schema_name_problem(name: str) -> str | None:
     if _SCHEMA_NAME_RE.fullmatch(name) is None:
         return "expected an unquoted lower-case SQL identifier of at most 63 bytes"
     return None
+
+
+@dataclass(frozen=True)
+class PoolSchemaName:
+    fingerprint: str  # the first 12 hex digits of the setup's fingerprint
+    token: str
+    ready: bool
+
+
+def pool_schema_name(fingerprint: str, token: str, *, ready: bool) -> str:
+    """``shoalpool_<fp12>_<token>`` (ready) or ``shoalbuild_<fp12>_<token>`` (building).
+
+    ``token`` is 8 hex digits (4 bytes from os.urandom); a ready schema keeps the token it
+    was built under, so the rename that publishes it cannot collide with another build.
+    """
+    if _FINGERPRINT_RE.fullmatch(fingerprint) is None:
+        raise InvalidName(f"{fingerprint!r} is not a setup fingerprint (hex digits)")
+    prefix = "shoalpool" if ready else "shoalbuild"
+    name = f"{prefix}_{fingerprint[:POOL_FINGERPRINT_CHARS]}_{token}"
+    if _POOL_SCHEMA_RE.fullmatch(name) is None:
+        raise InvalidName(f"cannot build a pool schema name from {token!r}")
+    return name
+
+
+def pool_ready_prefix(fingerprint: str) -> str:
+    """What every ready pool schema of ``fingerprint`` starts with (``shoalpool_<fp12>_``)."""
+    return pool_schema_name(fingerprint, "00000000", ready=True).removesuffix("00000000")
+
+
+def parse_pool_schema(name: str) -> PoolSchemaName | None:
+    """Fingerprint prefix, token and state of a pool schema; None for anything else."""
+    match = _POOL_SCHEMA_RE.fullmatch(name)
+    if match is None:
+        return None
+    return PoolSchemaName(
+        fingerprint=match.group(2), token=match.group(3), ready=match.group(1) == "pool"
+    )
+
+
+def fingerprint_matches(name: PoolSchemaName, fingerprint: str) -> bool:
+    """Whether the pool schema ``name`` was built for the full ``fingerprint``'s prefix."""
+    return fingerprint[:POOL_FINGERPRINT_CHARS] == name.fingerprint
+
+
+def pool_claim_lock(schema: str) -> tuple[int, int]:
+    """Transaction advisory lock taken (in the pool's database) to claim or drop ``schema``."""
+    return (POOL_CLAIM_CLASS, zlib.crc32(schema.encode()) & 0x7FFFFFFF)
+
+
+def pool_refill_lock(fingerprint: str) -> tuple[int, int]:
+    """Session advisory lock held (in the pool's database) by the one refill of a fingerprint."""
+    return (POOL_REFILL_CLASS, zlib.crc32(fingerprint.encode()) & 0x7FFFFFFF)
+
+
+def pool_log_filename(namespace: str) -> str:
+    """The log of the background refill started at the end of run ``namespace``."""
+    if FORCED_NAMESPACE_RE.fullmatch(namespace) is None:
+        raise InvalidName(f"{namespace!r} is not a namespace")
+    return f"pool-warm_{namespace}.log"
+
+
+def pool_log_glob() -> str:
+    return "pool-warm_*.log"
+
+
+def parse_pool_log_filename(name: str) -> str | None:
+    match = _POOL_LOG_RE.fullmatch(name)
+    return None if match is None else match.group(1)

@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 from shoal import naming
 from shoal.errors import ShoalError
 from shoal.pg.conninfo import mask
+from shoal.schedule import Distance
 
 Outcome = Literal["passed", "failed", "error", "skipped", "xfailed", "xpassed"]
 OUTCOMES: Final[tuple[Outcome, ...]] = (
@@ -87,6 +88,7 @@ class ProvisioningTiming(_Model):
     create_s: float
     setup_s: float
     total_s: float
+    claimed: bool = False  # taken ready-made from the warm pool instead of built
 
 
 class Versions(_Model):
@@ -107,6 +109,9 @@ class RunReport(_Model):
     tests: tuple[TestResult, ...] = ()
     workers: tuple[WorkerUsage, ...] = ()
     provisioning: tuple[ProvisioningTiming, ...] = ()
+    # Scheduling figures. Absent from reports written before they existed.
+    worker_count: int | None = None  # xdist workers started, or 1 without xdist
+    distance: Distance | None = None  # see shoal.schedule.distance
 
     @field_validator("args")
     @classmethod

@@ -18,6 +18,7 @@ from shoal.report import (
     worker_usage,
     write_report,
 )
+from shoal.schedule import distance
 from tests.plugin import inner
 
 STARTED = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
@@ -201,8 +202,29 @@ def test_other():
     slowest = result.output.index("test_real.py::test_slow")
     assert slowest < result.output.index("test_real.py::test_quick")
     assert "worker utilisation" in result.output
+    assert "distance to the limit D=" in result.output
 
     result = invoke("--dir", str(project / "r"), "--latest", "--json")
     data = json.loads(result.output)
     assert {t["worker"] for t in data["tests"]} <= {"gw0", "gw1"}
     assert len(data["tests"]) == 3
+
+
+def test_distance_to_the_limit_is_shown(tmp_path: Path) -> None:
+    report = sample("withd")
+    report = report.model_copy(update={"worker_count": 2, "distance": distance(report)})
+    assert report.distance is not None
+    path = write_report(report, tmp_path)
+    result = invoke(str(path))
+    assert result.exit_code == 0, result.output
+    assert f"distance to the limit D={report.distance.d:.2f}" in result.output
+    assert "start-up" in result.output
+    assert "imbalance" in result.output
+
+    # An older report (no scheduling figures) still reads, and shows no D.
+    write_report(sample("nod", STARTED - timedelta(minutes=1)), tmp_path)
+    result = invoke("--dir", str(tmp_path), "--all")
+    assert result.exit_code == 0, result.output
+    older, newer = result.output.strip().splitlines()
+    assert " D " not in older
+    assert newer.endswith(f"D {report.distance.d:.2f}")

@@ -43,6 +43,9 @@ def clean_env(**extra: str) -> dict[str, str]:
         if not k.startswith(("SHOAL_", "PYTEST_", "PG"))
         or k in ("SHOAL_HOME", "SHOAL_TEST_EXTERNAL_URL")
     }
+    # No background pool refill after inner runs unless a test asks for one: it would
+    # outlive the test and build schemas in databases the session is about to drop.
+    env["SHOAL_POOL_SIZE"] = "0"
     env.update(extra)
     return env
 

@@ -17,6 +17,7 @@ _COMMANDS = {
     "db": "shoal.cli.db:db",
     "demo": "shoal.cli.demo:demo_command",
     "locks": "shoal.cli.locks:locks_command",
+    "pool": "shoal.cli.pool:pool_group",
     "ps": "shoal.cli.ps:ps_command",
     "report": "shoal.cli.report:report_command",
     "run": "shoal.cli.run:run_command",

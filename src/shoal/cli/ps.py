@@ -39,6 +39,7 @@ def render(result: PsResult, console: Console) -> None:
             "Liveness unknown for runs not seen alive: a run may hold its lease on a server "
             "that did not answer."
         )
+    render_pool(result, console)
     if not result.namespaces:
         console.print("No shoal namespaces found.")
         return
@@ -53,6 +54,22 @@ def render(result: PsResult, console: Console) -> None:
             Text(", ".join(status.workers) or "-"),
             Text(", ".join(status.databases) or "-"),
             Text(", ".join(status.lease_holders) or "-"),
+        )
+    console.print(table)
+
+
+def render_pool(result: PsResult, console: Console) -> None:
+    """The warm pool, per database and setup fingerprint (nothing when it is empty)."""
+    if not result.pool:
+        return
+    table = Table("Pool database", "Fingerprint", "Ready", "Building", "Dropping")
+    for count in result.pool:
+        table.add_row(
+            Text(count.database),
+            Text(count.fingerprint),
+            str(count.ready),
+            str(count.building),
+            str(count.dropping),
         )
     console.print(table)
 

@@ -40,7 +40,8 @@ _STYLES: dict[Outcome, str] = {
 def report_command(
     path: Path | None, latest: bool, show_all: bool, as_json: bool, directory: Path | None
 ) -> None:
-    """Summarise a run report: outcomes, slowest tests, worker utilisation, provisioning.
+    """Summarise a run report: outcomes, distance to the limit, slowest tests, workers and
+    provisioning.
 
     PATH is a report file; without it, the latest report in the reports directory.
     """
@@ -112,6 +113,8 @@ def _show_all(directory: Path, as_json: bool) -> None:
         line = Text(f"{run.started:%Y-%m-%d %H:%M:%S}  {run.namespace}  ")
         line.append_text(_outcomes(run))
         line.append(f"  {run.duration_s:.1f}s  exit {run.exit_status}")
+        if run.distance is not None:
+            line.append(f"  D {run.distance.d:.2f}")
         console.print(line, soft_wrap=True)
 
 
@@ -133,6 +136,9 @@ def render(console: Console, run: RunReport) -> None:
     )
     console.print(escape("pytest " + " ".join(run.args)), style="dim", soft_wrap=True)
     console.print(_outcomes(run))
+    if run.distance is not None:
+        for line in run.distance.summary():
+            console.print(line, soft_wrap=True)
 
     slowest = run.slowest(10)
     if slowest:

@@ -8,6 +8,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from shoal.cli.pool import current_fingerprints
 from shoal.cli.settings import cli_settings
 from shoal.pg.sweep import DEFAULT_GRACE_S, SweepResult, sweep
 from shoal.pg.targets import database_urls
@@ -27,8 +28,15 @@ def summary_line(result: SweepResult) -> str:
     dropped = sum(len(o.dropped) for o in result.databases.values())
     failed = sum(len(o.failed) for o in result.databases.values())
     live = len(result.live)
+    postponed = sum(
+        s["reason"] == "time_budget" for o in result.databases.values() for s in o.skipped
+    )
     text = f"sweep: dropped {dropped} stale schemas, {live} live runs untouched"
-    return text + (f", {failed} drops failed (shoal sweep for details)" if failed else "")
+    if failed:
+        text += f", {failed} drops failed (shoal sweep for details)"
+    if postponed:
+        text += f", {postponed} left for lack of time (run shoal sweep)"
+    return text
 
 
 def render(result: SweepResult, console: Console) -> None:
@@ -67,12 +75,16 @@ def render(result: SweepResult, console: Console) -> None:
     metavar="SECONDS", help="Leave schemas younger than this alone.",
 )  # fmt: skip
 def sweep_command(dry_run: bool, as_json: bool, grace: float) -> None:
-    """Drop schemas of dead runs, fail-closed.
+    """Drop schemas of dead runs, fail-closed, and pool schemas of setups no longer current.
 
     Exit status 0 when everything that should have been dropped was, 1 otherwise.
     """
-    urls, timeout = configured_urls()
-    result = sweep(urls, grace_s=grace, dry_run=dry_run, timeout=timeout)
+    settings = cli_settings()
+    urls = {name: url for name, (url, _) in database_urls(settings).items()}
+    result = sweep(
+        urls, grace_s=grace, dry_run=dry_run, timeout=settings.connect_timeout,
+        fingerprints=current_fingerprints(settings),
+    )  # fmt: skip
     if as_json:
         click.echo(json.dumps(result.as_json(), indent=2))
     else:

@@ -18,7 +18,7 @@ import psycopg
 
 from shoal import naming
 from shoal.errors import ServerUnreachable
-from shoal.pg import conninfo, schemas
+from shoal.pg import conninfo, pool, schemas
 from shoal.pg.connect import admin_connect
 from shoal.pg.live import ClusterLiveness, probe_clusters
 
@@ -50,6 +50,7 @@ class DatabaseListing:
     cluster: str
     error: str | None = None
     schemas: list[WorkerSchema] = field(default_factory=list)
+    pool: list[pool.PoolSchema] = field(default_factory=list)
 
     @property
     def listed(self) -> bool:
@@ -92,12 +93,43 @@ class NamespaceStatus:
         }
 
 
+@dataclass(frozen=True)
+class PoolCount:
+    """How many pool schemas one database holds for one fingerprint, by state."""
+
+    database: str
+    fingerprint: str  # the 12-digit prefix; "?" when the owner comment is unreadable
+    ready: int
+    building: int
+    dropping: int
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "database": self.database,
+            "fingerprint": self.fingerprint,
+            "ready": self.ready,
+            "building": self.building,
+            "dropping": self.dropping,
+        }
+
+
+def pool_counts(entries: Iterable[pool.PoolSchema]) -> list[PoolCount]:
+    """Pool schemas counted per (database, fingerprint). Pure."""
+    counts: dict[tuple[str, str], dict[str, int]] = {}
+    for entry in entries:
+        key = (entry.database, entry.fingerprint[: naming.POOL_FINGERPRINT_CHARS] or "?")
+        by_state = counts.setdefault(key, {"ready": 0, "building": 0, "dropping": 0})
+        by_state[entry.state or "building"] += 1
+    return [PoolCount(db, fp, **by_state) for (db, fp), by_state in sorted(counts.items())]
+
+
 @dataclass
 class PsResult:
     checked_at: datetime
     clusters: list[ClusterLiveness]
     databases: list[DatabaseListing]
     namespaces: list[NamespaceStatus]
+    pool: list[PoolCount] = field(default_factory=list)
 
     @property
     def complete(self) -> bool:
@@ -113,6 +145,7 @@ class PsResult:
             ],
             "databases": [d.as_json() for d in self.databases],
             "namespaces": [n.as_json(self.checked_at) for n in self.namespaces],
+            "pool": [p.as_json() for p in self.pool],
         }
 
 
@@ -206,6 +239,7 @@ def list_database(name: str, url: str, timeout: int) -> DatabaseListing:
     try:
         with admin_connect(url, "shoal_ps", timeout=timeout) as conn:
             listing.schemas = worker_schemas(name, schemas.list_schemas(conn))
+            listing.pool = pool.list_pool(conn, name)
     except ServerUnreachable as exc:
         listing.error = str(exc)
     except psycopg.Error as exc:
@@ -234,4 +268,5 @@ def ps(urls: Mapping[str, str], timeout: int, now: datetime) -> PsResult:
         clusters=clusters,
         databases=databases,
         namespaces=summarise(found, clusters),
+        pool=pool_counts(entry for listing in databases for entry in listing.pool),
     )

@@ -11,6 +11,7 @@ moves on.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal
@@ -20,7 +21,7 @@ import psycopg
 from shoal import naming
 from shoal.errors import ShoalError
 from shoal.namespace import fresh
-from shoal.pg import conninfo, schemas
+from shoal.pg import conninfo, pool, schemas
 from shoal.pg.connect import admin_connect
 from shoal.pg.live import ClusterLiveness, probe_clusters
 from shoal.pg.slots import Lease, control_url
@@ -29,7 +30,15 @@ DEFAULT_GRACE_S = 120
 SWEEP_HOLDER = "sweep"
 
 Reason = Literal[
-    "live", "too_young", "unparseable", "not_shoal", "active_detection_incomplete", "time_budget"
+    "live",
+    "too_young",
+    "unparseable",
+    "not_shoal",
+    "active_detection_incomplete",
+    "time_budget",
+    "pool_current",
+    "pool_fingerprint_unknown",
+    "pool_claimed",
 ]
 
 
@@ -117,6 +126,40 @@ def decide(
     return Decision(found, True)
 
 
+def decide_pool(
+    found: Found,
+    live: set[str],
+    detection_complete: bool,
+    now: datetime,
+    grace_s: float,
+    current: frozenset[str] | None,
+) -> Decision:
+    """Drop or keep one pool schema. Pure, and as fail-closed as :func:`decide`.
+
+    A ready schema goes when its fingerprint is no longer the database's current one
+    (``current``: the fingerprints in use; None when they could not be computed, which
+    keeps every ready schema). A half-built one (or one a dead sweep was dropping) goes
+    when its builder's namespace is not live. Both only past the grace period.
+    """
+    entry = pool.parse_pool(found.database, found.schema, found.comment)
+    if entry is None:
+        return Decision(found, False, "unparseable")
+    if entry.state is None or entry.created is None:
+        return Decision(found, False, "not_shoal")
+    if not detection_complete:
+        return Decision(found, False, "active_detection_incomplete")
+    if entry.state == "ready":
+        if current is None:
+            return Decision(found, False, "pool_fingerprint_unknown")
+        if entry.fingerprint in current:
+            return Decision(found, False, "pool_current")
+    elif entry.namespace is None or entry.namespace in live:
+        return Decision(found, False, "live")
+    if (now - entry.created).total_seconds() < grace_s:
+        return Decision(found, False, "too_young")
+    return Decision(found, True)
+
+
 def sweep(
     urls: dict[str, str],
     *,
@@ -124,8 +167,14 @@ def sweep(
     dry_run: bool = False,
     timeout: int = 5,
     budget_s: float | None = None,
+    fingerprints: Mapping[str, str | None] | None = None,
 ) -> SweepResult:
-    """Sweep the databases ``urls`` (name → URL); see the module docstring for the rules."""
+    """Sweep the databases ``urls`` (name → URL); see the module docstring for the rules.
+
+    ``fingerprints`` (name → current setup fingerprint, None for none) lets the sweep drop
+    pool schemas of setups no longer current; a database missing from it keeps its ready
+    pool schemas (unknown means current).
+    """
     started = time.monotonic()
     clusters = probe_clusters(list(urls.values()), timeout)
     reachable = {c.cluster for c in clusters if c.reachable}
@@ -142,7 +191,13 @@ def sweep(
                 continue  # the cluster's error is in result.clusters
             with admin_connect(url, "shoal_sweep", timeout=timeout) as conn:
                 listed = [Found(name, s, c) for s, c in schemas.list_schemas(conn)]
-                for decision in (decide(f, live, complete, now, grace_s) for f in listed):
+                decisions = [decide(f, live, complete, now, grace_s) for f in listed]
+                current = _current(fingerprints, name)
+                decisions += [
+                    decide_pool(Found(name, p.schema, c), live, complete, now, grace_s, current)
+                    for p, c in _pool_listing(conn, name)
+                ]
+                for decision in decisions:
                     schema = decision.found.schema
                     if not decision.drop:
                         outcome.skipped.append({"schema": schema, "reason": str(decision.reason)})
@@ -150,12 +205,64 @@ def sweep(
                         outcome.skipped.append({"schema": schema, "reason": "time_budget"})
                     elif dry_run:
                         outcome.dropped.append(schema)
+                    elif naming.parse_pool_schema(schema) is not None:
+                        _drop_pool(conn, url, decision.found, namespace, leases, timeout, outcome)
                     else:
                         _drop(conn, url, schema, namespace, leases, timeout, outcome)
     finally:
         for lease in leases.values():
             lease.close()
     return result
+
+
+def _current(fingerprints: Mapping[str, str | None] | None, name: str) -> frozenset[str] | None:
+    if fingerprints is None or name not in fingerprints:
+        return None
+    value = fingerprints[name]
+    return frozenset() if value is None else frozenset({value})
+
+
+def _pool_listing(
+    conn: psycopg.Connection[tuple[object, ...]], database: str
+) -> list[tuple[pool.PoolSchema, str | None]]:
+    listed = []
+    for like in (naming.POOL_READY_LIKE, naming.POOL_BUILD_LIKE):
+        for schema, comment in schemas.list_schemas(conn, like):
+            entry = pool.parse_pool(database, schema, comment)
+            if entry is not None:
+                listed.append((entry, comment))
+    return listed
+
+
+def _lease_for(url: str, namespace: str, leases: dict[str, Lease], timeout: int) -> Lease:
+    cluster = conninfo.cluster_key(url)
+    if cluster not in leases:
+        leases[cluster] = Lease.open(
+            control_url(url, timeout), namespace, SWEEP_HOLDER, "auto", timeout
+        )
+    return leases[cluster]
+
+
+def _drop_pool(
+    conn: psycopg.Connection[tuple[object, ...]],
+    url: str,
+    found: Found,
+    namespace: str,
+    leases: dict[str, Lease],
+    timeout: int,
+    outcome: DatabaseOutcome,
+) -> None:
+    entry = pool.parse_pool(found.database, found.schema, found.comment)
+    assert entry is not None
+    try:
+        # The lease first: a ready schema taken out for dropping belongs to this namespace.
+        lease = _lease_for(url, namespace, leases, timeout)
+        if pool.drop(conn, entry, lease, namespace):
+            outcome.dropped.append(found.schema)
+        else:
+            outcome.skipped.append({"schema": found.schema, "reason": "pool_claimed"})
+    except (psycopg.Error, ShoalError) as exc:
+        outcome.failed.append({"schema": found.schema, "error": str(exc).strip().splitlines()[0]})
 
 
 def _drop(
@@ -167,13 +274,8 @@ def _drop(
     timeout: int,
     outcome: DatabaseOutcome,
 ) -> None:
-    cluster = conninfo.cluster_key(url)
     try:
-        if cluster not in leases:
-            leases[cluster] = Lease.open(
-                control_url(url, timeout), namespace, SWEEP_HOLDER, "auto", timeout
-            )
-        with leases[cluster].ddl_slot(naming.MAIN_WORKER):
+        with _lease_for(url, namespace, leases, timeout).ddl_slot(naming.MAIN_WORKER):
             schemas.drop_schema_chunked(conn, schema)
         outcome.dropped.append(schema)
     except (psycopg.Error, ShoalError) as exc:

@@ -12,8 +12,9 @@ import psycopg
 
 from shoal import naming
 from shoal.errors import ShoalError
-from shoal.pg import conninfo, schemas
+from shoal.pg import conninfo, pool, schemas
 from shoal.pg.connect import admin_connect, bound_connect, bound_url
+from shoal.pg.fingerprint import target_fingerprint
 from shoal.pg.setup import run_setup, sqlalchemy_url
 from shoal.pg.slots import Lease
 from shoal.pg.targets import Target
@@ -65,6 +66,7 @@ class Timing:
     create_s: float = 0.0
     setup_s: float = 0.0
     total_s: float = 0.0
+    claimed: bool = False  # taken ready-made from the warm pool (create_s is the claim)
 
 
 def pgoptions(existing: str | None, search_path: tuple[str, ...]) -> str:
@@ -86,6 +88,7 @@ class WorkerSchemas:
         tail: tuple[str, ...] = (),
         ddl_slots: int | str = "auto",
         connect_timeout: int = 5,
+        pool: bool = False,
     ) -> None:
         self.targets = targets
         self.namespace = namespace
@@ -99,6 +102,10 @@ class WorkerSchemas:
         self.timings: list[Timing] = []
         self._leases: dict[str, Lease] = {}
         self._created: list[Target] = []
+        self.pool = pool
+        self._fingerprints: dict[str, str | None] | None = None
+        self._claim_conns: dict[str, psycopg.Connection[tuple[object, ...]]] = {}
+        self._candidates: dict[str, list[str]] = {}
 
     def _admin(self, target: Target) -> psycopg.Connection[Any]:
         return admin_connect(target.url, self.label + "_admin", timeout=self.timeout)
@@ -119,6 +126,42 @@ class WorkerSchemas:
                 schemas.check_tail(conn, tail, target.name)
         self.search_path = (self.schema, *tail)
         return tail
+
+    def fingerprints(self) -> dict[str, str | None]:
+        """Database name → setup fingerprint (None: no pool), computed once.
+
+        Rendering a large metadata's DDL takes a few hundred milliseconds, so a worker
+        computes this while it prepares, not on the clock of its first provisioning.
+        """
+        if self._fingerprints is None:
+            self._fingerprints = {
+                t.name: target_fingerprint(t, self.configured_tail) if self.pool else None
+                for t in self.targets
+            }
+        return self._fingerprints
+
+    def prepare_pool(self) -> None:
+        """Do now, off the provisioning clock, what a claim needs: the fingerprints, the
+        lease (lease before create holds: it is simply taken earlier) and a connection to
+        every database with a pool. Then a claim is a query and a rename.
+        """
+        for target in self.targets:
+            if self.fingerprints().get(target.name) is None:
+                continue
+            self._lease(target)
+            if target.name not in self._claim_conns:
+                conn = self._admin(target)
+                self._claim_conns[target.name] = conn
+                # Also warms the new backend for the claim: its catalog caches, and
+                # PL/pgSQL, which a backend loads on first use. Best effort: a claim
+                # that cannot work falls back to building in place.
+                try:
+                    self._candidates[target.name] = pool.candidate_names(
+                        conn, str(self.fingerprints()[target.name])
+                    )
+                    conn.execute("DO $$BEGIN NULL; END$$")
+                except psycopg.Error:
+                    pass
 
     def environment(self, current: Mapping[str, str]) -> dict[str, str]:
         """What to export so unmodified libpq clients land in this worker's schema."""
@@ -170,6 +213,10 @@ class WorkerSchemas:
         timing = Timing(database=target.name)
         started = time.perf_counter()
         lease = self._lease(target)  # lease before create (DESIGN invariant 4)
+        fingerprint = self.fingerprints().get(target.name)
+        if fingerprint is not None and self._claim(target, fingerprint, timing):
+            timing.total_s = time.perf_counter() - started
+            return timing
         with lease.ddl_slot(self.worker) as waited, self._admin(target) as conn:
             timing.slot_wait_s = waited
             mark = time.perf_counter()
@@ -186,6 +233,35 @@ class WorkerSchemas:
         timing.total_s = time.perf_counter() - started
         return timing
 
+    def _claim(self, target: Target, fingerprint: str, timing: Timing) -> bool:
+        """Take a ready schema from the warm pool as this worker's; False when none is left.
+
+        No DDL slot: a claim is a rename, a one-row catalog update that takes none of the
+        thousands of locks a build or a drop takes, and waiting behind builds would cost
+        the very seconds the pool saves.
+        """
+        mark = time.perf_counter()
+        conn = self._claim_conns.pop(target.name, None) or self._admin(target)
+        try:
+            with conn:
+                taken = pool.claim(
+                    conn,
+                    fingerprint,
+                    self.schema,
+                    lambda name: schemas.owner_comment(self.namespace, self.worker, pooled=name),
+                    self._candidates.pop(target.name, None),
+                )
+        except psycopg.Error:
+            # The pool is an optimisation: on any trouble, build in place (which first
+            # drops a schema of this worker's name, should the claim have gone through).
+            return False
+        if taken is None:
+            return False
+        self._created.append(target)
+        timing.claimed = True
+        timing.create_s = time.perf_counter() - mark
+        return True
+
     def teardown(self, *, keep: bool) -> list[str]:
         """Drop this worker's schemas (or keep them) and close the leases; return problems."""
         problems: list[str] = []
@@ -199,6 +275,9 @@ class WorkerSchemas:
                         problems.append(f"{target.name}: dropping {self.schema} failed: {exc}")
                 self._created.clear()
         finally:
+            for conn in self._claim_conns.values():
+                conn.close()
+            self._claim_conns.clear()
             for lease in self._leases.values():
                 lease.close()
             self._leases.clear()

@@ -30,6 +30,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--shoal-report", action="store_true", default=False,
         help="write a run report (tests, workers, provisioning) into the reports directory",
     )  # fmt: skip
+    group.addoption(
+        "--shoal-order", choices=("duration", "none"), default="duration",
+        help="with xdist worksteal/load: run the longest tests first, by past reports' "
+        "durations, dealt evenly across workers (default: duration)",
+    )  # fmt: skip
     from shoal.config import INI_KEYS
 
     for key in INI_KEYS:
@@ -52,6 +57,9 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(f"shoal: {exc}") from None
     if config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(_XdistHooks(state), "shoal-xdist")
+        from shoal.plugin.order import register as register_order
+
+        register_order(config, state)
     # Only the process that sees every test writes the report: not an xdist worker.
     if config.getoption("shoal_report") and not hasattr(config, "workerinput"):
         from shoal.plugin.report import ReportCollector
@@ -86,6 +94,9 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     state = config.stash.get(STATE, None)
     if state is not None:
         state.restore_environment()
+        from shoal.plugin.refill import maybe_refill
+
+        maybe_refill(config)  # the warm pool, refilled in the background after the run
 
 
 @pytest.fixture(scope="session")

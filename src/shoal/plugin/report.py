@@ -28,6 +28,7 @@ from shoal.report import (
     worker_usage,
     write_report,
 )
+from shoal.schedule import Distance, distance
 
 
 @dataclass
@@ -81,7 +82,15 @@ class ReportCollector:
         self.started = datetime.now(UTC)
         self.results: list[TestResult] = []
         self.path: Path | None = None
+        self.distance: Distance | None = None
+        self.worker_count = 1  # until xdist says how many workers it starts
         self._open: dict[tuple[str, str], _Pending] = {}
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_configure_node(self, node: Any) -> None:
+        # Called once per worker started, replacements of crashed workers included; the
+        # count xdist planned is what the bound divides by.
+        self.worker_count = int(node.workerinput["workercount"])
 
     @pytest.hookimpl
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
@@ -145,7 +154,10 @@ class ReportCollector:
                 for worker, timings in self.state.timings_by_worker().items()
                 for timing in timings
             ),
+            worker_count=self.worker_count,
         )
+        self.distance = distance(report)
+        report = report.model_copy(update={"distance": self.distance})
         directory = self.state.settings.resolve_path(self.state.settings.reports_dir)
         try:
             self.path = write_report(report, directory)
@@ -154,6 +166,9 @@ class ReportCollector:
 
     @pytest.hookimpl
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        if self.distance is not None:
+            for line in self.distance.summary():
+                terminalreporter.write_line(f"shoal: {line}")
         if self.path is not None:
             terminalreporter.write_line(f"shoal: report written to {self.path}")
 

@@ -82,6 +82,11 @@ class RunState:
         mine = {self.worker: self.timings} if self.timings else {}
         return {**mine, **self.worker_timings}
 
+    @property
+    def resolved_targets(self) -> list[Target] | None:
+        """The targets, if this process already resolved them (None: never, or it failed)."""
+        return self._targets
+
     def targets(self) -> list[Target]:
         if self._targets is None:
             self._targets = resolve_targets(self.settings)
@@ -91,7 +96,7 @@ class RunState:
         return WorkerSchemas(
             self.targets(), self.namespace.token, self.worker,
             tail=self.settings.search_path_tail, ddl_slots=self.settings.ddl_slots,
-            connect_timeout=self.settings.connect_timeout,
+            connect_timeout=self.settings.connect_timeout, pool=self.settings.pool_size > 0,
         )  # fmt: skip
 
     def prepare(self) -> WorkerSchemas:
@@ -103,6 +108,7 @@ class RunState:
         if self.schemas is None:
             schemas = self.worker_schemas()
             schemas.check()
+            schemas.prepare_pool()  # now, not on the clock of the first provisioning
             env = schemas.environment(os.environ)
             self._saved_env = {key: os.environ.get(key) for key in env}
             os.environ.update(env)

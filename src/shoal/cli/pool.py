@@ -1,0 +1,203 @@
+"""``shoal pool warm | status | clear``: the warm pool of ready-made worker schemas."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from shoal import naming
+from shoal.cli.settings import cli_settings
+from shoal.config import Settings
+from shoal.errors import ShoalError
+from shoal.namespace import fresh
+from shoal.pg import pool
+from shoal.pg.connect import admin_connect
+from shoal.pg.fingerprint import fingerprint
+from shoal.pg.live import probe_clusters
+from shoal.pg.slots import Lease
+from shoal.pg.targets import Target, database_urls, parse_hooks, resolve_targets
+from shoal.pg.worker import WorkerSchemas
+
+DEFAULT_WARM_TIMEOUT_S = 600.0
+
+
+def current_fingerprints(settings: Settings) -> dict[str, str | None] | None:
+    """Database name → the fingerprint of its configured setup (None: no pool).
+
+    None altogether when a setup cannot be imported: the sweep then treats every
+    ready pool schema as current rather than guess.
+    """
+    try:
+        hooks = parse_hooks(settings)
+    except ShoalError:
+        return None
+    return {
+        name: fingerprint(
+            hook, tail=settings.search_path_tail, extensions=settings.databases[name].extensions
+        )
+        for name, hook in hooks.items()
+    }
+
+
+@click.group("pool")
+def pool_group() -> None:
+    """The warm pool: schemas built ahead of time, claimed by workers in milliseconds."""
+
+
+@pool_group.command("warm")
+@click.option(
+    "--size", type=click.IntRange(min=0, max=64), default=None,
+    help="Ready schemas to keep per database (default: the pool_size setting).",
+)  # fmt: skip
+@click.option(
+    "--timeout", type=click.FloatRange(min=0), default=DEFAULT_WARM_TIMEOUT_S, show_default=True,
+    metavar="SECONDS", help="Start no build after this long.",
+)  # fmt: skip
+@click.option("--quiet", is_flag=True, help="Print nothing unless something fails.")
+def warm_command(size: int | None, timeout: float, quiet: bool) -> None:
+    """Build ready schemas until every database with a fingerprinted setup has SIZE.
+
+    Safe to run concurrently: one refill per database and fingerprint at a time, the
+    others return at once.
+    """
+    settings = cli_settings()
+    wanted = settings.pool_size if size is None else size
+    deadline = time.monotonic() + timeout
+    targets = resolve_targets(settings)
+    namespace = fresh().token
+    # A worker's view of the databases: the same tail (extension homes included) and
+    # fingerprints a claiming worker will compute.
+    view = WorkerSchemas(
+        targets, namespace, naming.MAIN_WORKER, tail=settings.search_path_tail,
+        ddl_slots=settings.ddl_slots, connect_timeout=settings.connect_timeout, pool=True,
+    )  # fmt: skip
+    tail = view.check()
+    for target in targets:
+        current = view.fingerprints()[target.name]
+        if current is None:
+            if not quiet:
+                click.echo(f"{target.name}: no setup fingerprint, no pool")
+            continue
+        result = pool.warm(
+            target, current, wanted, namespace=namespace, tail=tail,
+            ddl_slots=settings.ddl_slots, timeout=settings.connect_timeout, deadline=deadline,
+        )  # fmt: skip
+        if not quiet:
+            note = f" ({result.skipped})" if result.skipped else ""
+            click.echo(
+                f"{target.name}: fingerprint {current[: naming.POOL_FINGERPRINT_CHARS]}, "
+                f"built {len(result.built)}, ready {result.ready_after}{note}"
+            )
+
+
+def _status(settings: Settings) -> list[dict[str, Any]]:
+    urls = {name: url for name, (url, _) in database_urls(settings).items()}
+    fingerprints = current_fingerprints(settings) or {}
+    rows = []
+    for name, url in urls.items():
+        current = fingerprints.get(name)
+        with admin_connect(url, "shoal_pool", timeout=settings.connect_timeout) as conn:
+            entries = pool.list_pool(conn, name)
+        ready = [e for e in entries if e.state == "ready"]
+        rows.append(
+            {
+                "database": name,
+                "fingerprint": current,
+                "pool_size": settings.pool_size if current else 0,
+                "ready": sum(1 for e in ready if e.fingerprint == current),
+                "stale": sum(1 for e in ready if e.fingerprint != current),
+                "building": sum(1 for e in entries if e.state == "building"),
+                "other": sum(1 for e in entries if e.state not in ("ready", "building")),
+            }
+        )
+    return rows
+
+
+@pool_group.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def status_command(as_json: bool) -> None:
+    """Ready, stale and half-built pool schemas per configured database."""
+    rows = _status(cli_settings())
+    if as_json:
+        click.echo(json.dumps({"databases": rows}, indent=2))
+        return
+    table = Table("Database", "Fingerprint", "Ready", "Wanted", "Stale", "Building", "Other")
+    for row in rows:
+        fp = row["fingerprint"]
+        table.add_row(
+            row["database"],
+            fp[: naming.POOL_FINGERPRINT_CHARS] if fp else "none (no pool)",
+            *(str(row[k]) for k in ("ready", "pool_size", "stale", "building", "other")),
+        )
+    Console(highlight=False).print(table)
+
+
+@pool_group.command("clear")
+def clear_command() -> None:
+    """Drop every ready pool schema, and half-built ones whose builder is gone.
+
+    A build still under way (its run is live) is left alone; so is everything whose
+    builder's liveness cannot be told. Exit status 1 when something was left.
+    """
+    settings = cli_settings()
+    urls = {name: url for name, (url, _) in database_urls(settings).items()}
+    clusters = probe_clusters(list(urls.values()), settings.connect_timeout)
+    complete = all(c.reachable for c in clusters)
+    live = set().union(*(c.live for c in clusters)) if clusters else set()
+    namespace = fresh().token
+    left = 0
+    for name, url in urls.items():
+        dropped, kept = _clear_database(
+            _target(name, url, settings), namespace, live, complete, settings
+        )
+        left += kept
+        click.echo(f"{name}: dropped {dropped} pool schemas" + (f", left {kept}" if kept else ""))
+    raise SystemExit(1 if left else 0)
+
+
+def _target(name: str, url: str, settings: Settings) -> Target:
+    from shoal.pg.slots import control_url
+
+    return Target(
+        name=name, url=url, control_url=control_url(url, settings.connect_timeout), setup=None,
+        extensions=(), export_env=(), embedded=False,
+    )  # fmt: skip
+
+
+def _clear_database(
+    target: Target, namespace: str, live: set[str], complete: bool, settings: Settings
+) -> tuple[int, int]:
+    dropped = kept = 0
+    timeout = settings.connect_timeout
+    label = naming.connection_label(naming.MAIN_WORKER, namespace, "poolctl")
+    with admin_connect(target.url, label, timeout=timeout) as conn:
+        entries = pool.list_pool(conn, target.name)
+        if not entries:
+            return 0, 0
+        lease = Lease.open(target.control_url, namespace, "pool", settings.ddl_slots, timeout)
+        try:
+            for entry in entries:
+                builder_gone = complete and entry.namespace is not None
+                builder_gone = builder_gone and entry.namespace not in live
+                droppable = entry.state == "ready" or (entry.state is not None and builder_gone)
+                if droppable and pool.drop(conn, entry, lease, namespace):
+                    dropped += 1
+                else:
+                    kept += 1
+        finally:
+            lease.close()
+    return dropped, kept
+
+
+def main() -> None:
+    """``shoal pool`` on its own (see :mod:`shoal.cli.warm`), with the CLI's error boundary."""
+    try:
+        pool_group(prog_name="shoal pool")
+    except ShoalError as exc:
+        click.echo(f"Error: {exc}", err=True)
+        raise SystemExit(2) from None

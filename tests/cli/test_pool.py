@@ -1,0 +1,116 @@
+"""``shoal pool warm | status | clear``, and the pool in ``shoal ps`` and ``shoal sweep``."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner, Result
+
+from shoal import naming
+from shoal.cli.pool import pool_group
+from shoal.cli.ps import ps_command
+from shoal.cli.sweep import sweep_command
+from tests.cli.conftest import Project
+from tests.conftest import Databases, Server
+
+SCHEMA_SQL = "CREATE TABLE items (id serial PRIMARY KEY, name text);\n"
+
+
+@pytest.fixture
+def pooled(project: Project, server: Server, databases: Databases) -> tuple[Path, str]:
+    """A project whose database ``app`` is set up from ``schema.sql``: (root, URL)."""
+    url = server.url(databases.new("clipool"))
+    root = project({"app": url})
+    with (root / "pyproject.toml").open("a") as fh:
+        fh.write('setup = "sql:schema.sql"\n')
+    (root / "schema.sql").write_text(SCHEMA_SQL)
+    return root, url
+
+
+def invoke(*args: str) -> Result:
+    result = CliRunner().invoke(pool_group, list(args))
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.output
+    return result
+
+
+def status() -> dict[str, Any]:
+    result = invoke("status", "--json")
+    assert result.exit_code == 0, result.output
+    (row,) = json.loads(result.output)["databases"]
+    assert isinstance(row, dict)
+    return row
+
+
+def test_warm_status_ps_clear(pooled: tuple[Path, str]) -> None:
+    result = invoke("warm", "--size", "2")
+    assert result.exit_code == 0, result.output
+    assert "app: fingerprint" in result.output
+    assert "built 2, ready 2" in result.output
+    row = status()
+    assert (row["ready"], row["stale"], row["building"]) == (2, 0, 0)
+    assert len(row["fingerprint"]) == 64
+    again = invoke("warm", "--size", "2")
+    assert "built 0, ready 2" in again.output
+    assert invoke("warm", "--size", "2", "--quiet").output == ""
+
+    shown = CliRunner().invoke(ps_command, ["--json"])
+    assert shown.exit_code == 0, shown.output
+    (count,) = json.loads(shown.output)["pool"]
+    assert count["database"] == "app"
+    assert count["fingerprint"] == row["fingerprint"][: naming.POOL_FINGERPRINT_CHARS]
+    assert count["ready"] == 2
+    table = CliRunner().invoke(ps_command, [])
+    assert "Pool database" in table.output
+
+    cleared = invoke("clear")
+    assert cleared.exit_code == 0, cleared.output
+    assert "app: dropped 2 pool schemas" in cleared.output
+    assert status()["ready"] == 0
+
+
+def test_sweep_drops_the_pool_of_a_changed_setup(pooled: tuple[Path, str]) -> None:
+    root, _ = pooled
+    assert invoke("warm", "--size", "1").exit_code == 0
+    old = status()["fingerprint"]
+    (root / "schema.sql").write_text(SCHEMA_SQL + "CREATE TABLE more (id int);\n")
+    row = status()
+    assert row["fingerprint"] != old
+    assert (row["ready"], row["stale"]) == (0, 1)
+    result = CliRunner().invoke(sweep_command, ["--json", "--grace", "0"])
+    assert result.exit_code == 0, result.output
+    dropped = json.loads(result.output)["databases"]["app"]["dropped"]
+    assert len(dropped) == 1
+    parsed = naming.parse_pool_schema(dropped[0])
+    assert parsed is not None
+    assert naming.fingerprint_matches(parsed, old)
+    assert status()["stale"] == 0
+
+
+def test_no_fingerprint_no_pool(project: Project, server: Server, databases: Databases) -> None:
+    project({"app": server.url(databases.new("clinopool"))})
+    result = invoke("warm")
+    assert result.exit_code == 0, result.output
+    assert "app: no setup fingerprint, no pool" in result.output
+    assert status()["fingerprint"] is None
+
+
+def test_the_background_entry_point_warms_without_registration(pooled: tuple[Path, str]) -> None:
+    root, _ = pooled
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SHOAL_", "PG"))}
+    env["SHOAL_POOL_SIZE"] = "1"
+    if os.environ.get("SHOAL_HOME"):
+        env["SHOAL_HOME"] = os.environ["SHOAL_HOME"]
+    done = subprocess.run(
+        [sys.executable, "-m", "shoal.cli.warm", "warm", "--quiet"],
+        cwd=root, env=env, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == ""
+    assert done.stderr == ""  # no runpy warning either
+    assert status()["ready"] == 1

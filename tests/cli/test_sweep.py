@@ -13,10 +13,10 @@ import pytest
 from click.testing import CliRunner
 
 from shoal import naming
-from shoal.cli.sweep import sweep_command
+from shoal.cli.sweep import summary_line, sweep_command
 from shoal.namespace import fresh
 from shoal.pg import schemas
-from shoal.pg.sweep import Found, decide
+from shoal.pg.sweep import Found, decide, sweep
 from tests.conftest import Databases, Server
 from tests.plugin import inner
 
@@ -201,3 +201,14 @@ def test_dry_run_drops_nothing_and_young_schemas_wait(
     assert report["databases"]["app"]["dropped"] == [stale]  # type: ignore[index]
     assert {"schema": young, "reason": "too_young"} in report["databases"]["app"]["skipped"]  # type: ignore[index]
     assert existing(embedded, database) == {stale, young}
+
+
+def test_pre_run_summary_says_what_was_left_for_lack_of_time(
+    server: Server, databases: Databases
+) -> None:
+    database = databases.new("budget")
+    stale = [stale_schema(server, database, f"gw{i}") for i in range(2)]
+    result = sweep({"app": server.url(database)}, grace_s=0, budget_s=0.0)
+    assert not result.ok
+    assert summary_line(result).endswith("2 left for lack of time (run shoal sweep)")
+    assert existing(server, database) == set(stale)

@@ -1,7 +1,7 @@
 """Which namespace this process uses: forced, inherited from its ``shoal run``, or fresh.
 
 A namespace exported in the environment is kept only when the runner that exported it
-is an ancestor of this process. A shell that still exports one from an earlier run
+is this process or an ancestor of it. A shell that still exports one from an earlier run
 would otherwise make the next run reuse it and collide with anything else using it.
 """
 
@@ -40,13 +40,15 @@ def fresh() -> Namespace:
 
 
 def is_ancestor(pid: int, started: float) -> bool:
-    """True when process ``pid``, started at ``started``, is an ancestor of this process.
+    """True when process ``pid``, started at ``started``, is this process or an ancestor.
 
-    The start time guards against PID reuse: a recycled PID belongs to another process.
+    This process counts because `shoal run` runs pytest in its own process. The start
+    time guards against PID reuse: a recycled PID belongs to another process.
     """
     try:
-        for parent in psutil.Process().parents():
-            if parent.pid == pid and abs(parent.create_time() - started) < 1.0:
+        me = psutil.Process()
+        for process in (me, *me.parents()):
+            if process.pid == pid and abs(process.create_time() - started) < 1.0:
                 return True
     except psutil.Error:
         return False

@@ -120,10 +120,11 @@ def test_parent_process_is_an_ancestor() -> None:
     assert is_ancestor(*parsed)
 
 
-def test_own_process_is_not_its_own_ancestor() -> None:
+def test_own_process_counts_because_shoal_run_runs_pytest_in_process() -> None:
     me = psutil.Process()
 
-    assert not is_ancestor(me.pid, me.create_time())
+    assert is_ancestor(me.pid, me.create_time())
+    assert not is_ancestor(me.pid, me.create_time() - 3600)
 
 
 @pytest.mark.parametrize("offset", [-3600.0, -5.0, 5.0])

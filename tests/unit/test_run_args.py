@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-
 import pytest
 
 from shoal.cli.run import pytest_argv, user_chose_xdist
@@ -28,7 +26,6 @@ def test_user_choices_are_respected(args: list[str]) -> None:
 def test_defaults_to_all_cores_with_worksteal(args: list[str]) -> None:
     assert not user_chose_xdist(args)
     argv = pytest_argv(args)
-    assert argv[:3] == [sys.executable, "-m", "pytest"]
-    assert argv[3:7] == ["-n", "auto", "--dist", "worksteal"]
+    assert argv[:4] == ["-n", "auto", "--dist", "worksteal"]
     assert "--shoal-report" in argv
     assert argv[len(argv) - len(args) :] == args

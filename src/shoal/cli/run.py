@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from collections.abc import Sequence
 
 import click
@@ -33,8 +31,9 @@ def user_chose_xdist(args: Sequence[str]) -> bool:
 
 
 def pytest_argv(args: Sequence[str]) -> list[str]:
+    """pytest's arguments: xdist defaults unless the user chose, a report, then theirs."""
     defaults = [] if user_chose_xdist(args) else ["-n", "auto", "--dist", "worksteal"]
-    return [sys.executable, "-m", "pytest", *defaults, "--shoal-report", *args]
+    return [*defaults, "--shoal-report", *args]
 
 
 @click.command(
@@ -54,9 +53,10 @@ def run_command(no_sweep: bool, pytest_args: tuple[str, ...]) -> None:
     # Always a fresh namespace: one exported by an earlier run in this shell is ignored.
     namespace = settings.namespace_force or fresh().token
     me = psutil.Process()
-    env = dict(os.environ)
-    env[naming.ENV_NAMESPACE] = namespace
-    env[naming.ENV_RUNNER] = naming.runner_token(me.pid, me.create_time())
+    # Exported for the plugin, which keeps the namespace because this process is (or is
+    # an ancestor of) the pytest that reads it, and for anything the tests start.
+    os.environ[naming.ENV_NAMESPACE] = namespace
+    os.environ[naming.ENV_RUNNER] = naming.runner_token(me.pid, me.create_time())
     if not no_sweep:
         # Imported only when sweeping: they bring psycopg, which pytest loads anyway.
         from shoal.cli.sweep import summary_line
@@ -69,4 +69,8 @@ def run_command(no_sweep: bool, pytest_args: tuple[str, ...]) -> None:
     args = list(pytest_args)
     if args[:1] == ["--"]:
         args = args[1:]
-    raise SystemExit(subprocess.call(pytest_argv(args), env=env))
+    # In this process: a second interpreter would import everything again (measured
+    # ~0.4 s on every run).
+    import pytest
+
+    raise SystemExit(int(pytest.main(pytest_argv(args))))

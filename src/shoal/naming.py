@@ -33,6 +33,9 @@ _SCHEMA_NAME_RE: Final = re.compile(r"[a-z_][a-z0-9_$]{0,62}")
 # SQL LIKE pattern matching every schema that could be a worker schema.
 WORKER_SCHEMA_LIKE: Final = "test\\_%"
 
+# SQL LIKE pattern matching every application_name shoal labels a connection with.
+LABEL_LIKE: Final = "pytest\\_%"
+
 MAIN_WORKER: Final = "main"
 LEASE_WORKER: Final = "lease"
 

@@ -244,3 +244,9 @@ def test_cluster_key_ignores_database_user_and_password() -> None:
     }
 
     assert keys == {"db:5432"}
+
+
+def test_mask_hides_password_literals_in_sql() -> None:
+    masked = conninfo.mask("ALTER ROLE app WITH PASSWORD 'it''s s3cret' LOGIN")
+    assert "s3cret" not in masked
+    assert masked == "ALTER ROLE app WITH PASSWORD '***' LOGIN"

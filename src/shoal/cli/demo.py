@@ -27,7 +27,7 @@ from shoal.config import find_pyproject, load_settings
 from shoal.errors import UsageError
 from shoal.pg import schemas
 from shoal.pg.connect import admin_connect
-from shoal.pg.targets import database_urls
+from shoal.pg.targets import urls as configured_urls
 
 # Every run forced into this one namespace reproduces plain schema-per-worker setups.
 SHARED_NAMESPACE = "shared"
@@ -110,7 +110,7 @@ def leftovers(suite: Path, namespaces: set[str]) -> tuple[int, int]:
     """(schemas of these runs still present, tables in `public`) across the suite's databases."""
     settings = load_settings(pyproject=find_pyproject(suite))
     schemas_left = public_tables = 0
-    for url, _ in database_urls(settings).values():
+    for url in configured_urls(settings).values():
         with admin_connect(url, "shoal_demo") as conn:
             for name, _comment in schemas.list_schemas(conn):
                 parsed = naming.parse_schema(name)

@@ -13,7 +13,7 @@ from rich.text import Text
 from shoal.cli.render import duration
 from shoal.cli.settings import cli_settings
 from shoal.pg.locks import Blocked, ClusterLocks, Session, probe_all, roots
-from shoal.pg.targets import database_urls
+from shoal.pg.targets import urls as configured_urls
 
 
 def who(session: Session) -> str:
@@ -109,7 +109,7 @@ def locks_command(as_json: bool) -> None:
     Exit status 1 when a server could not be asked, 0 otherwise.
     """
     settings = cli_settings()
-    urls = [url for url, _ in database_urls(settings).values()]
+    urls = list(configured_urls(settings).values())
     clusters = probe_all(urls, settings.connect_timeout)
     if as_json:
         click.echo(json.dumps(locks_json(clusters), indent=2))

@@ -20,7 +20,8 @@ from shoal.pg.connect import admin_connect
 from shoal.pg.fingerprint import fingerprint
 from shoal.pg.live import probe_clusters
 from shoal.pg.slots import Lease
-from shoal.pg.targets import Target, database_urls, parse_hooks, resolve_targets
+from shoal.pg.targets import Target, parse_hooks, resolve_targets
+from shoal.pg.targets import urls as configured_urls
 from shoal.pg.worker import WorkerSchemas
 
 DEFAULT_WARM_TIMEOUT_S = 600.0
@@ -96,7 +97,7 @@ def warm_command(size: int | None, timeout: float, quiet: bool) -> None:
 
 
 def _status(settings: Settings) -> list[dict[str, Any]]:
-    urls = {name: url for name, (url, _) in database_urls(settings).items()}
+    urls = configured_urls(settings)
     fingerprints = current_fingerprints(settings) or {}
     rows = []
     for name, url in urls.items():
@@ -145,7 +146,7 @@ def clear_command() -> None:
     builder's liveness cannot be told. Exit status 1 when something was left.
     """
     settings = cli_settings()
-    urls = {name: url for name, (url, _) in database_urls(settings).items()}
+    urls = configured_urls(settings)
     clusters = probe_clusters(list(urls.values()), settings.connect_timeout)
     complete = all(c.reachable for c in clusters)
     live = set().union(*(c.live for c in clusters)) if clusters else set()

@@ -13,7 +13,7 @@ from rich.text import Text
 from shoal.cli.render import duration
 from shoal.cli.settings import cli_settings
 from shoal.pg.ps import NamespaceStatus, PsResult, ps
-from shoal.pg.targets import database_urls
+from shoal.pg.targets import urls as configured_urls
 
 _STYLE = {"live": "green", "dead": "red", "unknown": "yellow"}
 
@@ -83,7 +83,7 @@ def ps_command(as_json: bool) -> None:
     Exit status 1 when a server or database could not be read, 0 otherwise.
     """
     settings = cli_settings()
-    urls = {name: url for name, (url, _) in database_urls(settings).items()}
+    urls = configured_urls(settings)
     result = ps(urls, settings.connect_timeout, datetime.now(UTC))
     if as_json:
         click.echo(json.dumps(result.as_json(), indent=2))

@@ -61,9 +61,9 @@ def run_command(no_sweep: bool, pytest_args: tuple[str, ...]) -> None:
         # Imported only when sweeping: they bring psycopg, which pytest loads anyway.
         from shoal.cli.sweep import summary_line
         from shoal.pg.sweep import sweep
-        from shoal.pg.targets import database_urls
+        from shoal.pg.targets import urls as configured_urls
 
-        urls = {name: url for name, (url, _) in database_urls(settings).items()}
+        urls = configured_urls(settings)
         result = sweep(urls, timeout=settings.connect_timeout, budget_s=PRE_RUN_SWEEP_BUDGET_S)
         click.echo(f"shoal: {summary_line(result)}", err=True)
     args = list(pytest_args)

@@ -11,13 +11,7 @@ from rich.table import Table
 from shoal.cli.pool import current_fingerprints
 from shoal.cli.settings import cli_settings
 from shoal.pg.sweep import DEFAULT_GRACE_S, SweepResult, sweep
-from shoal.pg.targets import database_urls
-
-
-def configured_urls() -> tuple[dict[str, str], int]:
-    settings = cli_settings()
-    urls = {name: url for name, (url, _) in database_urls(settings).items()}
-    return urls, settings.connect_timeout
+from shoal.pg.targets import urls as configured_urls
 
 
 def summary_line(result: SweepResult) -> str:
@@ -80,7 +74,7 @@ def sweep_command(dry_run: bool, as_json: bool, grace: float) -> None:
     Exit status 0 when everything that should have been dropped was, 1 otherwise.
     """
     settings = cli_settings()
-    urls = {name: url for name, (url, _) in database_urls(settings).items()}
+    urls = configured_urls(settings)
     result = sweep(
         urls, grace_s=grace, dry_run=dry_run, timeout=settings.connect_timeout,
         fingerprints=current_fingerprints(settings),

@@ -8,12 +8,16 @@ from urllib.parse import quote, urlencode
 # Everything between "scheme://user:" and the last "@" of the authority is the password:
 # libpq accepts unencoded "?" and "#" there.
 _PASSWORD_IN_URL = re.compile(r"(\w+://[^:/@?#]*):[^/]*@")
+# SQL that sets a role's password carries it as a literal: `PASSWORD '…'`.
+_PASSWORD_LITERAL = re.compile(r"(\bpassword\s+)'(?:[^']|'')*'", re.IGNORECASE)
 _PASSWORD_PARAM = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|[^&\s]+)", re.IGNORECASE)
 
 
 def mask(url: str) -> str:
-    """The URL with any password replaced by ``***``, for every message and report."""
+    """The text (a URL, a conninfo string, an error, a query) with every password replaced by
+    ``***``, for every message and report."""
     masked = _PASSWORD_IN_URL.sub(r"\1:***@", url)
+    masked = _PASSWORD_LITERAL.sub(r"\1'***'", masked)
     return _PASSWORD_PARAM.sub(r"\1***", masked)
 
 

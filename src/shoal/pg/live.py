@@ -40,8 +40,8 @@ def probe_cluster(urls: list[str], timeout: int) -> ClusterLiveness:
         try:
             with admin_connect(url, "shoal_sweep", timeout=timeout) as conn:
                 rows = conn.execute(
-                    "SELECT application_name FROM pg_stat_activity"
-                    " WHERE application_name LIKE 'pytest\\_%'"
+                    "SELECT application_name FROM pg_stat_activity WHERE application_name LIKE %s",
+                    (naming.LABEL_LIKE,),
                 ).fetchall()
         except (ServerUnreachable, psycopg.Error) as exc:
             result.error = conninfo.mask(str(exc).strip().splitlines()[0])

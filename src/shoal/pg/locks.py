@@ -8,7 +8,6 @@ configured databases: DDL-slot waits happen in the control database (usually
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -54,15 +53,11 @@ SELECT (SELECT count(*) FROM pg_locks),
        current_setting('max_prepared_transactions')::int
 """
 
-# SQL that sets a role's password carries it as a literal; conninfo.mask covers URLs and
-# password=… parameters, this covers `PASSWORD '…'`.
-_SQL_PASSWORD = re.compile(r"(\bpassword\s+)'(?:[^']|'')*'", re.IGNORECASE)
-
 
 def shorten(query: str | None, limit: int = QUERY_CHARS) -> str:
     """One line of at most ``limit`` characters, passwords masked."""
     text = " ".join((query or "").split())
-    text = conninfo.mask(_SQL_PASSWORD.sub(r"\1'***'", text))
+    text = conninfo.mask(text)
     return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 

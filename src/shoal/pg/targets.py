@@ -85,6 +85,11 @@ def database_urls(
     return urls
 
 
+def urls(settings: Settings, environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """name → URL of every configured database (see :func:`database_urls`)."""
+    return {name: url for name, (url, _) in database_urls(settings, environ).items()}
+
+
 def resolve_targets(settings: Settings, environ: Mapping[str, str] | None = None) -> list[Target]:
     """Resolve every database, checking each server answers within the connect timeout."""
     hooks = parse_hooks(settings)

@@ -135,12 +135,13 @@ def demo_command(
     runs: int, workers: int, without_shoal: bool, suite: Path | None, as_json: bool
 ) -> None:
     """Run the example suite several times at once on the embedded server."""
+    source = "command line" if suite else "default (the checkout's examples/multitenant)"
     suite = (suite or default_suite()).resolve()
     if not (suite / "pyproject.toml").is_file():
         raise UsageError(
             "--suite",
             str(suite),
-            "command line" if suite else "default",
+            source,
             "no pyproject.toml there; run from a shoal checkout or pass --suite",
         )
     console = Console(stderr=as_json)

@@ -5,13 +5,17 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import asdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from shoal.errors import ShoalError
-from shoal.pg.worker import DatabaseHandle, Timing
 from shoal.plugin.state import STATE, RunState
+
+if TYPE_CHECKING:
+    # Imported where used: an xdist worker of a run that touches no database should not
+    # pay for psycopg and the PostgreSQL layer at start-up, which delays every test.
+    from shoal.pg.worker import DatabaseHandle, Timing
 
 __all__ = ["shoal_databases", "shoal_namespace", "shoal_schema"]
 
@@ -81,8 +85,11 @@ class _XdistHooks:
         output = getattr(node, "workeroutput", {})
         self.state.kept.extend(output.get("shoal_kept", []))
         self.state.problems.extend(output.get("shoal_problems", []))
-        timings = [Timing(**t) for t in output.get("shoal_timings", [])]
-        self.state.worker_timings.setdefault(str(node.gateway.id), []).extend(timings)
+        if output.get("shoal_timings"):
+            from shoal.pg.worker import Timing
+
+            timings = [Timing(**t) for t in output["shoal_timings"]]
+            self.state.worker_timings.setdefault(str(node.gateway.id), []).extend(timings)
 
 
 def pytest_report_header(config: pytest.Config) -> str | None:
@@ -94,9 +101,10 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     state = config.stash.get(STATE, None)
     if state is not None:
         state.restore_environment()
-        from shoal.plugin.refill import maybe_refill
+        if state.configured and not hasattr(config, "workerinput"):
+            from shoal.plugin.refill import maybe_refill
 
-        maybe_refill(config)  # the warm pool, refilled in the background after the run
+            maybe_refill(config)  # the warm pool, refilled in the background after the run
 
 
 @pytest.fixture(scope="session")

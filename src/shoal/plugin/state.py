@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -13,8 +13,13 @@ from shoal import config as shoal_config
 from shoal import naming
 from shoal.namespace import Namespace
 from shoal.namespace import resolve as resolve_namespace
-from shoal.pg.targets import Target, resolve_targets
-from shoal.pg.worker import DatabaseHandle, Timing, WorkerSchemas
+
+if TYPE_CHECKING:
+    # The PostgreSQL layer (psycopg among it) is imported only by a process that
+    # provisions: xdist workers start before any test can run, and each import here
+    # would delay the first test of every worker of every run.
+    from shoal.pg.targets import Target
+    from shoal.pg.worker import DatabaseHandle, Timing, WorkerSchemas
 
 STATE = pytest.StashKey["RunState"]()
 
@@ -89,10 +94,14 @@ class RunState:
 
     def targets(self) -> list[Target]:
         if self._targets is None:
+            from shoal.pg.targets import resolve_targets
+
             self._targets = resolve_targets(self.settings)
         return self._targets
 
     def worker_schemas(self) -> WorkerSchemas:
+        from shoal.pg.worker import WorkerSchemas
+
         return WorkerSchemas(
             self.targets(), self.namespace.token, self.worker,
             tail=self.settings.search_path_tail, ddl_slots=self.settings.ddl_slots,

@@ -116,10 +116,6 @@ class Settings(BaseSettings):
         return candidate if candidate.is_absolute() else self.project_root / candidate
 
 
-# Settings that make sense as flat pytest ini keys (`shoal_<name>`).
-INI_KEYS = ("search_path_tail", "ddl_slots", "keep_on_failure", "reports_dir", "connect_timeout")
-
-
 def find_pyproject(start: Path) -> Path | None:
     """The nearest pyproject.toml at or above ``start``."""
     for directory in (start, *start.parents):

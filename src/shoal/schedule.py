@@ -15,9 +15,8 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
-
-from pydantic import BaseModel, ConfigDict
 
 if TYPE_CHECKING:
     from shoal.report import RunReport, TestResult
@@ -118,14 +117,16 @@ def order(
     return [nodeid for block in blocks for nodeid in block] + ranked[dealt:]
 
 
-class Distance(BaseModel):
+# A plain dataclass, not a pydantic model: this module is imported by every xdist worker
+# (the order), and pydantic's first model costs ~0.1 s of each worker's start-up. Run
+# reports still validate it as a field, ignoring keys a newer shoal may add.
+@dataclass(frozen=True)
+class Distance:
     """How far a run's wall time was from the best its tests allowed, and why.
 
     All figures are seconds of wall time. ``startup_s + idle_s + imbalance_s +
     teardown_s == wall_s - bound_s`` exactly: the four parts are where the excess went.
     """
-
-    model_config = ConfigDict(frozen=True, extra="ignore")
 
     workers: int  # the worker slots of the run (xdist workers, or 1)
     wall_s: float  # session start (shoal's configure) to session end

@@ -11,6 +11,7 @@ from pydantic import ValidationError
 
 from shoal.config import DatabaseConfig, Settings, load_settings
 from shoal.errors import ConfigError, UsageError
+from shoal.plugin.state import INI_KEYS
 
 PYPROJECT = "pyproject.toml [tool.shoal]"
 
@@ -391,3 +392,7 @@ def test_tool_shoal_that_is_not_a_table(tmp_path: Path) -> None:
     problem = only_problem(exc)
     assert (problem.key, problem.value) == ("tool.shoal", "yes")
     assert "table" in problem.expected
+
+
+def test_every_pytest_ini_key_is_a_setting() -> None:
+    assert set(INI_KEYS) <= set(Settings.model_fields)

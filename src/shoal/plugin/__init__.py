@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from shoal.errors import ShoalError
-from shoal.plugin.state import STATE, RunState
+from shoal.plugin.state import CONFIGURED_KEY, INI_KEYS, STATE, RunState
 
 if TYPE_CHECKING:
     # Imported where used: an xdist worker of a run that touches no database should not
@@ -39,8 +39,6 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="with xdist worksteal/load: run the longest tests first, by past reports' "
         "durations, dealt evenly across workers (default: duration)",
     )  # fmt: skip
-    from shoal.config import INI_KEYS
-
     for key in INI_KEYS:
         parser.addini(f"shoal_{key}", help=f"shoal setting {key} (see [tool.shoal])", default=None)
 
@@ -79,6 +77,7 @@ class _XdistHooks:
     def pytest_configure_node(self, node: Any) -> None:
         # Every worker of this invocation shares the controller's namespace.
         node.workerinput["shoal_namespace"] = self.state.namespace.token
+        node.workerinput[CONFIGURED_KEY] = self.state.configured
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_testnodedown(self, node: Any, error: object) -> None:

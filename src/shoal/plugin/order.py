@@ -16,13 +16,15 @@ lock or lost updates, for no information the reports do not already carry.
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import pytest
 
 from shoal import schedule
 from shoal.plugin.state import RunState
-from shoal.report import ReportError, RunReport, list_reports, read_report
+
+if TYPE_CHECKING:
+    from shoal.report import RunReport
 
 WORKERINPUT_KEY: Final = "shoal_order"
 ORDERED_DISTS: Final = ("worksteal", "load")
@@ -47,6 +49,10 @@ def register(config: pytest.Config, state: RunState) -> None:
 
 def read_history(state: RunState, count: int = schedule.HISTORY_REPORTS) -> list[RunReport]:
     """The newest ``count`` readable reports that ran at least one test, oldest first."""
+    # Here, not at module level: only the controller reads reports, and every import in
+    # an xdist worker delays its first test.
+    from shoal.report import ReportError, list_reports, read_report
+
     directory = state.settings.resolve_path(state.settings.reports_dir)
     chosen: list[RunReport] = []
     for entry in reversed(list_reports(directory)):

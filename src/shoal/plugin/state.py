@@ -3,25 +3,32 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import pytest
 
-from shoal import config as shoal_config
 from shoal import naming
 from shoal.namespace import Namespace
 from shoal.namespace import resolve as resolve_namespace
 
 if TYPE_CHECKING:
-    # The PostgreSQL layer (psycopg among it) is imported only by a process that
-    # provisions: xdist workers start before any test can run, and each import here
-    # would delay the first test of every worker of every run.
+    # Imported only where needed. xdist workers start before any test can run, and every
+    # import here would delay the first test of every worker of every run: the settings
+    # (pydantic, ~0.1 s) are loaded by a worker only when it provisions, the PostgreSQL
+    # layer (psycopg) only by a process that provisions.
+    from shoal.config import Settings
     from shoal.pg.targets import Target
     from shoal.pg.worker import DatabaseHandle, Timing, WorkerSchemas
 
 STATE = pytest.StashKey["RunState"]()
+# Settings that make sense as flat pytest ini keys (`shoal_<name>`).
+INI_KEYS: Final = ("search_path_tail", "ddl_slots", "keep_on_failure", "reports_dir",
+                   "connect_timeout")  # fmt: skip
+# workerinput key: the controller's answer to "does the project configure shoal?"
+CONFIGURED_KEY: Final = "shoal_configured"
 
 
 def _pyproject(config: pytest.Config) -> Path | None:
@@ -31,8 +38,10 @@ def _pyproject(config: pytest.Config) -> Path | None:
     return candidate if candidate.is_file() else None
 
 
-def load_settings(config: pytest.Config) -> shoal_config.Settings:
-    ini = {key: config.getini(f"shoal_{key}") or None for key in shoal_config.INI_KEYS}
+def load_settings(config: pytest.Config) -> Settings:
+    from shoal import config as shoal_config
+
+    ini = {key: config.getini(f"shoal_{key}") or None for key in INI_KEYS}
     if ini.get("search_path_tail"):
         ini["search_path_tail"] = tuple(str(ini["search_path_tail"]).replace(",", " ").split())
     flags = {
@@ -46,10 +55,13 @@ def load_settings(config: pytest.Config) -> shoal_config.Settings:
 
 @dataclass
 class RunState:
-    settings: shoal_config.Settings
     namespace: Namespace
     worker: str
     is_controller: bool  # runs no tests itself: the xdist controller
+    # The project told shoal about its databases: provision eagerly for every worker.
+    configured: bool
+    _load_settings: Callable[[], Settings]
+    _settings: Settings | None = None
     kept: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     timings: list[Timing] = field(default_factory=list)  # this process's
@@ -61,25 +73,48 @@ class RunState:
     _saved_env: dict[str, str | None] = field(default_factory=dict)
 
     @property
-    def configured(self) -> bool:
-        """The project told shoal about its databases: provision eagerly for every worker."""
-        return self.settings.source_of("databases") != "default"
+    def settings(self) -> Settings:
+        if self._settings is None:
+            self._settings = self._load_settings()
+        return self._settings
 
     @classmethod
     def from_config(cls, config: pytest.Config) -> RunState:
-        settings = load_settings(config)
+        """The state of this process; raises ConfigError on bad settings.
+
+        An xdist worker takes the namespace and the "configured" verdict from its
+        controller, which loaded (and checked) the same settings already; it loads them
+        again only when it provisions.
+        """
+
+        def load() -> Settings:
+            return load_settings(config)
+
         workerinput: dict[str, Any] | None = getattr(config, "workerinput", None)
-        if workerinput is not None:
+        dist = config.getoption("dist", "no")
+        if workerinput is not None and CONFIGURED_KEY in workerinput:
+            return cls(
+                namespace=Namespace(workerinput["shoal_namespace"], "controller"),
+                worker=naming.worker_id(workerinput["workerid"]),
+                is_controller=False,
+                configured=bool(workerinput[CONFIGURED_KEY]),
+                _load_settings=load,
+            )
+        settings = load()
+        if workerinput is not None:  # a controller that did not say (not expected)
             namespace = Namespace(workerinput["shoal_namespace"], "controller")
             worker = naming.worker_id(workerinput["workerid"])
         else:
             namespace = resolve_namespace(os.environ, settings.namespace_force)
             worker = naming.MAIN_WORKER
         numprocesses = config.getoption("numprocesses", None) if workerinput is None else None
-        dist = config.getoption("dist", "no")
-        is_controller = bool(numprocesses) and dist != "no"
         return cls(
-            settings=settings, namespace=namespace, worker=worker, is_controller=is_controller
+            namespace=namespace,
+            worker=worker,
+            is_controller=bool(numprocesses) and dist != "no",
+            configured=settings.source_of("databases") != "default",
+            _load_settings=load,
+            _settings=settings,
         )
 
     def timings_by_worker(self) -> dict[str, list[Timing]]:

@@ -20,6 +20,7 @@ from shoal.errors import ConfigError, UsageError
 from shoal.pg import conninfo
 
 DEFAULT_DATABASE = "default"
+POOL_SIZE_MAX = 64  # ready schemas per database: a refill builds at most this many
 SETUP_KINDS = ("alembic:<path to alembic.ini>", "sql:<path to .sql>", "<module>:<attribute>")
 
 
@@ -85,9 +86,10 @@ class Settings(BaseSettings):
     pool_size: int = Field(
         default=2,
         ge=0,
-        le=64,
-        description="ready-made schemas kept warm per database whose setup has a fingerprint "
-        "(refilled in the background after each run); 0 turns the pool off",
+        le=POOL_SIZE_MAX,
+        description="ready-made schemas kept warm per database whose setup has a fingerprint; "
+        "the background refill after a run keeps at least as many as that run had workers; "
+        "0 turns the pool off",
     )
 
     @field_validator("ddl_slots", mode="before")

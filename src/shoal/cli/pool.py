@@ -11,8 +11,9 @@ from rich.console import Console
 from rich.table import Table
 
 from shoal import naming
+from shoal.cli.render import absent_note
 from shoal.cli.settings import cli_settings
-from shoal.config import Settings
+from shoal.config import POOL_SIZE_MAX, Settings
 from shoal.errors import ShoalError
 from shoal.namespace import fresh
 from shoal.pg import pool
@@ -20,7 +21,7 @@ from shoal.pg.connect import admin_connect
 from shoal.pg.fingerprint import fingerprint
 from shoal.pg.live import probe_clusters
 from shoal.pg.slots import Lease
-from shoal.pg.targets import Target, parse_hooks, resolve_targets
+from shoal.pg.targets import Existing, Target, existing_urls, parse_hooks, resolve_targets
 from shoal.pg.targets import urls as configured_urls
 from shoal.pg.worker import WorkerSchemas
 
@@ -52,7 +53,7 @@ def pool_group() -> None:
 
 @pool_group.command("warm")
 @click.option(
-    "--size", type=click.IntRange(min=0, max=64), default=None,
+    "--size", type=click.IntRange(min=0, max=POOL_SIZE_MAX), default=None,
     help="Ready schemas to keep per database (default: the pool_size setting).",
 )  # fmt: skip
 @click.option(
@@ -96,11 +97,10 @@ def warm_command(size: int | None, timeout: float, quiet: bool) -> None:
             )
 
 
-def _status(settings: Settings) -> list[dict[str, Any]]:
-    urls = configured_urls(settings)
+def _status(settings: Settings, existing: Existing) -> list[dict[str, Any]]:
     fingerprints = current_fingerprints(settings) or {}
     rows = []
-    for name, url in urls.items():
+    for name, url in existing.urls.items():
         current = fingerprints.get(name)
         with admin_connect(url, "shoal_pool", timeout=settings.connect_timeout) as conn:
             entries = pool.list_pool(conn, name)
@@ -123,10 +123,15 @@ def _status(settings: Settings) -> list[dict[str, Any]]:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def status_command(as_json: bool) -> None:
     """Ready, stale and half-built pool schemas per configured database."""
-    rows = _status(cli_settings())
+    settings = cli_settings()
+    existing = existing_urls(settings)
+    rows = _status(settings, existing)
     if as_json:
-        click.echo(json.dumps({"databases": rows}, indent=2))
+        click.echo(json.dumps({"databases": rows, "not_looked_at": existing.absent}, indent=2))
         return
+    note = absent_note(existing)
+    if note:
+        click.echo(note)
     table = Table("Database", "Fingerprint", "Ready", "Wanted", "Stale", "Building", "Other")
     for row in rows:
         fp = row["fingerprint"]

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from shoal import naming
+from shoal.config import POOL_SIZE_MAX
 from shoal.embedded import default_home
 from shoal.pg.fingerprint import ATTRIBUTE
 from shoal.plugin.state import STATE, RunState
@@ -25,7 +26,7 @@ def maybe_refill(config: pytest.Config) -> subprocess.Popen[bytes] | None:
     registered on the ``shoal`` command.
     Only the process that saw the whole run (never an xdist worker), only when the
     project configures shoal, pooling is on, the databases were resolved, and some
-    setup can have a fingerprint. The refill is bounded (``pool_size`` builds per
+    setup can have a fingerprint. The refill is bounded (:func:`refill_size` builds per
     database at most) and safe when several run at once (one refill per pool).
     """
     state: RunState | None = config.stash.get(STATE, None)
@@ -48,9 +49,10 @@ def maybe_refill(config: pytest.Config) -> subprocess.Popen[bytes] | None:
     env = dict(os.environ)
     # The setup hooks import as they did in this process (pytest's `pythonpath`, rootdir).
     env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+    argv = [sys.executable, "-m", "shoal.cli.warm", "warm", "--quiet"]
     with log:
         return subprocess.Popen(
-            [sys.executable, "-m", "shoal.cli.warm", "warm", "--quiet"],
+            [*argv, "--size", str(refill_size(state))],
             cwd=str(config.rootpath),
             env=env,
             stdin=subprocess.DEVNULL,
@@ -58,6 +60,17 @@ def maybe_refill(config: pytest.Config) -> subprocess.Popen[bytes] | None:
             stderr=subprocess.STDOUT,
             start_new_session=True,  # survives the terminal's Ctrl-C and this process
         )
+
+
+def refill_size(state: RunState) -> int:
+    """Ready schemas to keep per database after this run: ``pool_size``, or more.
+
+    More when this run had more workers that provisioned: the next run of the same
+    command wants one ready schema per worker, and every worker beyond the pool would
+    build in place, seconds instead of milliseconds.
+    """
+    workers = len(state.timings_by_worker())
+    return min(max(state.settings.pool_size, workers), POOL_SIZE_MAX)
 
 
 def _may_have_fingerprint(setup: object) -> bool:

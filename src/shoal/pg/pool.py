@@ -136,31 +136,38 @@ def ready_schemas(conn: Conn, fingerprint: str) -> list[str]:
 # in it gets a fresh snapshot, so the check after the lock sees any claim committed
 # before. One round trip instead of eight: measured with 8 concurrent claimers on a busy
 # 2-core machine, p50 10-17 ms against ~30 ms for the same statements sent one by one.
+# A DO block returns nothing, so the outcome comes back as a notice: a lost race is
+# routine when workers claim at once, and an exception would put an ERROR line in the
+# server's log for each one.
 _TAKE = """
 DECLARE
   described text;
 BEGIN
   SET LOCAL lock_timeout = {lock_timeout};
+  SET LOCAL client_min_messages = notice;
   IF NOT pg_try_advisory_xact_lock({class_key}, {object_key}) THEN
-    RAISE EXCEPTION 'being claimed' USING ERRCODE = 'lock_not_available';
+    RAISE NOTICE '{outcome}busy';
+    RETURN;
   END IF;
   SELECT obj_description(oid, 'pg_namespace') INTO described
     FROM pg_namespace WHERE nspname = {schema};
   IF NOT FOUND OR described IS NULL OR left(ltrim(described), 1) <> '{{'
      OR described::jsonb ->> 'pool' IS DISTINCT FROM 'ready'
      OR described::jsonb ->> 'fingerprint' IS DISTINCT FROM {fingerprint} THEN
-    RAISE EXCEPTION 'not ready' USING ERRCODE = 'no_data_found';
+    RAISE NOTICE '{outcome}not ready';
+    RETURN;
   END IF;
   EXECUTE {rename};
   EXECUTE {comment};
+  RAISE NOTICE '{outcome}taken';
 END
 """
-# What a take that lost the race (or found no ready schema) raises.
+_OUTCOME = "shoal pool take: "  # the prefix of the notice that says how a take ended
+# What a take raises when the schema went away between the check and the rename (a
+# sweep), or its comment is not JSON: not taken either, and rare enough to be logged.
 _NOT_TAKEN = (
-    psycopg.errors.LockNotAvailable,
-    psycopg.errors.NoDataFound,
     psycopg.errors.InvalidSchemaName,
-    psycopg.errors.InvalidTextRepresentation,  # a comment that is not JSON
+    psycopg.errors.InvalidTextRepresentation,
 )
 
 
@@ -184,12 +191,23 @@ def take(conn: Conn, schema: str, fingerprint: str, new_name: str, comment: str)
         fingerprint=sql.Literal(fingerprint),
         rename=sql.Literal(rename.as_string(conn)),
         comment=sql.Literal(relabel.as_string(conn)),
+        outcome=sql.SQL(_OUTCOME),
     )
+    outcomes: list[str] = []
+
+    def on_notice(diagnostic: psycopg.errors.Diagnostic) -> None:
+        message = diagnostic.message_primary or ""
+        if message.startswith(_OUTCOME):
+            outcomes.append(message.removeprefix(_OUTCOME))
+
+    conn.add_notice_handler(on_notice)
     try:
         conn.execute(sql.SQL("DO {}").format(sql.Literal(body.as_string(conn))))
     except _NOT_TAKEN:
         return False
-    return True
+    finally:
+        conn.remove_notice_handler(on_notice)
+    return outcomes == ["taken"]
 
 
 def claim(

@@ -107,7 +107,7 @@ class EmbeddedServer:
 
     def ensure_running(self) -> str:
         """Start the server unless it already runs; return the URL of its ``postgres`` db."""
-        if self._answers():
+        if self.answers():
             return self.url()  # the common case: no lock, no pg_ctl process
         self.home.mkdir(parents=True, exist_ok=True)
         try:
@@ -161,6 +161,16 @@ class EmbeddedServer:
             finally:
                 conn.execute("SELECT pg_advisory_unlock(%s, %s)", key)
 
+    def has_database(self, name: str) -> bool:
+        """Whether the server answers and holds database ``name``; starts and creates nothing."""
+        if not self.answers():
+            return False
+        with psycopg.connect(
+            self.url(), autocommit=True, application_name="shoal_admin", options=""
+        ) as conn:
+            found = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+            return found.fetchone() is not None
+
     # -- internals ----------------------------------------------------------------------
 
     def _pid(self) -> int | None:
@@ -170,7 +180,8 @@ class EmbeddedServer:
         except (OSError, IndexError, ValueError):
             return None
 
-    def _answers(self) -> bool:
+    def answers(self) -> bool:
+        """Whether the server accepts a connection now (no lock, no pg_ctl process)."""
         if not (self.socket_dir / f".s.PGSQL.{PORT}").exists():
             return False
         try:

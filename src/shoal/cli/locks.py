@@ -10,10 +10,10 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from shoal.cli.render import duration
+from shoal.cli.render import absent_note, duration
 from shoal.cli.settings import cli_settings
 from shoal.pg.locks import Blocked, ClusterLocks, Session, probe_all, roots
-from shoal.pg.targets import urls as configured_urls
+from shoal.pg.targets import existing_urls
 
 
 def who(session: Session) -> str:
@@ -109,10 +109,14 @@ def locks_command(as_json: bool) -> None:
     Exit status 1 when a server could not be asked, 0 otherwise.
     """
     settings = cli_settings()
-    urls = list(configured_urls(settings).values())
-    clusters = probe_all(urls, settings.connect_timeout)
+    existing = existing_urls(settings)
+    clusters = probe_all(list(existing.urls.values()), settings.connect_timeout)
     if as_json:
-        click.echo(json.dumps(locks_json(clusters), indent=2))
+        click.echo(json.dumps({**locks_json(clusters), "not_looked_at": existing.absent}, indent=2))
     else:
-        render(clusters, Console(highlight=False))
+        console = Console(highlight=False)
+        note = absent_note(existing)
+        if note:
+            console.print(note)
+        render(clusters, console)
     raise SystemExit(0 if all(c.reachable for c in clusters) else 1)

@@ -10,10 +10,10 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from shoal.cli.render import duration
+from shoal.cli.render import absent_note, duration
 from shoal.cli.settings import cli_settings
 from shoal.pg.ps import NamespaceStatus, PsResult, ps
-from shoal.pg.targets import urls as configured_urls
+from shoal.pg.targets import existing_urls
 
 _STYLE = {"live": "green", "dead": "red", "unknown": "yellow"}
 
@@ -83,10 +83,14 @@ def ps_command(as_json: bool) -> None:
     Exit status 1 when a server or database could not be read, 0 otherwise.
     """
     settings = cli_settings()
-    urls = configured_urls(settings)
-    result = ps(urls, settings.connect_timeout, datetime.now(UTC))
+    existing = existing_urls(settings)
+    result = ps(existing.urls, settings.connect_timeout, datetime.now(UTC))
     if as_json:
-        click.echo(json.dumps(result.as_json(), indent=2))
+        click.echo(json.dumps({**result.as_json(), "not_looked_at": existing.absent}, indent=2))
     else:
-        render(result, Console(highlight=False))
+        console = Console(highlight=False)
+        note = absent_note(existing)
+        if note:
+            console.print(note)
+        render(result, console)
     raise SystemExit(0 if result.complete else 1)

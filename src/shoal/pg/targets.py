@@ -90,6 +90,42 @@ def urls(settings: Settings, environ: Mapping[str, str] | None = None) -> dict[s
     return {name: url for name, (url, _) in database_urls(settings, environ).items()}
 
 
+@dataclass(frozen=True)
+class Existing:
+    """What a command that only looks can look at, without starting anything."""
+
+    urls: dict[str, str]  # name → URL
+    # Databases of the embedded server that are not there to look at: the server is not
+    # running, or has not created them yet. Nothing of shoal's can be live in them.
+    absent: tuple[str, ...]
+    embedded_running: bool
+
+
+def existing_urls(settings: Settings, environ: Mapping[str, str] | None = None) -> Existing:
+    """Like :func:`urls`, but the embedded server is neither started nor written to.
+
+    For ``shoal ps``, ``shoal locks`` and ``shoal pool status``: starting a server (seconds,
+    and a data directory on first use) only to report that it holds nothing would be a
+    poor answer to a question.
+    """
+    environ = os.environ if environ is None else environ
+    server: EmbeddedServer | None = None
+    found: dict[str, str] = {}
+    absent: list[str] = []
+    for name in settings.databases:
+        url = resolve_url(settings, name, environ)
+        if url is not None:
+            found[name] = url
+            continue
+        server = server or EmbeddedServer(settings.home)
+        if server.has_database(name):
+            found[name] = server.url(name)
+        else:
+            absent.append(name)
+    running = server is not None and server.answers()
+    return Existing(urls=found, absent=tuple(absent), embedded_running=running)
+
+
 def resolve_targets(settings: Settings, environ: Mapping[str, str] | None = None) -> list[Target]:
     """Resolve every database, checking each server answers within the connect timeout."""
     hooks = parse_hooks(settings)

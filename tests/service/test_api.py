@@ -58,7 +58,29 @@ async def test_bad_execute_payload_is_422_naming_the_field(serve: ServeFactory) 
             fields = [e["loc"][1] for e in response.json()["detail"]]
             assert field in fields, (payload, response.text)
             assert "a\x00b" not in response.text
-        assert (await s.client.get("/jobs")).json() == {"jobs": []}
+        assert (await s.client.get("/jobs")).json() == {"jobs": [], "next": None}
+
+
+async def test_jobs_are_listed_in_pages_in_submission_order(serve: ServeFactory) -> None:
+    async with serve() as s:
+        submitted = [await s.submit(f"print {n}") for n in range(5)]
+        for job_id in submitted:
+            await s.wait(job_id)
+        pages: list[list[str]] = []
+        after = 0
+        while True:
+            page = (await s.client.get("/jobs", params={"limit": 2, "after": after})).json()
+            pages.append([job["job_id"] for job in page["jobs"]])
+            if page["next"] is None:
+                break
+            after = page["next"]
+        assert [len(p) for p in pages] == [2, 2, 1]
+        assert [job_id for p in pages for job_id in p] == submitted
+        for params, field in (({"limit": 0}, "limit"), ({"limit": 501}, "limit"),
+                              ({"after": -1}, "after"), ({"after": "x"}, "after")):  # fmt: skip
+            response = await s.client.get("/jobs", params=params)
+            assert response.status_code == 422, params
+            assert [e["loc"] for e in response.json()["detail"]] == [["query", field]], params
 
 
 async def test_non_json_body_is_422(serve: ServeFactory) -> None:

@@ -190,8 +190,11 @@ class JobService:
         job = self.store.get(job_id)
         return None if job is None else self._with_live_output(job)
 
-    def jobs(self, status: JobStatus | None = None) -> list[Job]:
-        return [self._with_live_output(job) for job in self.store.list(status)]
+    def jobs(
+        self, status: JobStatus | None = None, *, after_seq: int = 0, limit: int = 100
+    ) -> list[Job]:
+        listed = self.store.list(status, after_seq=after_seq, limit=limit)
+        return [self._with_live_output(job) for job in listed]
 
     def _with_live_output(self, job: Job) -> Job:
         live = self._live.get(job.id)

@@ -101,7 +101,10 @@ class JobView(BaseModel):
 
 
 class JobList(BaseModel):
-    jobs: list[JobView]
+    jobs: list[JobView]  # in the order they were submitted
+    # Pass as ``after`` for the next page; null on the last page. A position in the
+    # submission order, not a job id: it stays valid when that job is evicted.
+    next: int | None = None
 
 
 class Health(BaseModel):

@@ -27,6 +27,8 @@ from shoal.service.models import (
 # Clients are told to come back after this long when the line is full; jobs take minutes,
 # so a short fixed hint is as good as an estimate and cannot be wrong by hours.
 RETRY_AFTER_S = 5
+# The most jobs one GET /jobs returns; each carries its bounded output and diff summary.
+MAX_PAGE = 500
 
 
 def get_service(request: Request) -> JobService:
@@ -85,9 +87,16 @@ async def execute(body: ExecuteRequest, service: Service) -> Accepted | JSONResp
 
 @router.get("/jobs", response_model=JobList)
 async def list_jobs(
-    service: Service, status: Annotated[JobStatus | None, Query()] = None
+    service: Service,
+    status: Annotated[JobStatus | None, Query()] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
+    after: Annotated[int, Query(ge=0, description="the `next` of the previous page")] = 0,
 ) -> JobList:
-    return JobList(jobs=[service.view(job) for job in service.jobs(status)])
+    # One more than the page, to know whether there is a next one.
+    jobs = service.jobs(status, after_seq=after, limit=limit + 1)
+    page = jobs[:limit]
+    more = len(jobs) > limit
+    return JobList(jobs=[service.view(job) for job in page], next=page[-1].seq if more else None)
 
 
 @router.get("/jobs/{job_id}", response_model=JobView)

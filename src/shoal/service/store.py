@@ -109,12 +109,18 @@ class JobStore:
         row = self._db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
         return None if row is None else _from_row(row)
 
-    def list(self, status: JobStatus | None = None, limit: int = 1000) -> list[Job]:
+    def list(
+        self, status: JobStatus | None = None, *, after_seq: int = 0, limit: int = 100
+    ) -> list[Job]:
+        """Jobs in the order they were submitted, from just after ``after_seq`` on."""
         if status is None:
-            rows = self._db.execute("SELECT * FROM jobs ORDER BY seq LIMIT ?", (limit,))
+            rows = self._db.execute(
+                "SELECT * FROM jobs WHERE seq > ? ORDER BY seq LIMIT ?", (after_seq, limit)
+            )
         else:
             rows = self._db.execute(
-                "SELECT * FROM jobs WHERE status = ? ORDER BY seq LIMIT ?", (status.value, limit)
+                "SELECT * FROM jobs WHERE status = ? AND seq > ? ORDER BY seq LIMIT ?",
+                (status.value, after_seq, limit),
             )
         return [_from_row(row) for row in rows]
 

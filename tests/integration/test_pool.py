@@ -159,6 +159,31 @@ def test_a_leftover_worker_schema_makes_the_claim_give_way(
     assert [e.schema for e in pool_entries(server, database)] == [ready]
 
 
+def test_a_schema_being_claimed_is_passed_over_then_taken(
+    server: Server, database: str, sql_hook: SetupHook
+) -> None:
+    app = target(server, database, sql_hook)
+    (ready,) = warm(app, 1).built
+    current = fingerprint(sql_hook)
+    assert current is not None
+    mine = naming.schema_name(fresh().token, "gw0")
+    with server.connect(database) as holder, server.connect(database) as conn:
+        # The outcome comes back as a notice; a session that hides notices still gets it.
+        conn.execute("SET client_min_messages = error")
+        holder.execute("SELECT pg_advisory_lock(%s, %s)", naming.pool_claim_lock(ready))
+        assert pool.take(conn, ready, current, mine, "{}") is False  # no exception either
+        assert [(e.schema, e.state) for e in pool_entries(server, database)] == [(ready, "ready")]
+        holder.execute("SELECT pg_advisory_unlock(%s, %s)", naming.pool_claim_lock(ready))
+        assert pool.take(conn, ready, current, mine, "{}") is True
+        assert pool.take(conn, ready, current, mine, "{}") is False  # gone: not ready
+        comment = conn.execute(
+            "SELECT obj_description(oid, 'pg_namespace') FROM pg_namespace WHERE nspname = %s",
+            (mine,),
+        ).fetchone()
+    assert comment == ("{}",)  # renamed and relabelled
+    assert pool_entries(server, database) == []
+
+
 def _claimer(url: str, current: str, namespace: str, worker: str, barrier: Any, out: Any) -> None:
     schema = naming.schema_name(namespace, worker)
     with psycopg.connect(url, autocommit=True, application_name="shoal_tests") as conn:

@@ -1,17 +1,26 @@
 """Scheduling: distance to the limit (D) of xdist ``load``, ``worksteal`` and shoal's order.
 
 A synthetic skewed suite is written to a temporary project with no ``[tool.shoal.databases]``
-(nothing is provisioned): a module of a few multi-second tests (``--long``, default 2.0,
-3.0 and 2.5 s) and ``--short`` tests of ``--short-ms`` ms (default 300 x 20 ms) spread over
+(nothing is provisioned): a module of a few multi-second tests (``--long``, default 6, 9
+and 7.5 s) and ``--short`` tests of ``--short-ms`` ms (default 900 x 20 ms) spread over
 six modules collected before it. Every test sleeps, so the workers need no CPU while
 tests run and ``-n 4`` is meaningful on 2 cores (start-up still costs CPU).
 
-Each run is ``python -m pytest -n W --shoal-report`` plus, per mode:
+Why that size: xdist itself costs time no order can remove (at ``-n 2`` here: ~0.5 s to
+start the workers, ~1.7 ms between two tests, ~0.1 s to stop them; the ``xdist`` mode
+measures it). For a suite with a 7 s bound that alone is D 1.11; for the 20 s bound of
+the default suite, D 1.07. ``--long 2 3 2.5 --short 300`` gives the smaller suite.
 
-- load: ``--dist load --shoal-order=none`` (plain xdist)
-- worksteal: ``--dist worksteal --shoal-order=none`` (plain xdist; shoal run's default)
-- shoal: ``--dist worksteal`` with shoal's duration order (history: the reports so far)
-- shoal-load: ``--dist load`` with shoal's duration order
+Each run is ``python -m pytest -n W`` plus, per mode:
+
+- xdist: ``--dist worksteal -p no:shoal``, shoal not loaded at all; a small probe plugin
+  takes the same timestamps shoal's report takes. What xdist costs on its own.
+- load: ``--dist load --shoal-order=none --shoal-report`` (plain xdist order)
+- worksteal: ``--dist worksteal --shoal-order=none --shoal-report`` (plain xdist order;
+  shoal run's default distribution)
+- shoal: ``--dist worksteal --shoal-report`` with shoal's duration order (history: the
+  reports so far)
+- shoal-load: ``--dist load --shoal-report`` with shoal's duration order
 
 One untimed warm-up run (plain worksteal) writes the first history and warms caches. The
 modes are then interleaved, rotating every repetition (``--repeat``, default 3), for each
@@ -20,7 +29,8 @@ report (``shoal.schedule.distance``): ``D = wall / max(longest test, test time /
 wall from session start to session end, so worker start-up and teardown count. "D tests"
 leaves those two out (``1 + (idle + imbalance) / bound``): the part of D an order can
 change. Reported per mode: the medians over the repetitions. Goal (issue 5): shoal's
-D <= 1.10.
+D <= 1.10. "floor" is the D a perfect order would reach on xdist alone: 1 + (start-up +
+idle + teardown of the xdist mode) / bound.
 
 Run (from the repository root)::
 
@@ -30,6 +40,7 @@ Run (from the repository root)::
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import subprocess
@@ -37,20 +48,61 @@ import sys
 import tempfile
 import textwrap
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
-from shoal.report import list_reports, read_report
-from shoal.schedule import Distance
+from shoal import naming
+from shoal.report import RunReport, TestResult, Versions, list_reports, read_report
+from shoal.schedule import Distance, distance
 
 GOAL_D = 1.10
 SHORT_MODULES = 6
+PROBE = "schedule_probe"  # the plugin module of the xdist mode
 MODES: dict[str, list[str]] = {
-    "load": ["--dist", "load", "--shoal-order=none"],
-    "worksteal": ["--dist", "worksteal", "--shoal-order=none"],
-    "shoal": ["--dist", "worksteal"],
-    "shoal-load": ["--dist", "load"],
+    "xdist": ["--dist", "worksteal", "-p", "no:shoal", "-p", PROBE],
+    "load": ["--dist", "load", "--shoal-order=none", "--shoal-report"],
+    "worksteal": ["--dist", "worksteal", "--shoal-order=none", "--shoal-report"],
+    "shoal": ["--dist", "worksteal", "--shoal-report"],
+    "shoal-load": ["--dist", "load", "--shoal-report"],
 }
-BASE_ARGS = ["-p", "no:cacheprovider", "-p", "no:hypothesispytest", "-q", "--shoal-report"]
+BASE_ARGS = ["-p", "no:cacheprovider", "-p", "no:hypothesispytest", "-q"]
+# Takes shoal's report timestamps without shoal: session start when the controller is
+# configured, each test's start of setup and end of teardown as the controller receives
+# them, session end when the session finishes.
+PROBE_SOURCE = """\
+import json, os, time
+import pytest
+
+_run = {"tests": {}, "workers": 1}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config):
+    _run["started"] = time.time()
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node):
+    _run["workers"] = int(node.workerinput["workercount"])
+
+
+def pytest_runtest_logreport(report):
+    if not hasattr(report, "node"):
+        return  # a worker: the controller records its reports
+    key = report.node.gateway.id + " " + report.nodeid
+    test = _run["tests"].setdefault(key, {"start": report.start, "stop": report.stop})
+    test["stop"] = max(test["stop"], report.stop)
+    test[report.when] = report.duration
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session):
+    if not hasattr(session.config, "workerinput"):
+        _run["finished"] = time.time()
+        with open(os.environ["SCHEDULE_PROBE_OUT"], "w") as out:
+            json.dump(_run, out)
+"""
 PYPROJECT = """\
 [project]
 name = "skewed-suite"
@@ -79,6 +131,8 @@ def _figure(d: Distance, figure: str) -> float:
         # The part of D the order can change: start-up (processes, imports, collection)
         # and teardown happen whatever the order; idle and imbalance do not.
         return 1 + (d.idle_s + d.imbalance_s) / d.bound_s
+    if figure == "floor":
+        return 1 + (d.startup_s + d.idle_s + d.teardown_s) / d.bound_s
     return float(getattr(d, figure))
 
 
@@ -114,6 +168,9 @@ def write_suite(root: Path, longs: list[float], shorts: int, short_ms: float) ->
                 time.sleep(seconds)
             """)
     )
+    probe = root / "probe"
+    probe.mkdir()
+    (probe / f"{PROBE}.py").write_text(PROBE_SOURCE)
 
 
 def clean_env() -> dict[str, str]:
@@ -124,15 +181,57 @@ def clean_env() -> dict[str, str]:
 def run_once(root: Path, workers: int, mode: str) -> Distance:
     before = {entry.path for entry in list_reports(root / "reports")}
     argv = [sys.executable, "-m", "pytest", "-n", str(workers), *MODES[mode], *BASE_ARGS]
-    done = subprocess.run(argv, cwd=root, env=clean_env(), capture_output=True, text=True)
+    env = clean_env()
+    probe_out = root / "probe" / "run.json"
+    probe_out.unlink(missing_ok=True)
+    if mode == "xdist":
+        paths = [str(root / "probe"), env.get("PYTHONPATH", "")]
+        env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
+        env["SCHEDULE_PROBE_OUT"] = str(probe_out)
+    done = subprocess.run(argv, cwd=root, env=env, capture_output=True, text=True)
     if done.returncode != 0:
         output = (done.stdout + done.stderr).strip()
         raise SystemExit(f"{mode} -n {workers} exited {done.returncode}:\n{output[-3000:]}")
+    if mode == "xdist":
+        return probe_distance(json.loads(probe_out.read_text()))
     (new,) = [e.path for e in list_reports(root / "reports") if e.path not in before]
     distance = read_report(new).distance
     if distance is None:
         raise SystemExit(f"{mode} -n {workers}: the report {new} has no distance")
     return distance
+
+
+def probe_distance(run: dict[str, Any]) -> Distance:
+    """The probe's timestamps, measured with shoal's own :func:`distance`."""
+    tests = []
+    for key, t in run["tests"].items():
+        worker, nodeid = key.split(" ", 1)
+        phases = {"setup_s": t.get("setup", 0.0), "teardown_s": t.get("teardown", 0.0)}
+        tests.append(
+            TestResult(
+                nodeid=nodeid,
+                outcome="passed",
+                worker=worker,
+                duration_s=t.get("call", 0.0),
+                start=t["start"],
+                stop=t["stop"],
+                **phases,
+            )
+        )
+    report = RunReport(
+        namespace=naming.new_namespace(os.getpid(), int(run["started"]), os.urandom(4)),
+        args=(),
+        versions=Versions(python="", pytest="", shoal=""),
+        started=datetime.fromtimestamp(run["started"], UTC),
+        finished=datetime.fromtimestamp(run["finished"], UTC),
+        exit_status=0,
+        tests=tuple(tests),
+        worker_count=run["workers"],
+    )
+    measured = distance(report)
+    if measured is None:
+        raise SystemExit("xdist: the probe saw no test")
+    return measured
 
 
 def machine() -> str:
@@ -171,6 +270,14 @@ def verdicts(cells: list[Cell]) -> list[str]:
             f" (D tests {cell.median('d_tests'):.2f}); all D: "
             + ", ".join(f"{c.mode} {c.median('d'):.2f}" for c in cells if c.workers == cell.workers)
         )  # fmt: skip
+        alone = next((c for c in cells if c.workers == cell.workers and c.mode == "xdist"), None)
+        if alone is not None:
+            lines.append(
+                f"-n {cell.workers}: xdist's own floor (a perfect order, shoal not loaded) "
+                f"D {alone.median('floor'):.2f}; shoal loaded adds "
+                f"{cell.median('startup_s') - alone.median('startup_s'):+.2f} s start-up, "
+                f"{cell.median('teardown_s') - alone.median('teardown_s'):+.2f} s teardown"
+            )
     return lines
 
 
@@ -178,8 +285,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--workers", type=int, nargs="+", default=[2, 4])
     parser.add_argument("--repeat", type=int, default=3, help="timed runs of each mode")
-    parser.add_argument("--long", type=float, nargs="+", default=[2.0, 3.0, 2.5])
-    parser.add_argument("--short", type=int, default=300, help="number of short tests")
+    parser.add_argument("--long", type=float, nargs="+", default=[6.0, 9.0, 7.5])
+    parser.add_argument("--short", type=int, default=900, help="number of short tests")
     parser.add_argument("--short-ms", type=float, default=20.0)
     parser.add_argument("--modes", nargs="+", default=list(MODES), choices=list(MODES))
     args = parser.parse_args(argv)

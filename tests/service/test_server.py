@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -100,6 +102,13 @@ class Server:
         return job_id
 
 
+def stored_output(state: Path, job_id: str) -> str:
+    """The output the job store holds for ``job_id``, read as another process would."""
+    with contextlib.closing(sqlite3.connect(state / "jobs.sqlite3")) as db:
+        row = db.execute("SELECT output FROM jobs WHERE id = ?", (job_id,)).fetchone()
+    return "" if row is None else str(row[0])
+
+
 @pytest.fixture
 def server(tmp_path: Path, origin: Path) -> Iterator[Server]:
     made = Server(tmp_path, origin)
@@ -114,9 +123,12 @@ def test_kill_9_during_a_run_then_restart(server: Server, tmp_path: Path) -> Non
     order = sync / "order"
     server.start()
     running = server.submit(
-        f"pid {sync / 'pid'}\nchild {sync / 'child'}\ntouch {sync / 'a'}\nwait {sync / 'never'}"
+        f"print before the crash\npid {sync / 'pid'}\nchild {sync / 'child'}\n"
+        f"touch {sync / 'a'}\nwait {sync / 'never'}"
     )
     wait_until((sync / "a").exists, "the first job to start")
+    # Its output reaches the job store within a checkpoint, while it still runs.
+    wait_until(lambda: "before the crash" in stored_output(server.state, running), "a checkpoint")
     queued = [server.submit(f"append {order} {name}") for name in ("B", "C", "D")]
     assert [server.job(j)["status"] for j in queued] == ["queued"] * 3
     workspace = Path(server.job(running)["workspace"])
@@ -127,6 +139,7 @@ def test_kill_9_during_a_run_then_restart(server: Server, tmp_path: Path) -> Non
 
     job = server.job(running)
     assert job["status"] == "interrupted"
+    assert job["output"] == "before the crash\n"  # kept across the crash
     assert job["finished_at"] is not None
     assert not workspace.exists()
     assert gone(int((sync / "pid").read_text()))

@@ -26,6 +26,9 @@ from shoal.service.workspaces import Workspace, WorkspaceError, Workspaces
 
 log = logging.getLogger("shoal.serve")
 T = TypeVar("T")
+# How often a running job's output is written to the store: what a crash can lose. One
+# short SQLite transaction per job whose output changed, on the event loop.
+OUTPUT_CHECKPOINT_S = 1.0
 __all__ = ["JobService", "QueueFull", "UnknownAgent"]
 
 
@@ -42,6 +45,7 @@ class Live:
         self.dropped = 0  # chunks trimmed from the front
         self.size = 0
         self.stderr = ""
+        self.version = 0  # bumped on every change, so a checkpoint can skip unchanged jobs
         self.finished = asyncio.Event()
         # Replaced on every change: a follower waits on the one it saw, so none misses a wake-up.
         self.wake = asyncio.Event()
@@ -52,10 +56,12 @@ class Live:
         while self.size > self.limit and len(self.chunks) > 1:
             self.size -= len(self.chunks.pop(0))
             self.dropped += 1
+        self.version += 1
         self.poke()
 
     def add_stderr(self, text: str) -> None:
         self.stderr = (self.stderr + text)[-65536:]
+        self.version += 1
 
     def poke(self) -> None:
         self.wake.set()
@@ -84,8 +90,10 @@ class JobService:
             self._execute, capacity=settings.max_concurrency, max_depth=settings.max_queue_depth
         )
         self._live: dict[str, Live] = {}
+        self._saved: dict[str, int] = {}  # job id -> the Live.version last written to the store
         self._cancel: dict[str, asyncio.Event] = {}
         self._evictor: asyncio.Task[None] | None = None
+        self._checkpointer: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[object]] = set()
         # Checkouts wait on git, not the CPU: the default executor (cores + 4 threads) would
         # hold back preparation when more jobs than that start together.
@@ -114,12 +122,14 @@ class JobService:
             self._track(job.id)
             self.scheduler.admit(job.id, check_depth=False)
         self._evictor = asyncio.create_task(self._evict_periodically())
+        self._checkpointer = asyncio.create_task(self._checkpoint_periodically())
 
     async def stop(self) -> None:
-        if self._evictor is not None:
-            self._evictor.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._evictor
+        for task in (self._evictor, self._checkpointer):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self.scheduler.close()
         self.store.close()
         self._pool.shutdown(wait=False)
@@ -153,6 +163,28 @@ class JobService:
         while True:
             await asyncio.sleep(period)
             self.evict()
+
+    def checkpoint(self) -> int:
+        """Write the output of every job whose output changed since the last time; how many.
+
+        A running job's output lives in memory until it finishes; this bounds what a crash
+        of the service loses to one checkpoint period, and the job, marked interrupted on
+        restart, keeps the rest.
+        """
+        written = 0
+        for job_id, live in self._live.items():
+            if live.version == self._saved.get(job_id, 0):
+                continue
+            output, truncated = live.output()
+            self.store.update(job_id, output=output, output_truncated=truncated, stderr=live.stderr)
+            self._saved[job_id] = live.version
+            written += 1
+        return written
+
+    async def _checkpoint_periodically(self) -> None:
+        while True:
+            await asyncio.sleep(OUTPUT_CHECKPOINT_S)
+            self.checkpoint()
 
     # -- requests --------------------------------------------------------------------------
 
@@ -263,6 +295,7 @@ class JobService:
 
     def _finish_live(self, job_id: str) -> None:
         live = self._live.pop(job_id, None)
+        self._saved.pop(job_id, None)
         self._cancel.pop(job_id, None)
         if live is not None:
             live.finished.set()

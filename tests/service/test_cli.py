@@ -146,3 +146,17 @@ def test_store_evicts_only_finished_jobs_past_ttl(tmp_path: Path) -> None:
     reopened = JobStore(tmp_path / "jobs.sqlite3")
     assert [job.id for job in reopened.list(JobStatus.queued)] == ["queued"]
     reopened.close()
+
+
+def test_store_lists_every_job_unless_asked_for_a_page(tmp_path: Path) -> None:
+    # Restart recovery lists every running and queued job: a cap would strand the rest.
+    store = JobStore(tmp_path / "jobs.sqlite3")
+    for n in range(1_205):
+        store.add(Job(id=f"j{n}", kind="execute", status=JobStatus.queued, prompt="p", agent="a",
+                      model=None, ref=None, timeout_s=1, metadata=None, save_branch=False,
+                      queued_at=time.time()))  # fmt: skip
+    everything = store.list(JobStatus.queued)
+    assert len(everything) == 1_205
+    page = store.list(JobStatus.queued, after_seq=everything[99].seq, limit=10)
+    assert [job.id for job in page] == [f"j{n}" for n in range(100, 110)]
+    store.close()

@@ -9,6 +9,7 @@ import logging
 import os
 import secrets
 import signal
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
@@ -126,10 +127,15 @@ class JobService:
 
     async def stop(self) -> None:
         for task in (self._evictor, self._checkpointer):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            if task is None:
+                continue
+            task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+            except Exception:  # a bug in the task: say so, and still close everything
+                log.exception("a background task of the job service failed")
         await self.scheduler.close()
         self.store.close()
         self._pool.shutdown(wait=False)
@@ -184,7 +190,10 @@ class JobService:
     async def _checkpoint_periodically(self) -> None:
         while True:
             await asyncio.sleep(OUTPUT_CHECKPOINT_S)
-            self.checkpoint()
+            try:
+                self.checkpoint()
+            except sqlite3.Error:  # e.g. a full disk: try again next period, jobs go on
+                log.exception("could not save the output of running jobs")
 
     # -- requests --------------------------------------------------------------------------
 
@@ -223,7 +232,7 @@ class JobService:
         return None if job is None else self._with_live_output(job)
 
     def jobs(
-        self, status: JobStatus | None = None, *, after_seq: int = 0, limit: int = 100
+        self, status: JobStatus | None = None, *, after_seq: int = 0, limit: int | None = None
     ) -> list[Job]:
         listed = self.store.list(status, after_seq=after_seq, limit=limit)
         return [self._with_live_output(job) for job in listed]

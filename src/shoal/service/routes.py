@@ -90,7 +90,9 @@ async def list_jobs(
     service: Service,
     status: Annotated[JobStatus | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
-    after: Annotated[int, Query(ge=0, description="the `next` of the previous page")] = 0,
+    after: Annotated[
+        int, Query(ge=0, le=2**63 - 1, description="the `next` of the previous page")
+    ] = 0,
 ) -> JobList:
     # One more than the page, to know whether there is a next one.
     jobs = service.jobs(status, after_seq=after, limit=limit + 1)

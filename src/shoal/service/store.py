@@ -110,17 +110,19 @@ class JobStore:
         return None if row is None else _from_row(row)
 
     def list(
-        self, status: JobStatus | None = None, *, after_seq: int = 0, limit: int = 100
+        self, status: JobStatus | None = None, *, after_seq: int = 0, limit: int | None = None
     ) -> list[Job]:
-        """Jobs in the order they were submitted, from just after ``after_seq`` on."""
+        """Jobs in the order they were submitted, from just after ``after_seq`` on; all of
+        them unless ``limit`` (restart recovery must see every running and queued job)."""
+        bound = -1 if limit is None else limit  # SQLite: a negative LIMIT means none
         if status is None:
             rows = self._db.execute(
-                "SELECT * FROM jobs WHERE seq > ? ORDER BY seq LIMIT ?", (after_seq, limit)
+                "SELECT * FROM jobs WHERE seq > ? ORDER BY seq LIMIT ?", (after_seq, bound)
             )
         else:
             rows = self._db.execute(
                 "SELECT * FROM jobs WHERE status = ? AND seq > ? ORDER BY seq LIMIT ?",
-                (status.value, after_seq, limit),
+                (status.value, after_seq, bound),
             )
         return [_from_row(row) for row in rows]
 

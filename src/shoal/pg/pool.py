@@ -163,9 +163,11 @@ BEGIN
 END
 """
 _OUTCOME = "shoal pool take: "  # the prefix of the notice that says how a take ended
-# What a take raises when the schema went away between the check and the rename (a
-# sweep), or its comment is not JSON: not taken either, and rare enough to be logged.
+# What a take raises when the rename waited out its lock_timeout, the schema went away
+# between the check and the rename (a sweep), or its comment is not JSON: not taken
+# either, and rare enough to be logged.
 _NOT_TAKEN = (
+    psycopg.errors.LockNotAvailable,
     psycopg.errors.InvalidSchemaName,
     psycopg.errors.InvalidTextRepresentation,
 )

@@ -107,7 +107,7 @@ class EmbeddedServer:
 
     def ensure_running(self) -> str:
         """Start the server unless it already runs; return the URL of its ``postgres`` db."""
-        if self.answers():
+        if self._answers():
             return self.url()  # the common case: no lock, no pg_ctl process
         self.home.mkdir(parents=True, exist_ok=True)
         try:
@@ -161,13 +161,19 @@ class EmbeddedServer:
             finally:
                 conn.execute("SELECT pg_advisory_unlock(%s, %s)", key)
 
+    def listening(self) -> bool:
+        """Whether the server's socket is there: it runs, or died without cleaning up."""
+        return (self.socket_dir / f".s.PGSQL.{PORT}").exists()
+
     def has_database(self, name: str) -> bool:
-        """Whether the server answers and holds database ``name``; starts and creates nothing."""
-        if not self.answers():
-            return False
+        """Whether the server holds database ``name``; starts and creates nothing.
+
+        Raises psycopg.Error when the server does not answer.
+        """
         with psycopg.connect(
-            self.url(), autocommit=True, application_name="shoal_admin", options=""
-        ) as conn:
+            self.url(), autocommit=True, application_name="shoal_admin", options="",
+            connect_timeout=2,
+        ) as conn:  # fmt: skip
             found = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
             return found.fetchone() is not None
 
@@ -180,9 +186,9 @@ class EmbeddedServer:
         except (OSError, IndexError, ValueError):
             return None
 
-    def answers(self) -> bool:
+    def _answers(self) -> bool:
         """Whether the server accepts a connection now (no lock, no pg_ctl process)."""
-        if not (self.socket_dir / f".s.PGSQL.{PORT}").exists():
+        if not self.listening():
             return False
         try:
             psycopg.connect(

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import socket
 import tempfile
 from pathlib import Path
 
@@ -72,3 +74,22 @@ def test_a_database_not_created_yet_is_reported_not_created(
     with psycopg.connect(quiet_server, autocommit=True) as conn:
         row = conn.execute("SELECT 1 FROM pg_database WHERE datname = 'app'").fetchone()
     assert row is None  # looking created nothing
+
+
+def test_a_server_that_does_not_answer_is_reported_unreadable_not_absent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A socket file nobody accepts on: the server runs but refuses, or died uncleanly.
+    home = Path(tempfile.mkdtemp(prefix="shoal-test-mute-"))
+    try:
+        (home / "run").mkdir()
+        mute = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        mute.bind(str(home / "run" / ".s.PGSQL.5432"))  # bound, never listening
+        embedded_project(tmp_path, home, monkeypatch)
+        result = CliRunner().invoke(ps_command, [])
+        assert result.exit_code == 1, result.output
+        assert "not looked at" not in result.output
+        assert "app" in result.output  # the database it could not read is named
+        mute.close()
+    finally:
+        shutil.rmtree(home, ignore_errors=True)

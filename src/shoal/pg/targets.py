@@ -6,6 +6,8 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+import psycopg
+
 from shoal.config import Settings
 from shoal.embedded import EmbeddedServer
 from shoal.errors import ServerUnreachable, UsageError
@@ -118,11 +120,18 @@ def existing_urls(settings: Settings, environ: Mapping[str, str] | None = None) 
             found[name] = url
             continue
         server = server or EmbeddedServer(settings.home)
-        if server.has_database(name):
+        if not server.listening():
+            absent.append(name)
+            continue
+        try:
+            there = server.has_database(name)
+        except psycopg.Error:
+            there = True  # it runs but did not answer: the command reports it as unreadable
+        if there:
             found[name] = server.url(name)
         else:
             absent.append(name)
-    running = server is not None and server.answers()
+    running = server is not None and server.listening()
     return Existing(urls=found, absent=tuple(absent), embedded_running=running)
 
 

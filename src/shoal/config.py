@@ -88,8 +88,8 @@ class Settings(BaseSettings):
         ge=0,
         le=POOL_SIZE_MAX,
         description="ready-made schemas kept warm per database whose setup has a fingerprint; "
-        "the background refill after a run keeps at least as many as that run had workers; "
-        "0 turns the pool off",
+        "the background refill after a run keeps at least one per worker of that run that "
+        f"provisioned, up to {POOL_SIZE_MAX}; 0 turns the pool off",
     )
 
     @field_validator("ddl_slots", mode="before")

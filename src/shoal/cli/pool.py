@@ -132,7 +132,7 @@ def status_command(as_json: bool) -> None:
     note = absent_note(existing)
     if note:
         click.echo(note)
-    table = Table("Database", "Fingerprint", "Ready", "Wanted", "Stale", "Building", "Other")
+    table = Table("Database", "Fingerprint", "Ready", "pool_size", "Stale", "Building", "Other")
     for row in rows:
         fp = row["fingerprint"]
         table.add_row(

@@ -28,9 +28,12 @@ worker count (``--workers``, default 2 4). D and its breakdown come from each ru
 report (``shoal.schedule.distance``): ``D = wall / max(longest test, test time / W)``,
 wall from session start to session end, so worker start-up and teardown count. "D tests"
 leaves those two out (``1 + (idle + imbalance) / bound``): the part of D an order can
-change. Reported per mode: the medians over the repetitions. Goal (issue 5): shoal's
+change. Reported per mode: the medians over the repetitions. Goal: shoal's
 D <= 1.10. "floor" is the D a perfect order would reach on xdist alone: 1 + (start-up +
-idle + teardown of the xdist mode) / bound.
+idle + teardown of the xdist mode) / bound. "process s" is the pytest process from start
+to exit, as this script times it: ``worksteal`` minus ``xdist`` (same distribution, same
+order) is what loading shoal costs, including what its controller does before the first
+timestamp a report can take.
 
 Run (from the repository root)::
 
@@ -47,6 +50,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -121,8 +125,13 @@ class Cell:
     mode: str
     workers: int
     runs: list[Distance] = field(default_factory=list)
+    # Process start to exit, as this script sees it: imports and settings included,
+    # which happen before any report or probe can take its first timestamp.
+    process_s: list[float] = field(default_factory=list)
 
     def median(self, figure: str) -> float:
+        if figure == "process_s":
+            return statistics.median(self.process_s)
         return statistics.median(_figure(d, figure) for d in self.runs)
 
 
@@ -178,7 +187,7 @@ def clean_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith(("SHOAL_", "PYTEST_"))}
 
 
-def run_once(root: Path, workers: int, mode: str) -> Distance:
+def run_once(root: Path, workers: int, mode: str) -> tuple[Distance, float]:
     before = {entry.path for entry in list_reports(root / "reports")}
     argv = [sys.executable, "-m", "pytest", "-n", str(workers), *MODES[mode], *BASE_ARGS]
     env = clean_env()
@@ -188,17 +197,19 @@ def run_once(root: Path, workers: int, mode: str) -> Distance:
         paths = [str(root / "probe"), env.get("PYTHONPATH", "")]
         env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
         env["SCHEDULE_PROBE_OUT"] = str(probe_out)
+    began = time.perf_counter()
     done = subprocess.run(argv, cwd=root, env=env, capture_output=True, text=True)
+    process_s = time.perf_counter() - began
     if done.returncode != 0:
         output = (done.stdout + done.stderr).strip()
         raise SystemExit(f"{mode} -n {workers} exited {done.returncode}:\n{output[-3000:]}")
     if mode == "xdist":
-        return probe_distance(json.loads(probe_out.read_text()))
+        return probe_distance(json.loads(probe_out.read_text())), process_s
     (new,) = [e.path for e in list_reports(root / "reports") if e.path not in before]
     distance = read_report(new).distance
     if distance is None:
         raise SystemExit(f"{mode} -n {workers}: the report {new} has no distance")
-    return distance
+    return distance, process_s
 
 
 def probe_distance(run: dict[str, Any]) -> Distance:
@@ -240,10 +251,10 @@ def machine() -> str:
 
 
 def table(cells: list[Cell]) -> list[str]:
-    figures = ["wall_s", "bound_s", "d", "d_tests", "startup_s", "idle_s", "imbalance_s"]
-    figures += ["teardown_s", "tail_s"]
-    heads = ["wall s", "bound s", "D", "D tests", "start-up s", "idle s", "imbalance s"]
-    heads += ["teardown s", "tail s"]
+    figures = ["process_s", "wall_s", "bound_s", "d", "d_tests", "startup_s", "idle_s"]
+    figures += ["imbalance_s", "teardown_s", "tail_s"]
+    heads = ["process s", "wall s", "bound s", "D", "D tests", "start-up s", "idle s"]
+    heads += ["imbalance s", "teardown s", "tail s"]
     lines = [
         "| W | mode | " + " | ".join(heads) + " | D / shoal's |",
         "|---|---|" + "---:|" * (len(heads) + 1),
@@ -270,14 +281,18 @@ def verdicts(cells: list[Cell]) -> list[str]:
             f" (D tests {cell.median('d_tests'):.2f}); all D: "
             + ", ".join(f"{c.mode} {c.median('d'):.2f}" for c in cells if c.workers == cell.workers)
         )  # fmt: skip
-        alone = next((c for c in cells if c.workers == cell.workers and c.mode == "xdist"), None)
-        if alone is not None:
-            lines.append(
+        same = {c.mode: c for c in cells if c.workers == cell.workers}
+        if "xdist" in same:
+            line = (
                 f"-n {cell.workers}: xdist's own floor (a perfect order, shoal not loaded) "
-                f"D {alone.median('floor'):.2f}; shoal loaded adds "
-                f"{cell.median('startup_s') - alone.median('startup_s'):+.2f} s start-up, "
-                f"{cell.median('teardown_s') - alone.median('teardown_s'):+.2f} s teardown"
+                f"D {same['xdist'].median('floor'):.2f}"
             )
+            if "worksteal" in same:
+                # The same distribution and order, with and without shoal: the difference
+                # in process time is what loading shoal costs, imports included.
+                cost = same["worksteal"].median("process_s") - same["xdist"].median("process_s")
+                line += f"; loading shoal (order off) costs {cost:+.2f} s of process time"
+            lines.append(line)
     return lines
 
 
@@ -315,7 +330,9 @@ def main(argv: list[str] | None = None) -> int:
                 row = [c for c in cells if c.workers == workers]
                 shift = repetition % len(row)
                 for cell in row[shift:] + row[:shift]:
-                    cell.runs.append(run_once(root, workers, cell.mode))
+                    measured, process_s = run_once(root, workers, cell.mode)
+                    cell.runs.append(measured)
+                    cell.process_s.append(process_s)
             print(f"  repetition {repetition + 1}/{args.repeat} done", flush=True)
     print("\nmedians over the repetitions; D = wall / bound; bound = max(longest, work / W)")
     print("\n".join(table(cells)))

@@ -147,14 +147,12 @@ class EmbeddedServer:
         with psycopg.connect(
             self.url(), autocommit=True, application_name="shoal_admin", options=""
         ) as conn:
-            exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
-            if exists.fetchone() is not None:
+            if _database_exists(conn, name):
                 return
             key = naming.database_lock()
             conn.execute("SELECT pg_advisory_lock(%s, %s)", key)
             try:
-                exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
-                if exists.fetchone() is None:
+                if not _database_exists(conn, name):
                     conn.execute(
                         psycopg.sql.SQL("CREATE DATABASE {}").format(psycopg.sql.Identifier(name))
                     )
@@ -174,8 +172,7 @@ class EmbeddedServer:
             self.url(), autocommit=True, application_name="shoal_admin", options="",
             connect_timeout=2,
         ) as conn:  # fmt: skip
-            found = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
-            return found.fetchone() is not None
+            return _database_exists(conn, name)
 
     # -- internals ----------------------------------------------------------------------
 
@@ -297,3 +294,8 @@ def _system_user() -> str:
                 f"and useradd failed: {result.stderr.strip()}"
             ) from None
     return SYSTEM_USER
+
+
+def _database_exists(conn: psycopg.Connection[tuple[object, ...]], name: str) -> bool:
+    found = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+    return found.fetchone() is not None

@@ -91,8 +91,7 @@ class RunState:
             return load_settings(config)
 
         workerinput: dict[str, Any] | None = getattr(config, "workerinput", None)
-        dist = config.getoption("dist", "no")
-        if workerinput is not None and CONFIGURED_KEY in workerinput:
+        if workerinput is not None:  # both keys set by _XdistHooks.pytest_configure_node
             return cls(
                 namespace=Namespace(workerinput["shoal_namespace"], "controller"),
                 worker=naming.worker_id(workerinput["workerid"]),
@@ -101,17 +100,11 @@ class RunState:
                 _load_settings=load,
             )
         settings = load()
-        if workerinput is not None:  # a controller that did not say (not expected)
-            namespace = Namespace(workerinput["shoal_namespace"], "controller")
-            worker = naming.worker_id(workerinput["workerid"])
-        else:
-            namespace = resolve_namespace(os.environ, settings.namespace_force)
-            worker = naming.MAIN_WORKER
-        numprocesses = config.getoption("numprocesses", None) if workerinput is None else None
+        numprocesses = config.getoption("numprocesses", None)
         return cls(
-            namespace=namespace,
-            worker=worker,
-            is_controller=bool(numprocesses) and dist != "no",
+            namespace=resolve_namespace(os.environ, settings.namespace_force),
+            worker=naming.MAIN_WORKER,
+            is_controller=bool(numprocesses) and config.getoption("dist", "no") != "no",
             configured=settings.source_of("databases") != "default",
             _load_settings=load,
             _settings=settings,

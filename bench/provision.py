@@ -69,10 +69,10 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.pool import NullPool
 
-from shoal import naming
+from shoal import conninfo, naming
 from shoal.embedded import EmbeddedServer
 from shoal.namespace import fresh
-from shoal.pg import conninfo, pool
+from shoal.pg import pool
 from shoal.pg.fingerprint import fingerprint
 from shoal.pg.setup import SetupHook, sqlalchemy_url
 from shoal.pg.slots import LOCKS_PER_DDL, MAX_AUTO_SLOTS, Lease, auto_slot_count, control_url

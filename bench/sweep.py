@@ -49,9 +49,9 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from shoal import naming
+from shoal import conninfo, naming
 from shoal.embedded import EmbeddedServer
-from shoal.pg import conninfo, schemas
+from shoal.pg import schemas
 from shoal.pg.sweep import sweep
 
 DATABASE = "shoal_bench_sweep"

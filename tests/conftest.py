@@ -17,9 +17,9 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from shoal import conninfo
 from shoal.config import load_settings
 from shoal.embedded import EmbeddedServer
-from shoal.pg import conninfo
 
 EXTERNAL_ENV = "SHOAL_TEST_EXTERNAL_URL"
 

@@ -15,9 +15,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
 
-from shoal import naming
+from shoal import conninfo, naming
 from shoal.errors import ConfigError, UsageError
-from shoal.pg import conninfo
 
 DEFAULT_DATABASE = "default"
 POOL_SIZE_MAX = 64  # ready schemas per database: a refill builds at most this many

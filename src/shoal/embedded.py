@@ -29,9 +29,8 @@ import platformdirs
 import psycopg
 from filelock import FileLock, Timeout
 
-from shoal import naming
+from shoal import conninfo, naming
 from shoal.errors import EmbeddedServerError
-from shoal.pg import conninfo
 
 # PostgreSQL refuses to run as root; as root, the server runs as this system user.
 SYSTEM_USER = "shoalpg"

@@ -22,8 +22,8 @@ from typing import ClassVar, Final, Literal
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from shoal import naming
+from shoal.conninfo import mask
 from shoal.errors import ShoalError
-from shoal.pg.conninfo import mask
 from shoal.schedule import Distance
 
 Outcome = Literal["passed", "failed", "error", "skipped", "xfailed", "xpassed"]

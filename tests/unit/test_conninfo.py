@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shoal.pg import conninfo
+from shoal import conninfo
 
 # Anything libpq can carry: every character but NUL (lone surrogates cannot be encoded).
 values = st.text(
@@ -31,6 +31,7 @@ def round_trip(url: str) -> dict[str, str]:
         ("postgres://app:s3cret@db/app", "postgres://app:***@db/app"),
         ("postgresql://app:p%40ss%2Fw0rd@db/app", "postgresql://app:***@db/app"),
         ("postgresql://app:a:b@db/app", "postgresql://app:***@db/app"),
+        ("postgresql://u:p@ss:w/rd@host/db", "postgresql://u:***@host/db"),
         ("postgresql://app:@db/app", "postgresql://app:***@db/app"),
         ("postgresql://app@db/app?password=s3cret", "postgresql://app@db/app?password=***"),
         (

@@ -5,8 +5,8 @@ from __future__ import annotations
 import psycopg
 from psycopg import sql
 
+from shoal import conninfo
 from shoal.errors import SchemaMissing, ServerUnreachable
-from shoal.pg import conninfo
 
 DEFAULT_CONNECT_TIMEOUT_S = 5
 

@@ -12,9 +12,8 @@ from dataclasses import dataclass, field
 
 import psycopg
 
-from shoal import naming
+from shoal import conninfo, naming
 from shoal.errors import ServerUnreachable
-from shoal.pg import conninfo
 from shoal.pg.connect import admin_connect
 
 

@@ -15,9 +15,8 @@ from typing import Any, Final
 import psycopg
 from psycopg.rows import dict_row
 
-from shoal import naming
+from shoal import conninfo, naming
 from shoal.errors import ServerUnreachable
-from shoal.pg import conninfo
 from shoal.pg.connect import admin_connect
 
 QUERY_CHARS: Final = 120

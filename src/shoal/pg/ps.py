@@ -16,9 +16,9 @@ from typing import Any, Literal
 
 import psycopg
 
-from shoal import naming
+from shoal import conninfo, naming
 from shoal.errors import ServerUnreachable
-from shoal.pg import conninfo, pool, schemas
+from shoal.pg import pool, schemas
 from shoal.pg.connect import admin_connect
 from shoal.pg.live import ClusterLiveness, probe_clusters
 

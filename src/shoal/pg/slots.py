@@ -17,9 +17,8 @@ from dataclasses import dataclass
 
 import psycopg
 
-from shoal import naming
+from shoal import conninfo, naming
 from shoal.errors import ServerUnreachable
-from shoal.pg import conninfo
 from shoal.pg.connect import admin_connect
 
 # Measured: create_all of a 220-table schema holds ~4,000 locks at commit, and a drop

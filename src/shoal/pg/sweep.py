@@ -18,10 +18,10 @@ from typing import Literal
 
 import psycopg
 
-from shoal import naming
+from shoal import conninfo, naming
 from shoal.errors import ShoalError
 from shoal.namespace import fresh
-from shoal.pg import conninfo, pool, schemas
+from shoal.pg import pool, schemas
 from shoal.pg.connect import admin_connect
 from shoal.pg.live import ClusterLiveness, probe_clusters
 from shoal.pg.slots import Lease, control_url

@@ -8,10 +8,10 @@ from dataclasses import dataclass
 
 import psycopg
 
+from shoal import conninfo
 from shoal.config import Settings
 from shoal.embedded import EmbeddedServer
 from shoal.errors import ServerUnreachable, UsageError
-from shoal.pg import conninfo
 from shoal.pg.connect import admin_connect
 from shoal.pg.setup import SetupHook, parse_setup
 from shoal.pg.slots import control_url

@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 
-from shoal import naming
+from shoal import conninfo, naming
 from shoal.errors import ShoalError
-from shoal.pg import conninfo, pool, schemas
+from shoal.pg import pool, schemas
 from shoal.pg.connect import admin_connect, bound_connect, bound_url
 from shoal.pg.fingerprint import target_fingerprint
 from shoal.pg.setup import run_setup, sqlalchemy_url

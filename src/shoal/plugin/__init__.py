@@ -145,7 +145,7 @@ def provisioning_summary(namespace: str, timings: list[Timing]) -> str:
 
 
 def _masked(url: str) -> str:
-    from shoal.pg.conninfo import mask
+    from shoal.conninfo import mask
 
     return mask(url)
 

@@ -1,14 +1,30 @@
 """shoal's errors. Each one says what went wrong and what to do about it.
 
-The plugin turns a :class:`UsageError` into a pytest usage error and the CLI into
-``Error: ...`` with exit code 2; neither shows a traceback for a user's mistake.
+Each class carries the exit code the CLI ends with (click's pattern): 2 for the user's
+input, 1 for the world (a server, a setup). The CLI prints ``Error: ...`` and the plugin a
+pytest usage error; neither shows a traceback for any of them.
 """
 
 from __future__ import annotations
 
+from typing import ClassVar
+
+from shoal.conninfo import mask
+
 
 class ShoalError(Exception):
     """Base of every error shoal raises on purpose."""
+
+    exit_code: ClassVar[int] = 1
+
+
+def first_line(exc: BaseException) -> str:
+    """The first non-empty line of ``exc``'s message, passwords masked; the exception's
+    type name when the message is empty (psycopg raises some with none)."""
+    for line in str(exc).splitlines():
+        if line.strip():
+            return mask(line.strip())
+    return type(exc).__name__
 
 
 class UsageError(ShoalError):
@@ -16,6 +32,8 @@ class UsageError(ShoalError):
 
     The message names the key, the value, where it came from, and what was expected.
     """
+
+    exit_code = 2
 
     def __init__(self, key: str, value: object, source: str, expected: str) -> None:
         self.key = key
@@ -27,6 +45,8 @@ class UsageError(ShoalError):
 
 class ConfigError(ShoalError):
     """Several settings problems reported together; each line is one UsageError."""
+
+    exit_code = 2
 
     def __init__(self, problems: list[UsageError]) -> None:
         self.problems = problems

@@ -36,6 +36,8 @@ REPORT_FORMAT: Final = 1
 class ReportError(ShoalError):
     """A report could not be written or read; the message names the file."""
 
+    exit_code = 2  # mostly a path the user gave
+
 
 class _Model(BaseModel):
     # Reports outlive the shoal that wrote them: a newer writer's extra fields are ignored.

@@ -13,6 +13,7 @@ from click.testing import CliRunner
 
 from shoal.errors import ConfigError
 from shoal.service.models import JobStatus
+from shoal.service.runner import render_argv
 from shoal.service.settings import load_serve_settings
 from shoal.service.store import Job, JobStore
 
@@ -109,11 +110,15 @@ def test_flags_beat_environment_beat_defaults(
     from_env = load_serve_settings({"repo": str(origin), "no_auth": True})
     assert from_env.max_concurrency == 3
     assert from_env.agents == {"env-agent": ("tool", "--quiet")}
-    assert from_env.takes_prompt_on_stdin("env-agent")
+    assert on_stdin(from_env.agents["env-agent"])
     from_flags = load_serve_settings({**flags, "max_concurrency": 5})
     assert from_flags.max_concurrency == 5
     assert from_flags.agents == {"a": ("echo", "{prompt}")}
-    assert not from_flags.takes_prompt_on_stdin("a")
+    assert not on_stdin(from_flags.agents["a"])
+
+
+def on_stdin(template: tuple[str, ...]) -> bool:
+    return render_argv(template, prompt="p", model="m", job_id="j")[1]
 
 
 def test_token_is_never_shown(origin: Path, monkeypatch: pytest.MonkeyPatch) -> None:

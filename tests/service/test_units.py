@@ -3,39 +3,58 @@
 from __future__ import annotations
 
 import asyncio
+import time
+from pathlib import Path
 
 import pytest
 
+from shoal.service.models import JobStatus
 from shoal.service.queue import QueueFull, Scheduler
 from shoal.service.runner import render_argv
+from shoal.service.store import Job, JobStore
 
 pytestmark = pytest.mark.anyio
 
 
-async def test_admission_is_strictly_first_in_first_out() -> None:
+def queued_job(job_id: str) -> Job:
+    return Job(id=job_id, kind="execute", status=JobStatus.queued, prompt="p", agent="a",
+               model=None, ref=None, timeout_s=1, metadata=None, save_branch=False,
+               queued_at=time.time())  # fmt: skip
+
+
+async def test_admission_is_strictly_first_in_first_out(tmp_path: Path) -> None:
     started: list[str] = []
     release = asyncio.Event()
 
-    async def run(job_id: str) -> None:
-        started.append(job_id)
+    async def run(job: Job) -> None:
+        started.append(job.id)
         await release.wait()
+        store.update(job.id, status=JobStatus.completed, finished_at=time.time())
 
-    scheduler = Scheduler(run, capacity=2, max_depth=6)
-    positions = [scheduler.admit(name) for name in "abcdef"]
+    store = JobStore(tmp_path / "jobs.sqlite3")
+    scheduler = Scheduler(store, run, capacity=2)
+
+    def admit(job_id: str) -> int:
+        store.enqueue(queued_job(job_id), max_depth=6)
+        scheduler.pump()
+        return store.position(job_id) or 0
+
+    positions = [admit(name) for name in "abcdef"]
     assert positions == [0, 0, 1, 2, 3, 4]
     with pytest.raises(QueueFull):
-        scheduler.admit("g")
-    assert scheduler.withdraw("d")
-    assert not scheduler.withdraw("d")
+        admit("g")
+    assert store.withdraw("d", time.time())
+    assert not store.withdraw("d", time.time())
     await asyncio.sleep(0)
     assert started == ["a", "b"]
-    assert (scheduler.active, scheduler.queued) == (2, 3)
+    assert (scheduler.active, store.queued()) == (2, 3)
     release.set()
     for _ in range(20):
         await asyncio.sleep(0)
     assert started == ["a", "b", "c", "e", "f"]
-    assert (scheduler.active, scheduler.queued) == (0, 0)
+    assert (scheduler.active, store.queued()) == (0, 0)
     await scheduler.close()
+    store.close()
 
 
 def test_placeholders_are_filled_once_and_the_prompt_is_one_argument() -> None:

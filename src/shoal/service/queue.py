@@ -1,28 +1,56 @@
-"""Strict FIFO admission: ``capacity`` slots, one waiting line, a depth limit.
+"""Strict FIFO admission: a :class:`JobQueue` holds the line, a :class:`Scheduler` runs it.
 
-A job leaves the line only when a slot is free and it is at the front, so no later job
-can overtake an earlier one. Pure asyncio: what a job does is the caller's business.
+The queue's own order is the only order: a job leaves the line only when a slot is free
+and it is the first one waiting, so no later job can overtake an earlier one. On one host
+the queue is the SQLite job store; a queue shared by many hosts implements the same
+protocol, and each host's scheduler keeps its own capacity.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections import deque
+import time
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Protocol
 
-Run = Callable[[str], Awaitable[None]]
+if TYPE_CHECKING:
+    from shoal.service.store import Job
+
+Run = Callable[["Job"], Awaitable[None]]
 
 
 class QueueFull(Exception):
     """Running + queued jobs already reach the depth limit."""
 
 
+class JobQueue(Protocol):
+    def enqueue(self, job: Job, *, max_depth: int) -> int:
+        """Put ``job`` at the end of the line; its position (1 = next to start).
+
+        Raises QueueFull when running + queued jobs already reach ``max_depth``: the one
+        place the depth limit is checked.
+        """
+
+    def claim(self, now: float) -> Job | None:
+        """The first job in line, now marked running; None when nobody waits."""
+
+    def position(self, job_id: str) -> int | None:
+        """1 = next to start; None when the job is not waiting."""
+
+    def withdraw(self, job_id: str, now: float) -> bool:
+        """Take a waiting job out of line (cancelled); False when it was not waiting."""
+
+    def queued(self) -> int:
+        """How many jobs wait."""
+
+
 class Scheduler:
-    def __init__(self, run: Run, *, capacity: int, max_depth: int) -> None:
+    """``capacity`` slots on this host, filled from the queue in its order."""
+
+    def __init__(self, queue: JobQueue, run: Run, *, capacity: int) -> None:
+        self.queue = queue
         self._run = run
         self.capacity = capacity
-        self.max_depth = max_depth
-        self._waiting: deque[str] = deque()
         self._active: dict[str, asyncio.Task[None]] = {}
         self._closed = False
 
@@ -30,51 +58,20 @@ class Scheduler:
     def active(self) -> int:
         return len(self._active)
 
-    @property
-    def queued(self) -> int:
-        return len(self._waiting)
+    def pump(self) -> None:
+        """Start jobs from the front of the line while slots are free."""
+        while not self._closed and len(self._active) < self.capacity:
+            job = self.queue.claim(time.time())
+            if job is None:
+                return
+            self._active[job.id] = asyncio.create_task(self._slot(job), name=f"job-{job.id}")
 
-    def admit(self, job_id: str, *, check_depth: bool = True) -> int:
-        """Put the job in line and start what can start; returns its position (0 = running).
-
-        ``check_depth=False`` is for jobs recovered after a restart: they were admitted once.
-        """
-        if check_depth and self.active + self.queued >= self.max_depth:
-            raise QueueFull(job_id)
-        self._waiting.append(job_id)
-        self._pump()
-        return self.position(job_id) or 0
-
-    def position(self, job_id: str) -> int | None:
-        if job_id in self._active:
-            return 0
+    async def _slot(self, job: Job) -> None:
         try:
-            return self._waiting.index(job_id) + 1
-        except ValueError:
-            return None
-
-    def withdraw(self, job_id: str) -> bool:
-        """Take a waiting job out of line; False when it is not waiting."""
-        try:
-            self._waiting.remove(job_id)
-        except ValueError:
-            return False
-        return True
-
-    def is_active(self, job_id: str) -> bool:
-        return job_id in self._active
-
-    def _pump(self) -> None:
-        while not self._closed and self._waiting and len(self._active) < self.capacity:
-            job_id = self._waiting.popleft()
-            self._active[job_id] = asyncio.create_task(self._slot(job_id), name=f"job-{job_id}")
-
-    async def _slot(self, job_id: str) -> None:
-        try:
-            await self._run(job_id)
+            await self._run(job)
         finally:
-            self._active.pop(job_id, None)
-            self._pump()
+            self._active.pop(job.id, None)
+            self.pump()
 
     async def close(self) -> None:
         """Start nothing more; cancel running jobs and wait for them to wind down."""

@@ -63,10 +63,10 @@ def _job_or_404(service: JobService, job_id: str) -> JobView:
 @health_router.get("/health", response_model=Health)
 async def health(service: Service) -> Health:
     active, capacity = service.scheduler.active, service.scheduler.capacity
+    queued = service.store.queued()
     return Health(
-        status="ok", busy=active >= capacity, active=active, queued=service.scheduler.queued,
-        capacity=capacity,
-    )  # fmt: skip
+        status="ok", busy=active >= capacity, active=active, queued=queued, capacity=capacity
+    )
 
 
 @router.post("/execute", status_code=202, response_model=Accepted)

@@ -113,9 +113,6 @@ class ServeSettings(BaseSettings):
     def agent_for_default(self) -> str:
         return self.default_agent or next(iter(self.agents))
 
-    def takes_prompt_on_stdin(self, agent: str) -> bool:
-        return not any(PROMPT in part for part in self.agents[agent])
-
 
 _FLAGS = {"agents": "--agent", "job_ttl_seconds": "--job-ttl", "default_timeout_s": "--timeout"}
 

@@ -1,7 +1,9 @@
-"""Durable job records: one SQLite file in the state directory.
+"""Durable job records: one SQLite file in the state directory, and the FIFO line itself.
 
 Only the event loop's thread touches the connection; every write is a short transaction,
 so a crash loses at most the output of jobs that were running (they become interrupted).
+:class:`JobStore` is also the :class:`~shoal.service.queue.JobQueue` of one host: the
+line is the queued rows in ``seq`` order, nothing else.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from shoal.service.models import JobStatus, MetadataValue
+from shoal.service.queue import QueueFull
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -104,6 +107,60 @@ class JobStore:
         row = _to_row_values(changes)
         assignments = ", ".join(f"{name} = :{name}" for name in row)
         self._db.execute(f"UPDATE jobs SET {assignments} WHERE id = :_id", {**row, "_id": job_id})
+
+    # -- the line (JobQueue) ------------------------------------------------------------------
+
+    def enqueue(self, job: Job, *, max_depth: int) -> int:
+        """Add ``job`` at the end of the line; its position. QueueFull at ``max_depth``."""
+        # IMMEDIATE takes the write lock first, so the count and the insert are one step.
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            (depth,) = self._db.execute(
+                "SELECT count(*) FROM jobs WHERE status IN (?, ?)",
+                (JobStatus.queued.value, JobStatus.running.value),
+            ).fetchone()
+            if depth >= max_depth:
+                raise QueueFull(f"{depth} jobs are running or waiting (max_queue_depth)")
+            self.add(job)
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+        return self.position(job.id) or 0
+
+    def claim(self, now: float) -> Job | None:
+        """The first job in line, now marked running; None when nobody waits."""
+        row = self._db.execute(
+            "UPDATE jobs SET status = ?, started_at = ? WHERE seq = "
+            "(SELECT seq FROM jobs WHERE status = ? ORDER BY seq LIMIT 1) RETURNING *",
+            (JobStatus.running.value, now, JobStatus.queued.value),
+        ).fetchone()
+        return None if row is None else _from_row(row)
+
+    def position(self, job_id: str) -> int | None:
+        """1 = next to start; None when the job is not waiting."""
+        (ahead,) = self._db.execute(
+            "SELECT count(*) FROM jobs WHERE status = ?1 AND seq <= "
+            "(SELECT seq FROM jobs WHERE id = ?2 AND status = ?1)",
+            (JobStatus.queued.value, job_id),
+        ).fetchone()
+        return int(ahead) or None
+
+    def withdraw(self, job_id: str, now: float) -> bool:
+        """Take a waiting job out of line (it becomes cancelled); False when it was not waiting."""
+        cursor = self._db.execute(
+            "UPDATE jobs SET status = ?, finished_at = ? WHERE id = ? AND status = ?",
+            (JobStatus.cancelled.value, now, job_id, JobStatus.queued.value),
+        )
+        return cursor.rowcount == 1
+
+    def queued(self) -> int:
+        (count,) = self._db.execute(
+            "SELECT count(*) FROM jobs WHERE status = ?", (JobStatus.queued.value,)
+        ).fetchone()
+        return int(count)
+
+    # -- records ---------------------------------------------------------------------------
 
     def get(self, job_id: str) -> Job | None:
         row = self._db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()

@@ -1,0 +1,138 @@
+"""Output of unfinished jobs: a bounded buffer per job for followers, saved periodically."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+from collections.abc import AsyncIterator
+
+from shoal.service.store import Job, JobStore
+
+log = logging.getLogger("shoal.serve")
+# How often a running job's output is written to the store: what a crash can lose. One
+# short SQLite transaction per job whose output changed, on the event loop.
+OUTPUT_CHECKPOINT_S = 1.0
+STDERR_KEPT = 65536
+
+
+class Live:
+    """Output of a queued or running job, for followers; only the tail is kept."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.chunks: list[str] = []
+        self.dropped = 0  # chunks trimmed from the front
+        self.size = 0
+        self.stderr = ""
+        self.version = 0  # bumped on every change, so a checkpoint can skip unchanged jobs
+        self.finished = asyncio.Event()
+        # Replaced on every change: a follower waits on the one it saw, so none misses a wake-up.
+        self.wake = asyncio.Event()
+
+    def add(self, text: str) -> None:
+        self.chunks.append(text)
+        self.size += len(text)
+        while self.size > self.limit and len(self.chunks) > 1:
+            self.size -= len(self.chunks.pop(0))
+            self.dropped += 1
+        self.version += 1
+        self.poke()
+
+    def add_stderr(self, text: str) -> None:
+        self.stderr = (self.stderr + text)[-STDERR_KEPT:]
+        self.version += 1
+
+    def poke(self) -> None:
+        self.wake.set()
+        self.wake = asyncio.Event()
+
+    def output(self) -> tuple[str, bool]:
+        text = "".join(self.chunks)
+        return text[-self.limit :], self.dropped > 0 or len(text) > self.limit
+
+
+class Outputs:
+    """The :class:`Live` buffer of every unfinished job of this process."""
+
+    def __init__(self, store: JobStore, limit: int) -> None:
+        self._store = store
+        self._limit = limit
+        self._live: dict[str, Live] = {}
+        self._saved: dict[str, int] = {}  # job id -> the Live.version last written to the store
+
+    def track(self, job_id: str) -> Live:
+        live = self._live.get(job_id)
+        if live is None:
+            live = self._live[job_id] = Live(self._limit)
+        return live
+
+    def get(self, job_id: str) -> Live | None:
+        return self._live.get(job_id)
+
+    def finish(self, job_id: str) -> None:
+        """The job is over and its record final: wake every follower and forget the buffer."""
+        live = self._live.pop(job_id, None)
+        self._saved.pop(job_id, None)
+        if live is not None:
+            live.finished.set()
+            live.poke()
+
+    def finish_all(self) -> None:
+        for job_id in list(self._live):
+            self.finish(job_id)
+
+    def overlay(self, job: Job) -> Job:
+        """``job`` with the output produced so far, when it is still unfinished here."""
+        live = self._live.get(job.id)
+        if live is not None and not job.status.finished:
+            job.output, job.output_truncated = live.output()
+            job.stderr = live.stderr
+        return job
+
+    def checkpoint(self) -> int:
+        """Write the output of every job whose output changed since the last time; how many.
+
+        A running job's output lives in memory until it finishes; this bounds what a crash
+        of the service loses to one checkpoint period, and the job, marked interrupted on
+        restart, keeps the rest.
+        """
+        written = 0
+        for job_id, live in self._live.items():
+            if live.version == self._saved.get(job_id, 0):
+                continue
+            output, truncated = live.output()
+            self._store.update(
+                job_id, output=output, output_truncated=truncated, stderr=live.stderr
+            )
+            self._saved[job_id] = live.version
+            written += 1
+        return written
+
+    async def checkpoint_periodically(self) -> None:
+        while True:
+            await asyncio.sleep(OUTPUT_CHECKPOINT_S)
+            try:
+                self.checkpoint()
+            except sqlite3.Error:  # e.g. a full disk: try again next period, jobs go on
+                log.exception("could not save the output of running jobs")
+
+    async def follow(self, job_id: str) -> AsyncIterator[str]:
+        """The job's output as it is produced, from the start (or its kept tail)."""
+        live = self._live.get(job_id)
+        if live is None:
+            job = self._store.get(job_id)
+            if job is not None and job.output:
+                yield job.output
+            return
+        seen = 0  # absolute chunk number
+        while True:
+            wake = live.wake
+            fresh = live.chunks[max(seen - live.dropped, 0) :]
+            seen = live.dropped + len(live.chunks)
+            for chunk in fresh:
+                yield chunk
+            if not fresh:
+                if live.finished.is_set():
+                    return
+                await wake.wait()

@@ -1,0 +1,81 @@
+"""After a restart: what the previous process left running or half done.
+
+Jobs it was running are ``interrupted`` (their agents killed, their checkouts summarised
+and removed); queued jobs keep their place in line, except chat requests, whose callers
+were connected to the old process and would never read an answer.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import psutil
+
+from shoal.service.models import JobStatus
+from shoal.service.runner import kill_group
+from shoal.service.store import JobStore
+from shoal.service.workspaces import WorkspaceError, Workspaces
+
+log = logging.getLogger("shoal.serve")
+InPool = Callable[..., Awaitable[Any]]
+STOPPED_WHILE_RUNNING = "the service stopped while the job ran"
+
+
+async def recover(store: JobStore, spaces: Workspaces, in_pool: InPool) -> list[str]:
+    """Settle what the previous process left; the ids of the jobs still waiting in line."""
+    now = time.time()
+    running = store.list(JobStatus.running)
+    for job in running:
+        store.update(
+            job.id, status=JobStatus.interrupted, finished_at=now, error=STOPPED_WHILE_RUNNING
+        )
+    if running:
+        await in_pool(kill_leftover_agents, {job.id for job in running})
+    for job_id in spaces.leftovers():
+        await salvage(store, spaces, in_pool, job_id)
+    waiting = []
+    for job in store.list(JobStatus.queued):
+        if job.kind == "chat":
+            store.update(
+                job.id,
+                status=JobStatus.interrupted,
+                finished_at=now,
+                error="the service restarted before the request ran",
+            )
+            continue
+        waiting.append(job.id)
+    return waiting
+
+
+async def salvage(store: JobStore, spaces: Workspaces, in_pool: InPool, job_id: str) -> None:
+    """Keep what an interrupted job did (diff, branch if asked), then remove its checkout."""
+    job = store.get(job_id)
+    space = spaces.workspace(job_id)
+    if job is not None and (space.root / "start").exists() and (space.work / ".git").exists():
+        try:
+            diff, branch = await in_pool(spaces.finish, space, save_branch=job.save_branch)
+            store.update(job_id, diff=diff, branch=branch)
+        except WorkspaceError as exc:
+            log.warning("job %s: could not summarise its checkout: %s", job_id, exc)
+    await in_pool(spaces.remove, job_id)
+    if job is not None:
+        store.update(job_id, workspace=None)
+
+
+def kill_leftover_agents(job_ids: set[str]) -> None:
+    """Kill the process groups of agents the previous service left running.
+
+    Only processes that provably belong to one of these jobs (``SHOAL_JOB_ID`` in their
+    environment) are touched: a recorded pid alone may have been reused since.
+    """
+    for proc in psutil.process_iter():
+        try:
+            if proc.environ().get("SHOAL_JOB_ID") in job_ids:
+                kill_group(os.getpgid(proc.pid), signal.SIGKILL)
+        except (psutil.Error, ProcessLookupError, PermissionError):
+            continue

@@ -81,6 +81,30 @@ class ServeSettings(BaseSettings):
         default=Path(".shoal/serve"), description="job database, base clone and workspaces"
     )
     no_auth: bool = Field(default=False, description="serve without a token (loopback only)")
+    max_body_bytes: int = Field(
+        default=1_048_576, ge=1024, description="request bodies larger than this answer 413"
+    )
+    keepalive_s: float = Field(
+        default=2.0,
+        gt=0,
+        le=60,
+        description="open streams and waiting chat requests send a "
+        "keep-alive this often, so clients and proxies do not time out idle connections",
+    )
+    reattach_s: float = Field(
+        default=60.0,
+        ge=0,
+        description="a chat job whose caller went away is cancelled after "
+        "this long, unless a retry of the same request attaches to it",
+    )
+    shutdown_grace_s: float = Field(
+        default=30.0,
+        ge=0,
+        description="on SIGTERM, running jobs get this long to finish before they are interrupted",
+    )
+    cors_origins: tuple[str, ...] = Field(
+        default=(), description="browser origins allowed to call the API (default: none, CORS off)"
+    )
     token: SecretStr | None = Field(default=None, description=f"bearer token ({TOKEN_ENV})")
 
     @field_validator("agents", mode="before")
@@ -114,7 +138,13 @@ class ServeSettings(BaseSettings):
         return self.default_agent or next(iter(self.agents))
 
 
-_FLAGS = {"agents": "--agent", "job_ttl_seconds": "--job-ttl", "default_timeout_s": "--timeout"}
+_FLAGS = {
+    "agents": "--agent",
+    "job_ttl_seconds": "--job-ttl",
+    "default_timeout_s": "--timeout",
+    "shutdown_grace_s": "--shutdown-grace",
+    "cors_origins": "--cors-origin",
+}
 
 
 def _flag_name(key: str) -> str:

@@ -15,7 +15,7 @@ import statistics
 import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import ClassVar, Final, Literal
 
@@ -91,6 +91,10 @@ class ProvisioningTiming(_Model):
     setup_s: float
     total_s: float
     claimed: bool = False  # taken ready-made from the warm pool instead of built
+    # Epoch seconds when provisioning began, if the writer recorded it; without it the
+    # timeline places provisioning inside the setup of the worker's first test that
+    # could hold it.
+    start: float | None = None
 
 
 class Versions(_Model):
@@ -114,8 +118,15 @@ class RunReport(_Model):
     # Scheduling figures. Absent from reports written before they existed.
     worker_count: int | None = None  # xdist workers started, or 1 without xdist
     distance: Distance | None = None  # see shoal.schedule.distance
+    # What the run left behind, one line each: schemas kept for inspection, and problems
+    # such as a failed drop. Absent from reports written before they existed.
+    kept: tuple[str, ...] = ()
+    problems: tuple[str, ...] = ()
+    # When the process that wrote the report was done (pytest returned), if known:
+    # ``finished`` is stamped at session end, before unconfigure and exit.
+    exited: datetime | None = None
 
-    @field_validator("args")
+    @field_validator("args", "kept", "problems")
     @classmethod
     def _mask_passwords(cls, args: tuple[str, ...]) -> tuple[str, ...]:
         # A URL given on the command line (e.g. through -o) must not leak into a file
@@ -168,10 +179,11 @@ def worker_usage(tests: Iterable[TestResult], session_end: float) -> tuple[Worke
         usage.append(
             WorkerUsage(worker=worker, tests=len(done), busy_s=busy, idle_s=max(span - busy, 0.0))
         )
-    return tuple(sorted(usage, key=lambda u: _worker_order(u.worker)))
+    return tuple(sorted(usage, key=lambda u: worker_order(u.worker)))
 
 
-def _worker_order(worker: str) -> tuple[int, str]:
+def worker_order(worker: str) -> tuple[int, str]:
+    """Sort key for worker ids: gw0, gw1, …, gw10 by number, then main, then anything else."""
     try:
         number = naming.worker_number(worker)
     except naming.InvalidName:
@@ -225,12 +237,14 @@ def write_report(report: RunReport, directory: Path) -> Path:
     renamed over the final name, so a reader globbing the directory while runs finish
     sees whole reports or none. The temporary name does not match the report glob.
     """
-    target = directory / report.filename
+    return _write_atomically(report, directory / report.filename)
+
+
+def _write_atomically(report: RunReport, target: Path) -> Path:
+    directory = target.parent
     try:
         directory.mkdir(parents=True, exist_ok=True)
-        fd, temporary = tempfile.mkstemp(
-            dir=directory, prefix=f".{report.filename}.", suffix=".tmp"
-        )
+        fd, temporary = tempfile.mkstemp(dir=directory, prefix=f".{target.name}.", suffix=".tmp")
     except OSError as exc:
         raise ReportError(f"cannot write the run report into {directory}: {exc}") from None
     try:
@@ -295,3 +309,15 @@ def list_reports(directory: Path) -> list[ReportFile]:
 def latest_report(directory: Path) -> ReportFile | None:
     reports = list_reports(directory)
     return reports[-1] if reports else None
+
+
+def record_exit(path: Path, when: datetime | None = None) -> RunReport:
+    """Stamp ``exited`` (default: now, UTC) into the report at ``path``, atomically.
+
+    For the process that ran pytest, once pytest has returned: what happened after the
+    session end (unconfigure, the pool refill hand-off) then shows on the timeline.
+    """
+    report = read_report(path)
+    stamped = report.model_copy(update={"exited": when or datetime.now(UTC)})
+    _write_atomically(stamped, path)
+    return stamped

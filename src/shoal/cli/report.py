@@ -29,39 +29,117 @@ _STYLES: dict[Outcome, str] = {
 
 
 @click.command("report")
-@click.argument("path", required=False, type=click.Path(path_type=Path, dir_okay=False))
+@click.argument("paths", metavar="[PATH]...", nargs=-1, type=click.Path(path_type=Path))
 @click.option("--latest", is_flag=True, help="The most recently started run (the default).")
 @click.option("--all", "show_all", is_flag=True, help="One line per report in the directory.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report(s) as JSON.")
 @click.option(
-    "--dir", "directory", type=click.Path(path_type=Path, file_okay=False), default=None,
+    "--html",
+    "as_html",
+    is_flag=True,
+    help="Write the run's timeline as one self-contained HTML file.",
+)
+@click.option(
+    "--merge",
+    is_flag=True,
+    help="With --html: every PATH (report files, or directories of them; default: the "
+    "reports directory) side by side on one time axis.",
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="With --html: the file to write (- for stdout; a directory gets the default name). "
+    "Default: next to the report, or timeline.html here with --merge.",
+)
+@click.option(
+    "--dir",
+    "directory",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
     help="Where to look for reports (default: reports_dir from [tool.shoal]).",
-)  # fmt: skip
+)
 def report_command(
-    path: Path | None, latest: bool, show_all: bool, as_json: bool, directory: Path | None
+    paths: tuple[Path, ...],
+    latest: bool,
+    show_all: bool,
+    as_json: bool,
+    as_html: bool,
+    merge: bool,
+    output: Path | None,
+    directory: Path | None,
 ) -> None:
     """Summarise a run report: outcomes, distance to the limit, slowest tests, workers and
-    provisioning.
+    provisioning; or draw its timeline (--html).
 
     PATH is a report file; without it, the latest report in the reports directory.
     """
+    if not as_html and (merge or output is not None):
+        raise click.UsageError("--merge and -o/--output go with --html")
+    if as_html and (as_json or show_all):
+        raise click.UsageError("--html does not go with --json or --all")
+    if merge:
+        if latest:
+            raise click.UsageError("--merge reads every PATH given; --latest picks one")
+        _write_merged(paths, directory, output)
+        return
+    if len(paths) > 1:
+        raise click.UsageError("give one PATH (or --html --merge for several)")
+    path = paths[0] if paths else None
     if sum([path is not None, latest, show_all]) > 1:
         raise click.UsageError("give at most one of PATH, --latest and --all")
     if path is not None:
-        _show(_read_path(path), as_json)
+        run = _read_path(path)
+    else:
+        directory = directory if directory is not None else _default_directory()
+        if show_all:
+            _show_all(directory, as_json)
+            return
+        newest = latest_report(directory)
+        if newest is None:
+            if as_html:
+                raise ReportError(
+                    f"no run reports in {directory} (expected *_<namespace>.json files)"
+                )
+            _no_reports(directory, as_json, "null")
+            return
+        path = newest.path
+        try:
+            run = read_report(path)
+        except ReportError as exc:
+            raise click.ClickException(str(exc)) from None
+    if as_html:
+        _write_timeline([run], output, default=path.with_suffix(".html"))
+    else:
+        _show(run, as_json)
+
+
+def _write_merged(paths: tuple[Path, ...], directory: Path | None, output: Path | None) -> None:
+    from shoal.timeline import gather
+
+    if not paths:
+        paths = (directory if directory is not None else _default_directory(),)
+    runs, skipped = gather(paths)
+    for problem in skipped:
+        # One broken file among a directory of shards hides nothing else.
+        click.echo(f"skipped: {problem}", err=True)
+    _write_timeline(runs, output, default=Path("timeline.html"))
+
+
+def _write_timeline(runs: list[RunReport], output: Path | None, default: Path) -> None:
+    from shoal import timeline
+
+    if output is not None and str(output) == "-":
+        click.echo(timeline.render(runs), nl=False)
         return
-    directory = directory if directory is not None else _default_directory()
-    if show_all:
-        _show_all(directory, as_json)
-        return
-    newest = latest_report(directory)
-    if newest is None:
-        _no_reports(directory, as_json, "null")
-        return
-    try:
-        _show(read_report(newest.path), as_json)
-    except ReportError as exc:
-        raise click.ClickException(str(exc)) from None
+    out = output if output is not None else default
+    if out.is_dir():
+        out = out / default.name
+    written = timeline.write(runs, out)
+    tests = sum(len(run.tests) for run in runs)
+    runs_text = f"{len(runs)} runs, " if len(runs) > 1 else ""
+    click.echo(f"timeline ({runs_text}{tests} tests) written to {written}")
 
 
 def _default_directory() -> Path:
@@ -71,7 +149,12 @@ def _default_directory() -> Path:
 
 def _read_path(path: Path) -> RunReport:
     if not path.exists():
-        raise click.BadParameter(f"{path}: no such file", param_hint="PATH")
+        raise click.BadParameter(f"{path}: no such file, expected a run report", param_hint="PATH")
+    if path.is_dir():
+        raise click.BadParameter(
+            f"{path} is a directory, expected a run report file (or --html --merge {path})",
+            param_hint="PATH",
+        )
     try:
         return read_report(path)
     except ReportError as exc:

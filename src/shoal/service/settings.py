@@ -22,6 +22,7 @@ from shoal.pg.conninfo import mask
 ENV_PREFIX = "SHOAL_SERVE_"
 TOKEN_ENV = ENV_PREFIX + "TOKEN"
 PROMPT = "{prompt}"
+STDIN_JSON = "{stdin_json}"
 
 
 def parse_argv(template: object) -> tuple[str, ...]:
@@ -48,7 +49,8 @@ class ServeSettings(BaseSettings):
     repo: str = Field(description="repository path or URL the jobs check out")
     agents: dict[str, tuple[str, ...]] = Field(
         description="agent name → argv template; `{prompt}` in an argument passes the prompt "
-        "there, otherwise it goes on stdin; `{model}` and `{job_id}` are substituted too",
+        "there, otherwise it goes on stdin (as JSON with the whole conversation when an "
+        "argument is `{stdin_json}`); `{model}` and `{job_id}` are substituted too",
     )
     default_agent: str | None = Field(
         default=None, description="agent for requests that name none (default: the first)"

@@ -7,9 +7,9 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from shoal.binding import DatabaseHandle
     from shoal.config import DatabaseConfig, Settings, load_settings
     from shoal.errors import ShoalError, UsageError
-    from shoal.pg.worker import DatabaseHandle
 
 __all__ = [
     "DatabaseConfig",
@@ -27,7 +27,7 @@ _HOMES = {
     "load_settings": "shoal.config",
     "ShoalError": "shoal.errors",
     "UsageError": "shoal.errors",
-    "DatabaseHandle": "shoal.pg.worker",
+    "DatabaseHandle": "shoal.binding",
 }
 
 

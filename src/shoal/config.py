@@ -20,7 +20,6 @@ from shoal.errors import ConfigError, UsageError
 
 DEFAULT_DATABASE = "default"
 POOL_SIZE_MAX = 64  # ready schemas per database: a refill builds at most this many
-SETUP_KINDS = ("alembic:<path to alembic.ini>", "sql:<path to .sql>", "<module>:<attribute>")
 
 
 class DatabaseConfig(BaseModel):
@@ -112,6 +111,10 @@ class Settings(BaseSettings):
         """Where the value at dotted ``key`` came from (longest known prefix wins)."""
         return _source_for(self._sources, key)
 
+    def sources(self) -> dict[str, str]:
+        """Every dotted key given by a layer → that layer."""
+        return dict(self._sources)
+
     def resolve_path(self, path: str | Path) -> Path:
         candidate = Path(path)
         return candidate if candidate.is_absolute() else self.project_root / candidate
@@ -124,6 +127,14 @@ def find_pyproject(start: Path) -> Path | None:
         if candidate.is_file():
             return candidate
     return None
+
+
+def find_project_file(inipath: Path | None, start: Path) -> Path | None:
+    """The pyproject.toml whose ``[tool.shoal]`` applies, for pytest and the CLI alike:
+    pytest's ini file when it is one, else the nearest at or above ``start``."""
+    if inipath is not None and inipath.name == "pyproject.toml":
+        return inipath
+    return find_pyproject(start)
 
 
 def _read_pyproject(path: Path) -> dict[str, Any]:

@@ -80,3 +80,28 @@ def cluster_key(url: str) -> str:
 def search_path_option(schemas: tuple[str, ...]) -> str:
     """The libpq ``options`` value that pins the search path (names are plain identifiers)."""
     return "-c search_path=" + ",".join(schemas)
+
+
+# SQLAlchemy's form names a driver: `postgresql+psycopg://`. libpq knows only the plain one.
+_DRIVER_SCHEME = re.compile(r"(postgres(?:ql)?)\+([A-Za-z0-9_]+)://")
+
+
+def split_scheme(url: str) -> tuple[str, str]:
+    """``(scheme as written, libpq URL)``: a driver in the scheme is taken out of the URL."""
+    match = _DRIVER_SCHEME.match(url)
+    if match is None:
+        scheme, sep, _ = url.partition("://")
+        return (scheme if sep else "postgresql"), url
+    return match.group(0).removesuffix("://"), f"{match.group(1)}://{url[match.end() :]}"
+
+
+def with_scheme(url: str, scheme: str) -> str:
+    """A libpq URL written with ``scheme`` (e.g. ``postgresql+psycopg``)."""
+    _, sep, rest = url.partition("://")
+    return f"{scheme}://{rest}" if sep else url
+
+
+def sqlalchemy_url(libpq_url: str) -> str:
+    """The SQLAlchemy form of a libpq URL, for the psycopg 3 driver shoal installs."""
+    scheme, sep, rest = libpq_url.partition("://")
+    return f"postgresql+psycopg{sep}{rest}" if scheme in ("postgresql", "postgres") else libpq_url

@@ -54,6 +54,12 @@ SERVER_SETTINGS = {
 }
 
 
+# A server that runs answers a local socket at once; one that does not answer within
+# this long is reported, not waited for.
+CONNECT_TIMEOUT_S = 10
+LOOK_TIMEOUT_S = 2
+
+
 def default_home() -> Path:
     return Path(platformdirs.user_data_dir("shoal"))
 
@@ -143,9 +149,7 @@ class EmbeddedServer:
         why = naming.database_key_problem(name)
         if why:
             raise EmbeddedServerError(f"cannot create database {name!r}: {why}")
-        with psycopg.connect(
-            self.url(), autocommit=True, application_name="shoal_admin", options=""
-        ) as conn:
+        with self._connect(CONNECT_TIMEOUT_S) as conn:
             if _database_exists(conn, name):
                 return
             key = naming.database_lock()
@@ -167,13 +171,21 @@ class EmbeddedServer:
 
         Raises psycopg.Error when the server does not answer.
         """
-        with psycopg.connect(
-            self.url(), autocommit=True, application_name="shoal_admin", options="",
-            connect_timeout=2,
-        ) as conn:  # fmt: skip
+        with self._connect(LOOK_TIMEOUT_S) as conn:
             return _database_exists(conn, name)
 
     # -- internals ----------------------------------------------------------------------
+
+    def _connect(self, timeout: int) -> psycopg.Connection[tuple[object, ...]]:
+        # options and application_name given explicitly: a worker exports PGOPTIONS and
+        # PGAPPNAME, which libpq would otherwise apply to this connection too.
+        return psycopg.connect(
+            self.url(),
+            autocommit=True,
+            application_name=naming.tool_label("embedded"),
+            options="",
+            connect_timeout=timeout,
+        )
 
     def _pid(self) -> int | None:
         try:
@@ -187,9 +199,7 @@ class EmbeddedServer:
         if not self.listening():
             return False
         try:
-            psycopg.connect(
-                self.url(), connect_timeout=2, options="", application_name="shoal_admin"
-            ).close()
+            self._connect(LOOK_TIMEOUT_S).close()
         except psycopg.Error:
             return False
         return True

@@ -39,10 +39,18 @@ LABEL_LIKE: Final = "pytest\\_%"
 MAIN_WORKER: Final = "main"
 LEASE_WORKER: Final = "lease"
 
+# Keys of xdist's workerinput (controller → worker) and workeroutput (worker → controller).
+WORKERINPUT_PLAN: Final = "shoal_plan"
+WORKEROUTPUT_KEPT: Final = "shoal_kept"
+WORKEROUTPUT_PROBLEMS: Final = "shoal_problems"
+WORKEROUTPUT_TIMINGS: Final = "shoal_timings"
+
 # Environment variables that carry names between processes.
 ENV_NAMESPACE: Final = "SHOAL_NAMESPACE"
 ENV_NAMESPACE_FORCE: Final = "SHOAL_NAMESPACE_FORCE"
 ENV_RUNNER: Final = "SHOAL_RUNNER"
+# The run plan, for xdist workers to export their binding before conftests load.
+ENV_PLAN: Final = "SHOAL_PLAN"
 
 # Advisory-lock class id for shoal's locks: the first key of PostgreSQL's two-int form,
 # so shoal's locks never collide with an application's single-bigint advisory locks.
@@ -169,6 +177,23 @@ def connection_label(worker: str, namespace: str, suffix: str | None = None) -> 
     if suffix:
         label = f"{label}_{suffix}"
     return _truncate_utf8(label, MAX_IDENTIFIER_BYTES)
+
+
+# What shoal's own connections that belong to no run are labelled with (``shoal_<tool>``):
+# never ``pytest_…``, so they can never make a namespace look live.
+TOOLS: Final = ("admin", "probe", "sweep", "ps", "locks", "pool", "demo", "embedded")
+
+
+def tool_label(tool: str) -> str:
+    """``shoal_<tool>``: the label of a connection of a command, not of a run."""
+    if tool not in TOOLS:
+        raise InvalidName(f"{tool!r} is not one of shoal's tools {TOOLS}")
+    return f"shoal_{tool}"
+
+
+def admin_label(worker: str, namespace: str) -> str:
+    """The label of a run's own connections that create, claim and drop its schemas."""
+    return connection_label(worker, namespace, "admin")
 
 
 def lease_label(namespace: str, holder: str) -> str:

@@ -14,8 +14,8 @@ from click.testing import CliRunner
 
 from shoal.cli.ps import ps_command
 from shoal.namespace import fresh
-from shoal.pg.targets import Target
 from shoal.pg.worker import WorkerSchemas
+from shoal.plan import Target
 from tests.cli.conftest import Project
 from tests.conftest import Databases, Server
 

@@ -12,16 +12,20 @@ from typing import Any
 import psycopg
 import pytest
 
-from shoal import naming
+from shoal import naming, setups
 from shoal.errors import SchemaMissing, SetupError
 from shoal.namespace import fresh
 from shoal.pg import schemas
 from shoal.pg.connect import admin_connect
-from shoal.pg.setup import SetupHook, run_setup
 from shoal.pg.slots import Lease
-from shoal.pg.targets import Target
 from shoal.pg.worker import WorkerSchemas
+from shoal.plan import Target
+from shoal.setups import Setup
 from tests.conftest import Databases, Server
+
+
+def SetupHook(kind: str, spec: str, target: object) -> Setup:
+    return Setup(setups.kind_named(kind), spec, target)
 
 
 def target(server: Server, database: str, **kwargs: Any) -> Target:
@@ -229,7 +233,7 @@ def test_sql_and_callable_setup_run_inside_the_worker_schema(
     before = public_relations(server, database)
     try:
         handle = worker.provision()["app"]
-        run_setup(seed_hook, handle.url, lambda: handle.connect("seed"), "app")
+        setups.run(seed_hook, handle)
         with handle.connect() as conn:
             names = [r[0] for r in conn.execute("SELECT name FROM org_names ORDER BY 1")]
             assert names == ["acme", "globex"]

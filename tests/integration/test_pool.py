@@ -13,16 +13,20 @@ import pytest
 from psycopg import sql
 from sqlalchemy import Column, Integer, MetaData, String, Table
 
-from shoal import naming
+from shoal import naming, setups
 from shoal.errors import SetupError
 from shoal.namespace import fresh
 from shoal.pg import pool, schemas
-from shoal.pg.fingerprint import fingerprint
-from shoal.pg.setup import SetupHook
 from shoal.pg.sweep import sweep
-from shoal.pg.targets import Target
 from shoal.pg.worker import WorkerSchemas
+from shoal.plan import Target
+from shoal.setups import Setup, fingerprint
 from tests.conftest import Databases, Server
+
+
+def SetupHook(kind: str, spec: str, target: object) -> Setup:
+    return Setup(setups.kind_named(kind), spec, target)
+
 
 SCHEMA_SQL = """
 CREATE TABLE items (id serial PRIMARY KEY, name text NOT NULL DEFAULT 'x');

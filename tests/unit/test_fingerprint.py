@@ -10,8 +10,12 @@ from typing import Any
 import pytest
 from sqlalchemy import Column, Index, Integer, MetaData, String, Table
 
-from shoal.pg.fingerprint import fingerprint
-from shoal.pg.setup import SetupHook
+from shoal import setups
+from shoal.setups import Setup, fingerprint
+
+
+def SetupHook(kind: str, spec: str, target: object) -> Setup:
+    return Setup(setups.kind_named(kind), spec, target)
 
 
 def models(extra_column: bool = False, index: bool = True) -> MetaData:

@@ -1,10 +1,10 @@
-"""shoal.pg.worker.pgoptions: the worker's search path replaces the user's, nothing else."""
+"""shoal.binding.pgoptions: the worker's search path replaces the user's, nothing else."""
 
 from __future__ import annotations
 
 import pytest
 
-from shoal.pg.worker import pgoptions
+from shoal.binding import pgoptions
 
 SCHEMA = ("test_p1t2r0123abcd_gw0",)
 

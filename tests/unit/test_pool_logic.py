@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from shoal import naming
-from shoal.pg.pool import parse_pool, pool_comment
-from shoal.pg.ps import PoolCount, pool_counts
+from shoal.pg.pool import PoolCount, parse_pool, pool_comment
+from shoal.pg.pool import counts as pool_counts
 from shoal.pg.sweep import Found, decide, decide_pool
 
 NOW = datetime.now(UTC)

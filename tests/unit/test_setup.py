@@ -1,4 +1,4 @@
-"""shoal.pg.setup.parse_setup: a setup spec is resolved up front, or fails with a clear error."""
+"""shoal.setups.load: a setup spec is resolved up front, or fails with a clear error."""
 
 from __future__ import annotations
 
@@ -11,8 +11,10 @@ from pathlib import Path
 import pytest
 import sqlalchemy
 
+from shoal import setups
+from shoal.conninfo import sqlalchemy_url
 from shoal.errors import UsageError
-from shoal.pg.setup import SetupHook, parse_setup, sqlalchemy_url
+from shoal.setups import Setup
 
 KEY = "databases.app.setup"
 SOURCE = "pyproject.toml [tool.shoal]"
@@ -41,8 +43,8 @@ def make_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Mak
         sys.modules.pop(name, None)
 
 
-def parse(spec: str, root: Path) -> SetupHook:
-    return parse_setup(spec, key=KEY, source=SOURCE, root=root)
+def parse(spec: str, root: Path) -> Setup:
+    return setups.load(spec, key=KEY, source=SOURCE, root=root)
 
 
 def raises_usage_error(spec: str, root: Path) -> UsageError:
@@ -70,16 +72,16 @@ def test_file_kinds_resolve_relative_to_the_root(tmp_path: Path, kind: str) -> N
     target.parent.mkdir()
     target.write_text("", encoding="utf-8")
 
-    hook = parse_setup(f"{kind}:db/schema.file", key=KEY, source=SOURCE, root=tmp_path)
+    hook = setups.load(f"{kind}:db/schema.file", key=KEY, source=SOURCE, root=tmp_path)
 
-    assert (hook.kind, hook.spec, hook.target) == (kind, f"{kind}:db/schema.file", target)
+    assert (hook.kind.name, hook.spec, hook.target) == (kind, f"{kind}:db/schema.file", target)
 
 
 def test_file_kinds_accept_an_absolute_path(tmp_path: Path) -> None:
     target = tmp_path / "schema.sql"
     target.write_text("CREATE TABLE t (id int);", encoding="utf-8")
 
-    hook = parse_setup(f"sql:{target}", key=KEY, source=SOURCE, root=tmp_path / "elsewhere")
+    hook = setups.load(f"sql:{target}", key=KEY, source=SOURCE, root=tmp_path / "elsewhere")
 
     assert hook.target == target
 
@@ -203,7 +205,7 @@ def test_metadata(tmp_path: Path, make_module: MakeModule) -> None:
 
     for attribute in ("metadata", "Base.metadata"):
         hook = parse(f"{name}:{attribute}", tmp_path)
-        assert hook.kind == "metadata"
+        assert hook.kind.name == "metadata"
         assert isinstance(hook.target, sqlalchemy.MetaData)
         assert hook.target is sys.modules[name].metadata
 
@@ -223,9 +225,9 @@ def test_callable(tmp_path: Path, make_module: MakeModule) -> None:
     )
 
     hook = parse(f"{name}:create", tmp_path)
-    assert hook.kind == "callable"
+    assert hook.kind.name == "callable"
     assert hook.target is sys.modules[name].create
-    assert parse(f"{name}:seeder", tmp_path).kind == "callable"
+    assert parse(f"{name}:seeder", tmp_path).kind.name == "callable"
 
 
 # -- sqlalchemy_url -----------------------------------------------------------------------

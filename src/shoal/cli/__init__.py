@@ -9,8 +9,6 @@ from typing import Any
 
 import click
 
-from shoal.errors import ShoalError
-
 # Subcommands are imported only when invoked: `shoal run` starts pytest, and every
 # import it does not need is time added to every run.
 _COMMANDS = {
@@ -40,13 +38,10 @@ class _Shoal(click.Group):
         return command
 
     def invoke(self, ctx: click.Context) -> Any:
-        try:
+        from shoal.cli.boundary import errors_reported
+
+        with errors_reported(verbose=bool(ctx.params.get("verbose"))):
             return super().invoke(ctx)
-        except ShoalError as exc:
-            if ctx.params.get("verbose"):
-                raise
-            click.echo(f"Error: {exc}", err=True)
-            ctx.exit(2)
 
 
 @click.group(cls=_Shoal)

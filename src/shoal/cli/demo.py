@@ -27,7 +27,7 @@ from shoal.config import find_pyproject, load_settings
 from shoal.errors import UsageError
 from shoal.pg import schemas
 from shoal.pg.connect import admin_connect
-from shoal.pg.targets import urls as configured_urls
+from shoal.targets import urls as configured_urls
 
 # Every run forced into this one namespace reproduces plain schema-per-worker setups.
 SHARED_NAMESPACE = "shared"
@@ -111,7 +111,7 @@ def leftovers(suite: Path, namespaces: set[str]) -> tuple[int, int]:
     settings = load_settings(pyproject=find_pyproject(suite))
     schemas_left = public_tables = 0
     for url in configured_urls(settings).values():
-        with admin_connect(url, "shoal_demo") as conn:
+        with admin_connect(url, naming.tool_label("demo")) as conn:
             for name, _comment in schemas.list_schemas(conn):
                 parsed = naming.parse_schema(name)
                 schemas_left += bool(parsed and parsed.namespace in namespaces)

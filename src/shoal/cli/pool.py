@@ -11,39 +11,19 @@ from rich.console import Console
 from rich.table import Table
 
 from shoal import naming
+from shoal.cli.boundary import errors_reported
 from shoal.cli.render import absent_note
 from shoal.cli.settings import cli_settings
 from shoal.config import POOL_SIZE_MAX, Settings
-from shoal.errors import ShoalError
 from shoal.namespace import fresh
 from shoal.pg import pool
 from shoal.pg.connect import admin_connect
-from shoal.pg.fingerprint import fingerprint
 from shoal.pg.live import probe_clusters
-from shoal.pg.slots import Lease
-from shoal.pg.targets import Existing, Target, existing_urls, parse_hooks, resolve_targets
-from shoal.pg.targets import urls as configured_urls
-from shoal.pg.worker import WorkerSchemas
+from shoal.pg.slots import control_url
+from shoal.targets import Existing, build_plan, current_fingerprints, existing_urls
+from shoal.targets import urls as configured_urls
 
 DEFAULT_WARM_TIMEOUT_S = 600.0
-
-
-def current_fingerprints(settings: Settings) -> dict[str, str | None] | None:
-    """Database name → the fingerprint of its configured setup (None: no pool).
-
-    None altogether when a setup cannot be imported: the sweep then treats every
-    ready pool schema as current rather than guess.
-    """
-    try:
-        hooks = parse_hooks(settings)
-    except ShoalError:
-        return None
-    return {
-        name: fingerprint(
-            hook, tail=settings.search_path_tail, extensions=settings.databases[name].extensions
-        )
-        for name, hook in hooks.items()
-    }
 
 
 @click.group("pool")
@@ -70,25 +50,23 @@ def warm_command(size: int | None, timeout: float, quiet: bool) -> None:
     settings = cli_settings()
     wanted = settings.pool_size if size is None else size
     deadline = time.monotonic() + timeout
-    targets = resolve_targets(settings)
-    namespace = fresh().token
-    # A worker's view of the databases: the same tail (extension homes included) and
-    # fingerprints a claiming worker will compute.
-    view = WorkerSchemas(
-        targets, namespace, naming.MAIN_WORKER, tail=settings.search_path_tail,
-        ddl_slots=settings.ddl_slots, connect_timeout=settings.connect_timeout, pool=True,
-    )  # fmt: skip
-    tail = view.check()
-    for target in targets:
-        current = view.fingerprints()[target.name]
+    plan = build_plan(settings, fresh(), "", resolve=True, fingerprints=True)
+    for target in plan.targets:
+        current = target.fingerprint
         if current is None:
             if not quiet:
                 click.echo(f"{target.name}: no setup fingerprint, no pool")
             continue
         result = pool.warm(
-            target, current, wanted, namespace=namespace, tail=tail,
-            ddl_slots=settings.ddl_slots, timeout=settings.connect_timeout, deadline=deadline,
-        )  # fmt: skip
+            target,
+            current,
+            wanted,
+            namespace=plan.namespace,
+            tail=plan.tail,
+            ddl_slots=plan.ddl_slots,
+            timeout=plan.connect_timeout,
+            deadline=deadline,
+        )
         if not quiet:
             note = f" ({result.skipped})" if result.skipped else ""
             click.echo(
@@ -102,7 +80,8 @@ def _status(settings: Settings, existing: Existing) -> list[dict[str, Any]]:
     rows = []
     for name, url in existing.urls.items():
         current = fingerprints.get(name)
-        with admin_connect(url, "shoal_pool", timeout=settings.connect_timeout) as conn:
+        label = naming.tool_label("pool")
+        with admin_connect(url, label, timeout=settings.connect_timeout) as conn:
             entries = pool.list_pool(conn, name)
         ready = [e for e in entries if e.state == "ready"]
         rows.append(
@@ -158,52 +137,22 @@ def clear_command() -> None:
     namespace = fresh().token
     left = 0
     for name, url in urls.items():
-        dropped, kept = _clear_database(
-            _target(name, url, settings), namespace, live, complete, settings
+        dropped, kept = pool.clear(
+            url,
+            control_url(url, settings.connect_timeout),
+            name,
+            namespace=namespace,
+            live=live,
+            complete=complete,
+            ddl_slots=settings.ddl_slots,
+            timeout=settings.connect_timeout,
         )
         left += kept
         click.echo(f"{name}: dropped {dropped} pool schemas" + (f", left {kept}" if kept else ""))
     raise SystemExit(1 if left else 0)
 
 
-def _target(name: str, url: str, settings: Settings) -> Target:
-    from shoal.pg.slots import control_url
-
-    return Target(
-        name=name, url=url, control_url=control_url(url, settings.connect_timeout), setup=None,
-        extensions=(), export_env=(), embedded=False,
-    )  # fmt: skip
-
-
-def _clear_database(
-    target: Target, namespace: str, live: set[str], complete: bool, settings: Settings
-) -> tuple[int, int]:
-    dropped = kept = 0
-    timeout = settings.connect_timeout
-    label = naming.connection_label(naming.MAIN_WORKER, namespace, "poolctl")
-    with admin_connect(target.url, label, timeout=timeout) as conn:
-        entries = pool.list_pool(conn, target.name)
-        if not entries:
-            return 0, 0
-        lease = Lease.open(target.control_url, namespace, "pool", settings.ddl_slots, timeout)
-        try:
-            for entry in entries:
-                builder_gone = complete and entry.namespace is not None
-                builder_gone = builder_gone and entry.namespace not in live
-                droppable = entry.state == "ready" or (entry.state is not None and builder_gone)
-                if droppable and pool.drop(conn, entry, lease, namespace):
-                    dropped += 1
-                else:
-                    kept += 1
-        finally:
-            lease.close()
-    return dropped, kept
-
-
 def main() -> None:
     """``shoal pool`` on its own (see :mod:`shoal.cli.warm`), with the CLI's error boundary."""
-    try:
+    with errors_reported(verbose=False):
         pool_group(prog_name="shoal pool")
-    except ShoalError as exc:
-        click.echo(f"Error: {exc}", err=True)
-        raise SystemExit(2) from None

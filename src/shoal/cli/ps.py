@@ -13,7 +13,7 @@ from rich.text import Text
 from shoal.cli.render import absent_note, duration
 from shoal.cli.settings import cli_settings
 from shoal.pg.ps import NamespaceStatus, PsResult, ps
-from shoal.pg.targets import existing_urls
+from shoal.targets import existing_urls
 
 _STYLE = {"live": "green", "dead": "red", "unknown": "yellow"}
 

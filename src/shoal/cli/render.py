@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from shoal.pg.targets import Existing
+    from shoal.targets import Existing
 
 
 def duration(seconds: float | None) -> str:

@@ -99,7 +99,9 @@ def report_command(
         newest = latest_report(directory)
         if newest is None:
             if as_html:
-                raise ReportError(
+                from shoal.timeline import TimelineError
+
+                raise TimelineError(
                     f"no run reports in {directory} (expected *_<namespace>.json files)"
                 )
             _no_reports(directory, as_json, "null")

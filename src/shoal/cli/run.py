@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 
 import click
-import psutil
 
-from shoal import naming
 from shoal.cli.settings import cli_settings
-from shoal.namespace import fresh
+from shoal.namespace import Namespace, fresh
 
 PRE_RUN_SWEEP_BUDGET_S = 10.0
 _XDIST_CHOICES = ("-n", "--numprocesses", "--dist", "-d", "--tx")
@@ -51,20 +48,23 @@ def run_command(no_sweep: bool, pytest_args: tuple[str, ...]) -> None:
     # Validates SHOAL_NAMESPACE_FORCE (and everything else) before anything is created.
     settings = cli_settings()
     # Always a fresh namespace: one exported by an earlier run in this shell is ignored.
-    namespace = settings.namespace_force or fresh().token
-    me = psutil.Process()
-    # Exported for the plugin, which keeps the namespace because this process is (or is
-    # an ancestor of) the pytest that reads it, and for anything the tests start.
-    os.environ[naming.ENV_NAMESPACE] = namespace
-    os.environ[naming.ENV_RUNNER] = naming.runner_token(me.pid, me.create_time())
+    # It reaches the plugin in-process, not through the environment: a pytest that a
+    # test starts must not inherit it.
+    forced = settings.namespace_force
+    namespace = Namespace(forced, "forced") if forced else Namespace(fresh().token, "runner")
     if not no_sweep:
         # Imported only when sweeping: they bring psycopg, which pytest loads anyway.
         from shoal.cli.sweep import summary_line
         from shoal.pg.sweep import sweep
-        from shoal.pg.targets import urls as configured_urls
+        from shoal.targets import urls as configured_urls
 
         urls = configured_urls(settings)
-        result = sweep(urls, timeout=settings.connect_timeout, budget_s=PRE_RUN_SWEEP_BUDGET_S)
+        result = sweep(
+            urls,
+            timeout=settings.connect_timeout,
+            budget_s=PRE_RUN_SWEEP_BUDGET_S,
+            ddl_slots=settings.ddl_slots,
+        )
         click.echo(f"shoal: {summary_line(result)}", err=True)
     args = list(pytest_args)
     if args[:1] == ["--"]:
@@ -73,4 +73,6 @@ def run_command(no_sweep: bool, pytest_args: tuple[str, ...]) -> None:
     # ~0.4 s on every run).
     import pytest
 
-    raise SystemExit(int(pytest.main(pytest_argv(args))))
+    from shoal.plugin import PlanCarrier
+
+    raise SystemExit(int(pytest.main(pytest_argv(args), plugins=[PlanCarrier(namespace)])))

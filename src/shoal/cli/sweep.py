@@ -8,10 +8,10 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from shoal.cli.pool import current_fingerprints
 from shoal.cli.settings import cli_settings
 from shoal.pg.sweep import DEFAULT_GRACE_S, SweepResult, sweep
-from shoal.pg.targets import urls as configured_urls
+from shoal.targets import current_fingerprints, existing_urls
+from shoal.targets import urls as configured_urls
 
 
 def summary_line(result: SweepResult) -> str:
@@ -74,11 +74,16 @@ def sweep_command(dry_run: bool, as_json: bool, grace: float) -> None:
     Exit status 0 when everything that should have been dropped was, 1 otherwise.
     """
     settings = cli_settings()
-    urls = configured_urls(settings)
+    # A dry run only looks: it does not start the embedded server to find nothing there.
+    urls = existing_urls(settings).urls if dry_run else configured_urls(settings)
     result = sweep(
-        urls, grace_s=grace, dry_run=dry_run, timeout=settings.connect_timeout,
+        urls,
+        grace_s=grace,
+        dry_run=dry_run,
+        timeout=settings.connect_timeout,
         fingerprints=current_fingerprints(settings),
-    )  # fmt: skip
+        ddl_slots=settings.ddl_slots,
+    )
     if as_json:
         click.echo(json.dumps(result.as_json(), indent=2))
     else:

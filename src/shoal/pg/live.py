@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import psycopg
 
 from shoal import conninfo, naming
-from shoal.errors import ServerUnreachable
+from shoal.errors import ServerUnreachable, first_line
 from shoal.pg.connect import admin_connect
 
 
@@ -37,13 +37,13 @@ def probe_cluster(urls: list[str], timeout: int) -> ClusterLiveness:
     )
     for url in urls:
         try:
-            with admin_connect(url, "shoal_sweep", timeout=timeout) as conn:
+            with admin_connect(url, naming.tool_label("sweep"), timeout=timeout) as conn:
                 rows = conn.execute(
                     "SELECT application_name FROM pg_stat_activity WHERE application_name LIKE %s",
                     (naming.LABEL_LIKE,),
                 ).fetchall()
         except (ServerUnreachable, psycopg.Error) as exc:
-            result.error = conninfo.mask(str(exc).strip().splitlines()[0])
+            result.error = first_line(exc)
             continue
         result.reachable, result.error, result.url = True, None, conninfo.mask(url)
         break

@@ -8,7 +8,7 @@ configured databases: DDL-slot waits happen in the control database (usually
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -16,8 +16,9 @@ import psycopg
 from psycopg.rows import dict_row
 
 from shoal import conninfo, naming
-from shoal.errors import ServerUnreachable
+from shoal.errors import ServerUnreachable, first_line
 from shoal.pg.connect import admin_connect
+from shoal.pg.slots import lock_settings
 
 QUERY_CHARS: Final = 120
 # A prepared transaction holding a conflicting lock: pg_blocking_pids reports it as pid 0.
@@ -45,12 +46,7 @@ LEFT JOIN pg_stat_activity b ON b.pid = bp.pid
 ORDER BY w.pid, bp.pid
 """
 
-PRESSURE_SQL: Final = """
-SELECT (SELECT count(*) FROM pg_locks),
-       current_setting('max_locks_per_transaction')::int,
-       current_setting('max_connections')::int,
-       current_setting('max_prepared_transactions')::int
-"""
+HELD_SQL: Final = "SELECT count(*) FROM pg_locks"
 
 
 def shorten(query: str | None, limit: int = QUERY_CHARS) -> str:
@@ -221,22 +217,27 @@ def probe_locks(url: str, timeout: int) -> ClusterLocks:
     cluster = conninfo.cluster_key(url)
     result = ClusterLocks(cluster=cluster, url=conninfo.mask(url))
     try:
-        conn = admin_connect(url, "shoal_locks", timeout=timeout)
+        conn = admin_connect(url, naming.tool_label("locks"), timeout=timeout)
     except ServerUnreachable as exc:
         result.error = str(exc)
         return result
     try:
         with conn:
             rows = conn.cursor(row_factory=dict_row).execute(BLOCKED_SQL).fetchall()
-            settings: Sequence[Any] | None = conn.execute(PRESSURE_SQL).fetchone()
+            held = conn.execute(HELD_SQL).fetchone()
+            settings = lock_settings(conn)
     except psycopg.Error as exc:
         # e.g. a role that may connect but not read pg_locks: say so, keep going.
-        result.error = conninfo.mask(str(exc).strip().splitlines()[0] if str(exc) else repr(exc))
+        result.error = first_line(exc)
         return result
     result.reachable = True
     result.blocked = diagnose(cluster, rows)
-    if settings is not None:
-        result.pressure = LockPressure(*(int(value) for value in settings))
+    result.pressure = LockPressure(
+        int(str(held[0])) if held else 0,
+        settings.max_locks_per_transaction,
+        settings.max_connections,
+        settings.max_prepared_transactions,
+    )
     return result
 
 

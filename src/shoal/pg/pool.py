@@ -26,7 +26,7 @@ import os
 import random
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -34,16 +34,28 @@ from typing import Any, Literal
 import psycopg
 from psycopg import sql
 
-from shoal import naming
+from shoal import naming, setups
+from shoal.binding import DatabaseHandle
 from shoal.errors import SetupError
 from shoal.pg import schemas
-from shoal.pg.connect import admin_connect, bound_connect, bound_url
-from shoal.pg.setup import run_setup
+from shoal.pg.connect import admin_connect
 from shoal.pg.slots import Lease
-from shoal.pg.targets import Target
+from shoal.plan import Target
 
 Conn = psycopg.Connection[tuple[Any, ...]]
 State = Literal["building", "ready", "dropping"]
+# Whose rules decide which pool schemas go: the sweep's (stale fingerprints and dead
+# builders, past the grace period) or `shoal pool clear`'s (every ready schema, and
+# half-built ones whose builder is gone, at once).
+Policy = Literal["sweep", "clear"]
+Reason = Literal[
+    "live",
+    "too_young",
+    "not_shoal",
+    "active_detection_incomplete",
+    "pool_current",
+    "pool_fingerprint_unknown",
+]
 # A claim is a catalog update of one row; it should never wait long behind anything.
 CLAIM_LOCK_TIMEOUT = "2s"
 
@@ -99,19 +111,13 @@ def parse_pool(database: str, schema: str, comment: str | None) -> PoolSchema | 
     )
     if not valid:
         return PoolSchema(database, schema, "", None, None, None)
-    try:
-        created: datetime | None = datetime.fromisoformat(str(data.get("created")))
-    except ValueError:
-        created = None
-    if created is not None and created.tzinfo is None:
-        created = None
     return PoolSchema(
         database=database,
         schema=schema,
         fingerprint=str(fingerprint),
         state=state,
         namespace=namespace if isinstance(namespace, str) else None,
-        created=created,
+        created=schemas.created_at(data),
     )
 
 
@@ -273,17 +279,22 @@ def build(
     building = naming.pool_schema_name(fingerprint, token, ready=False)
     ready = naming.pool_schema_name(fingerprint, token, ready=True)
     label = naming.connection_label(naming.MAIN_WORKER, namespace, "pool")
-    search_path = (building, *tail)
+    # The building schema's binding: the setup's own connections (an env.py that reads
+    # DATABASE_URL) land in it, exactly as they would in a worker's schema.
+    handle = DatabaseHandle(
+        name=target.name,
+        schema=building,
+        search_path=(building, *tail),
+        label=label,
+        base_url=target.url,
+        export_env=target.export_env,
+        scheme=target.scheme,
+    )
     with lease.ddl_slot(naming.MAIN_WORKER), admin_connect(target.url, label) as conn:
         schemas.create_schema(conn, building, pool_comment("building", fingerprint, namespace))
         try:
             if target.setup is not None:
-                run_setup(
-                    target.setup,
-                    bound_url(target.url, search_path, label),
-                    lambda: bound_connect(target.url, search_path, label),
-                    target.name,
-                )
+                setups.run(target.setup, handle)
             _refuse_embedded_name(conn, building, target.name)
             with conn.transaction():
                 conn.execute(
@@ -395,3 +406,99 @@ def drop(conn: Conn, entry: PoolSchema, lease: Lease, namespace: str) -> bool:
     with lease.ddl_slot(naming.MAIN_WORKER):
         schemas.drop_schema_chunked(conn, schema)
     return True
+
+
+def decide(
+    entry: PoolSchema,
+    *,
+    live: set[str],
+    complete: bool,
+    policy: Policy,
+    now: datetime | None = None,
+    grace_s: float = 0.0,
+    current: frozenset[str] | None = None,
+) -> Reason | None:
+    """Why ``entry`` stays, or None when it goes. Pure, and fail-closed: unknown stays.
+
+    A ready schema goes under ``clear``; under ``sweep`` when its fingerprint is not
+    among ``current`` (None: the current ones could not be computed, which keeps every
+    ready schema). A half-built one (or one a dead run was dropping) goes when its
+    builder's namespace is not live and every cluster answered. The sweep also waits
+    out the grace period.
+    """
+    if entry.state is None or (policy == "sweep" and entry.created is None):
+        return "not_shoal"
+    if not complete:
+        return "active_detection_incomplete"
+    if entry.state == "ready":
+        if policy == "sweep" and current is None:
+            return "pool_fingerprint_unknown"
+        if policy == "sweep" and current is not None and entry.fingerprint in current:
+            return "pool_current"
+    elif entry.namespace is None or entry.namespace in live:
+        return "live"
+    age = None if entry.created is None or now is None else (now - entry.created).total_seconds()
+    if policy == "sweep" and age is not None and age < grace_s:
+        return "too_young"
+    return None
+
+
+@dataclass(frozen=True)
+class PoolCount:
+    """How many pool schemas one database holds for one fingerprint, by state."""
+
+    database: str
+    fingerprint: str  # the 12-digit prefix; "?" when the owner comment is unreadable
+    ready: int
+    building: int
+    dropping: int
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "database": self.database,
+            "fingerprint": self.fingerprint,
+            "ready": self.ready,
+            "building": self.building,
+            "dropping": self.dropping,
+        }
+
+
+def counts(entries: Iterable[PoolSchema]) -> list[PoolCount]:
+    """Pool schemas counted per (database, fingerprint). Pure."""
+    found: dict[tuple[str, str], dict[str, int]] = {}
+    for entry in entries:
+        key = (entry.database, entry.fingerprint[: naming.POOL_FINGERPRINT_CHARS] or "?")
+        by_state = found.setdefault(key, {"ready": 0, "building": 0, "dropping": 0})
+        by_state[entry.state or "building"] += 1
+    return [PoolCount(db, fp, **by_state) for (db, fp), by_state in sorted(found.items())]
+
+
+def clear(
+    url: str,
+    control_url: str,
+    database: str,
+    *,
+    namespace: str,
+    live: set[str],
+    complete: bool,
+    ddl_slots: int | str,
+    timeout: int,
+) -> tuple[int, int]:
+    """Drop the pool schemas of one database that ``clear`` may drop: (dropped, left)."""
+    dropped = kept = 0
+    label = naming.connection_label(naming.MAIN_WORKER, namespace, "poolctl")
+    with admin_connect(url, label, timeout=timeout) as conn:
+        entries = list_pool(conn, database)
+        if not entries:
+            return 0, 0
+        lease = Lease.open(control_url, namespace, "pool", ddl_slots, timeout)
+        try:
+            for entry in entries:
+                stays = decide(entry, live=live, complete=complete, policy="clear")
+                if stays is None and drop(conn, entry, lease, namespace):
+                    dropped += 1
+                else:
+                    kept += 1
+        finally:
+            lease.close()
+    return dropped, kept

@@ -17,7 +17,7 @@ from typing import Any, Literal
 import psycopg
 
 from shoal import conninfo, naming
-from shoal.errors import ServerUnreachable
+from shoal.errors import ServerUnreachable, first_line
 from shoal.pg import pool, schemas
 from shoal.pg.connect import admin_connect
 from shoal.pg.live import ClusterLiveness, probe_clusters
@@ -93,43 +93,13 @@ class NamespaceStatus:
         }
 
 
-@dataclass(frozen=True)
-class PoolCount:
-    """How many pool schemas one database holds for one fingerprint, by state."""
-
-    database: str
-    fingerprint: str  # the 12-digit prefix; "?" when the owner comment is unreadable
-    ready: int
-    building: int
-    dropping: int
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "database": self.database,
-            "fingerprint": self.fingerprint,
-            "ready": self.ready,
-            "building": self.building,
-            "dropping": self.dropping,
-        }
-
-
-def pool_counts(entries: Iterable[pool.PoolSchema]) -> list[PoolCount]:
-    """Pool schemas counted per (database, fingerprint). Pure."""
-    counts: dict[tuple[str, str], dict[str, int]] = {}
-    for entry in entries:
-        key = (entry.database, entry.fingerprint[: naming.POOL_FINGERPRINT_CHARS] or "?")
-        by_state = counts.setdefault(key, {"ready": 0, "building": 0, "dropping": 0})
-        by_state[entry.state or "building"] += 1
-    return [PoolCount(db, fp, **by_state) for (db, fp), by_state in sorted(counts.items())]
-
-
 @dataclass
 class PsResult:
     checked_at: datetime
     clusters: list[ClusterLiveness]
     databases: list[DatabaseListing]
     namespaces: list[NamespaceStatus]
-    pool: list[PoolCount] = field(default_factory=list)
+    pool: list[pool.PoolCount] = field(default_factory=list)
 
     @property
     def complete(self) -> bool:
@@ -162,17 +132,8 @@ def parse_owner(comment: str | None, namespace: str) -> Owner | None:
     return Owner(
         host=host if isinstance(host, str) else None,
         pid=pid if isinstance(pid, int) and not isinstance(pid, bool) else None,
-        created=_timestamp(data.get("created")),
+        created=schemas.created_at(data),
     )
-
-
-def _timestamp(value: object) -> datetime | None:
-    try:
-        created = datetime.fromisoformat(str(value))
-    except ValueError:
-        return None
-    # A naive time cannot be compared with an aware clock; shoal always writes UTC.
-    return created if created.tzinfo is not None else None
 
 
 def worker_schemas(database: str, listed: Iterable[tuple[str, str | None]]) -> list[WorkerSchema]:
@@ -237,13 +198,13 @@ def list_database(name: str, url: str, timeout: int) -> DatabaseListing:
     """The worker schemas in one configured database; an error instead when it cannot be read."""
     listing = DatabaseListing(name=name, url=conninfo.mask(url), cluster=conninfo.cluster_key(url))
     try:
-        with admin_connect(url, "shoal_ps", timeout=timeout) as conn:
+        with admin_connect(url, naming.tool_label("ps"), timeout=timeout) as conn:
             listing.schemas = worker_schemas(name, schemas.list_schemas(conn))
             listing.pool = pool.list_pool(conn, name)
     except ServerUnreachable as exc:
         listing.error = str(exc)
     except psycopg.Error as exc:
-        listing.error = conninfo.mask(str(exc).strip().splitlines()[0] if str(exc) else repr(exc))
+        listing.error = first_line(exc)
     return listing
 
 
@@ -268,5 +229,5 @@ def ps(urls: Mapping[str, str], timeout: int, now: datetime) -> PsResult:
         clusters=clusters,
         databases=databases,
         namespaces=summarise(found, clusters),
-        pool=pool_counts(entry for listing in databases for entry in listing.pool),
+        pool=pool.counts(entry for listing in databases for entry in listing.pool),
     )

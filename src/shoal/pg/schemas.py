@@ -56,6 +56,19 @@ def parse_owner_comment(comment: str | None) -> dict[str, Any] | None:
     return data if isinstance(data, dict) and data.get("shoal") == 1 else None
 
 
+def created_at(owner: dict[str, Any] | None) -> datetime | None:
+    """When an owner comment says its schema was made; None when it does not say so in
+    a time with a zone (a naive time cannot be compared with an aware clock, and shoal
+    always writes UTC: anything else was not written by shoal)."""
+    if owner is None:
+        return None
+    try:
+        created = datetime.fromisoformat(str(owner.get("created")))
+    except ValueError:
+        return None
+    return created if created.tzinfo is not None else None
+
+
 def create_schema(conn: Conn, schema: str, comment: str) -> None:
     """Create ``schema`` afresh (a leftover of the same name from a crashed worker of this
     run is dropped first) and record its owner, in one transaction."""
@@ -156,6 +169,35 @@ def ensure_extensions(conn: Conn, extensions: tuple[str, ...]) -> tuple[str, ...
             (list(extensions),),
         ).fetchall()
     return tuple(str(r[0]) for r in rows)
+
+
+def check_databases(
+    databases: list[tuple[str, str, tuple[str, ...]]],
+    configured_tail: tuple[str, ...],
+    timeout: int,
+) -> tuple[str, ...]:
+    """Create the configured extensions and verify the search-path tail; create nothing else.
+
+    ``databases``: (name, URL, extensions). Returns the tail every worker's search path
+    ends with: the configured schemas, then wherever the extensions live. It goes into
+    every libpq connection through PGOPTIONS, so it is checked in every database.
+    """
+    from shoal.pg.connect import admin_connect
+
+    homes: list[str] = []
+    connections: list[tuple[str, Conn]] = []
+    try:
+        for name, url, extensions in databases:
+            conn = admin_connect(url, naming.tool_label("admin"), timeout=timeout)
+            connections.append((name, conn))
+            homes += ensure_extensions(conn, extensions)
+        tail = tuple(dict.fromkeys([*configured_tail, *homes]))
+        for name, conn in connections:
+            check_tail(conn, tail, name)
+    finally:
+        for _, conn in connections:
+            conn.close()
+    return tail
 
 
 def check_tail(conn: Conn, tail: tuple[str, ...], database: str) -> None:

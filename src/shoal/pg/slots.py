@@ -30,13 +30,51 @@ _MAX_PAUSE_S = 0.2
 
 
 def control_url(url: str, timeout: int) -> str:
-    """The URL of the cluster's control database (``postgres``, or ``url``'s own)."""
+    """The URL of the cluster's control database (``postgres``, or ``url``'s own).
+
+    Advisory locks are per database, so every run takes its DDL slots in the same one.
+    """
     candidate = conninfo.with_params(url, dbname="postgres")
+    if candidate == url:
+        return url
     try:
-        admin_connect(candidate, "shoal_probe", timeout=timeout).close()
+        admin_connect(candidate, naming.tool_label("probe"), timeout=timeout).close()
     except ServerUnreachable:
         return url
     return candidate
+
+
+LOCK_SETTINGS_SQL = """
+SELECT current_setting('max_locks_per_transaction')::int,
+       current_setting('max_connections')::int,
+       current_setting('max_prepared_transactions')::int
+"""
+
+
+@dataclass(frozen=True)
+class LockSettings:
+    max_locks_per_transaction: int
+    max_connections: int
+    max_prepared_transactions: int
+
+    @property
+    def capacity(self) -> int:
+        """The shared lock table's nominal size (PostgreSQL sizes it per connection slot)."""
+        slots = self.max_connections + self.max_prepared_transactions
+        return self.max_locks_per_transaction * slots
+
+
+def lock_settings(conn: psycopg.Connection[tuple[object, ...]]) -> LockSettings:
+    row = conn.execute(LOCK_SETTINGS_SQL).fetchone()
+    assert row is not None
+    return LockSettings(*(int(str(value)) for value in row))
+
+
+def slot_count(ddl_slots: int | str, lock_capacity: int) -> int:
+    """The configured count, or one derived from the server's lock table."""
+    if isinstance(ddl_slots, int):
+        return ddl_slots
+    return max(1, min(MAX_AUTO_SLOTS, lock_capacity // 2 // LOCKS_PER_DDL))
 
 
 @dataclass
@@ -51,9 +89,17 @@ class Lease:
     def open(
         cls, url: str, namespace: str, holder: str, ddl_slots: int | str, timeout: int
     ) -> Lease:
+        """``ddl_slots``: a count, or ``"auto"`` to derive it from the server's lock table
+        (read on this connection when the caller does not know it)."""
         conn = admin_connect(url, naming.lease_label(namespace, holder), timeout=timeout)
-        count = ddl_slots if isinstance(ddl_slots, int) else auto_slot_count(conn)
-        return cls(url=url, conn=conn, slot_count=count)
+        if isinstance(ddl_slots, int):
+            return cls(url=url, conn=conn, slot_count=ddl_slots)
+        try:
+            capacity = lock_settings(conn).capacity
+        except BaseException:
+            conn.close()
+            raise
+        return cls(url=url, conn=conn, slot_count=slot_count(ddl_slots, capacity))
 
     def close(self) -> None:
         self.conn.close()
@@ -93,17 +139,6 @@ class Lease:
         return None
 
 
-def auto_slot_count(conn: psycopg.Connection[tuple[object, ...]]) -> int:
-    row = conn.execute(
-        "SELECT current_setting('max_locks_per_transaction')::int,"
-        " current_setting('max_connections')::int,"
-        " current_setting('max_prepared_transactions')::int"
-    ).fetchone()
-    assert row is not None
-    return slots_for_capacity(int(row[0]), int(row[1]) + int(row[2]))  # type: ignore[call-overload]
-
-
 def slots_for_capacity(max_locks_per_transaction: int, max_connections: int) -> int:
     """How many schema DDL transactions may run at once without exhausting the lock table."""
-    capacity = max_locks_per_transaction * max_connections
-    return max(1, min(MAX_AUTO_SLOTS, capacity // 2 // LOCKS_PER_DDL))
+    return slot_count("auto", max_locks_per_transaction * max_connections)

@@ -19,7 +19,7 @@ from typing import Literal
 import psycopg
 
 from shoal import conninfo, naming
-from shoal.errors import ShoalError
+from shoal.errors import ShoalError, first_line
 from shoal.namespace import fresh
 from shoal.pg import pool, schemas
 from shoal.pg.connect import admin_connect
@@ -117,9 +117,8 @@ def decide(
         return Decision(found, False, "active_detection_incomplete")
     if parsed.namespace in live:
         return Decision(found, False, "live")
-    try:
-        created = datetime.fromisoformat(str(owner["created"]))
-    except (KeyError, ValueError):
+    created = schemas.created_at(owner)
+    if created is None:
         return Decision(found, False, "not_shoal")
     if (now - created).total_seconds() < grace_s:
         return Decision(found, False, "too_young")
@@ -134,30 +133,88 @@ def decide_pool(
     grace_s: float,
     current: frozenset[str] | None,
 ) -> Decision:
-    """Drop or keep one pool schema. Pure, and as fail-closed as :func:`decide`.
-
-    A ready schema goes when its fingerprint is no longer the database's current one
-    (``current``: the fingerprints in use; None when they could not be computed, which
-    keeps every ready schema). A half-built one (or one a dead sweep was dropping) goes
-    when its builder's namespace is not live. Both only past the grace period.
-    """
+    """Drop or keep one pool schema, by the sweep's rules in :func:`shoal.pg.pool.decide`."""
     entry = pool.parse_pool(found.database, found.schema, found.comment)
     if entry is None:
         return Decision(found, False, "unparseable")
-    if entry.state is None or entry.created is None:
-        return Decision(found, False, "not_shoal")
-    if not detection_complete:
-        return Decision(found, False, "active_detection_incomplete")
-    if entry.state == "ready":
-        if current is None:
-            return Decision(found, False, "pool_fingerprint_unknown")
-        if entry.fingerprint in current:
-            return Decision(found, False, "pool_current")
-    elif entry.namespace is None or entry.namespace in live:
-        return Decision(found, False, "live")
-    if (now - entry.created).total_seconds() < grace_s:
-        return Decision(found, False, "too_young")
-    return Decision(found, True)
+    reason = pool.decide(
+        entry,
+        live=live,
+        complete=detection_complete,
+        policy="sweep",
+        now=now,
+        grace_s=grace_s,
+        current=current,
+    )
+    return Decision(found, reason is None, reason)
+
+
+def plan(
+    conn: psycopg.Connection[tuple[object, ...]],
+    database: str,
+    live: set[str],
+    complete: bool,
+    now: datetime,
+    grace_s: float,
+    current: frozenset[str] | None,
+) -> list[Decision]:
+    """What the sweep would do in one database: a decision for every schema it lists."""
+    listed = [Found(database, s, c) for s, c in schemas.list_schemas(conn)]
+    decisions = [decide(f, live, complete, now, grace_s) for f in listed]
+    for like in (naming.POOL_READY_LIKE, naming.POOL_BUILD_LIKE):
+        for schema, comment in schemas.list_schemas(conn, like):
+            found = Found(database, schema, comment)
+            decisions.append(decide_pool(found, live, complete, now, grace_s, current))
+    return decisions
+
+
+@dataclass
+class _Dropper:
+    """Carries out drop decisions: leases per cluster, opened on the first drop."""
+
+    namespace: str
+    ddl_slots: int | str
+    timeout: int
+    leases: dict[str, Lease] = field(default_factory=dict)
+
+    def lease(self, url: str) -> Lease:
+        cluster = conninfo.cluster_key(url)
+        if cluster not in self.leases:
+            self.leases[cluster] = Lease.open(
+                control_url(url, self.timeout),
+                self.namespace,
+                SWEEP_HOLDER,
+                self.ddl_slots,
+                self.timeout,
+            )
+        return self.leases[cluster]
+
+    def drop(
+        self,
+        conn: psycopg.Connection[tuple[object, ...]],
+        url: str,
+        found: Found,
+        outcome: DatabaseOutcome,
+    ) -> None:
+        try:
+            # The lease first: a ready schema taken out for dropping belongs to this
+            # namespace, and a dead run's schema is dropped inside a DDL slot.
+            lease = self.lease(url)
+            entry = pool.parse_pool(found.database, found.schema, found.comment)
+            if entry is not None:
+                if not pool.drop(conn, entry, lease, self.namespace):
+                    outcome.skipped.append({"schema": found.schema, "reason": "pool_claimed"})
+                    return
+            else:
+                with lease.ddl_slot(naming.MAIN_WORKER):
+                    schemas.drop_schema_chunked(conn, found.schema)
+            outcome.dropped.append(found.schema)
+        except (psycopg.Error, ShoalError) as exc:
+            outcome.failed.append({"schema": found.schema, "error": first_line(exc)})
+
+    def close(self) -> None:
+        for lease in self.leases.values():
+            lease.close()
 
 
 def sweep(
@@ -168,12 +225,13 @@ def sweep(
     timeout: int = 5,
     budget_s: float | None = None,
     fingerprints: Mapping[str, str | None] | None = None,
+    ddl_slots: int | str = "auto",
 ) -> SweepResult:
     """Sweep the databases ``urls`` (name → URL); see the module docstring for the rules.
 
     ``fingerprints`` (name → current setup fingerprint, None for none) lets the sweep drop
     pool schemas of setups no longer current; a database missing from it keeps its ready
-    pool schemas (unknown means current).
+    pool schemas (unknown means current). ``ddl_slots``: the configured slot count.
     """
     started = time.monotonic()
     clusters = probe_clusters(list(urls.values()), timeout)
@@ -182,22 +240,15 @@ def sweep(
     live = set().union(*(c.live for c in clusters)) if clusters else set()
     result = SweepResult(clusters=clusters, databases={}, dry_run=dry_run)
     now = datetime.now(UTC)
-    leases: dict[str, Lease] = {}
-    namespace = fresh().token
+    dropper = _Dropper(fresh().token, ddl_slots, timeout)
     try:
         for name, url in urls.items():
             outcome = result.databases.setdefault(name, DatabaseOutcome())
             if conninfo.cluster_key(url) not in reachable:
                 continue  # the cluster's error is in result.clusters
-            with admin_connect(url, "shoal_sweep", timeout=timeout) as conn:
-                listed = [Found(name, s, c) for s, c in schemas.list_schemas(conn)]
-                decisions = [decide(f, live, complete, now, grace_s) for f in listed]
+            with admin_connect(url, naming.tool_label("sweep"), timeout=timeout) as conn:
                 current = _current(fingerprints, name)
-                decisions += [
-                    decide_pool(Found(name, p.schema, c), live, complete, now, grace_s, current)
-                    for p, c in _pool_listing(conn, name)
-                ]
-                for decision in decisions:
+                for decision in plan(conn, name, live, complete, now, grace_s, current):
                     schema = decision.found.schema
                     if not decision.drop:
                         outcome.skipped.append({"schema": schema, "reason": str(decision.reason)})
@@ -205,13 +256,10 @@ def sweep(
                         outcome.skipped.append({"schema": schema, "reason": "time_budget"})
                     elif dry_run:
                         outcome.dropped.append(schema)
-                    elif naming.parse_pool_schema(schema) is not None:
-                        _drop_pool(conn, url, decision.found, namespace, leases, timeout, outcome)
                     else:
-                        _drop(conn, url, schema, namespace, leases, timeout, outcome)
+                        dropper.drop(conn, url, decision.found, outcome)
     finally:
-        for lease in leases.values():
-            lease.close()
+        dropper.close()
     return result
 
 
@@ -220,63 +268,3 @@ def _current(fingerprints: Mapping[str, str | None] | None, name: str) -> frozen
         return None
     value = fingerprints[name]
     return frozenset() if value is None else frozenset({value})
-
-
-def _pool_listing(
-    conn: psycopg.Connection[tuple[object, ...]], database: str
-) -> list[tuple[pool.PoolSchema, str | None]]:
-    listed = []
-    for like in (naming.POOL_READY_LIKE, naming.POOL_BUILD_LIKE):
-        for schema, comment in schemas.list_schemas(conn, like):
-            entry = pool.parse_pool(database, schema, comment)
-            if entry is not None:
-                listed.append((entry, comment))
-    return listed
-
-
-def _lease_for(url: str, namespace: str, leases: dict[str, Lease], timeout: int) -> Lease:
-    cluster = conninfo.cluster_key(url)
-    if cluster not in leases:
-        leases[cluster] = Lease.open(
-            control_url(url, timeout), namespace, SWEEP_HOLDER, "auto", timeout
-        )
-    return leases[cluster]
-
-
-def _drop_pool(
-    conn: psycopg.Connection[tuple[object, ...]],
-    url: str,
-    found: Found,
-    namespace: str,
-    leases: dict[str, Lease],
-    timeout: int,
-    outcome: DatabaseOutcome,
-) -> None:
-    entry = pool.parse_pool(found.database, found.schema, found.comment)
-    assert entry is not None
-    try:
-        # The lease first: a ready schema taken out for dropping belongs to this namespace.
-        lease = _lease_for(url, namespace, leases, timeout)
-        if pool.drop(conn, entry, lease, namespace):
-            outcome.dropped.append(found.schema)
-        else:
-            outcome.skipped.append({"schema": found.schema, "reason": "pool_claimed"})
-    except (psycopg.Error, ShoalError) as exc:
-        outcome.failed.append({"schema": found.schema, "error": str(exc).strip().splitlines()[0]})
-
-
-def _drop(
-    conn: psycopg.Connection[tuple[object, ...]],
-    url: str,
-    schema: str,
-    namespace: str,
-    leases: dict[str, Lease],
-    timeout: int,
-    outcome: DatabaseOutcome,
-) -> None:
-    try:
-        with _lease_for(url, namespace, leases, timeout).ddl_slot(naming.MAIN_WORKER):
-            schemas.drop_schema_chunked(conn, schema)
-        outcome.dropped.append(schema)
-    except (psycopg.Error, ShoalError) as exc:
-        outcome.failed.append({"schema": schema, "error": str(exc).strip().splitlines()[0]})

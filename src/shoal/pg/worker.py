@@ -1,62 +1,25 @@
-"""One worker's slice of every configured database: provision, export, hand out, drop."""
+"""One worker's slice of every configured database: provision, hand out, drop."""
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import psycopg
 
-from shoal import conninfo, naming
-from shoal.errors import ShoalError
+from shoal import naming, setups
+from shoal.binding import DatabaseHandle, environment
+from shoal.errors import ShoalError, first_line
 from shoal.pg import pool, schemas
-from shoal.pg.connect import admin_connect, bound_connect, bound_url
-from shoal.pg.fingerprint import target_fingerprint
-from shoal.pg.setup import run_setup, sqlalchemy_url
+from shoal.pg.connect import admin_connect
 from shoal.pg.slots import Lease
-from shoal.pg.targets import Target
+from shoal.plan import RunPlan, Target
+from shoal.setups import Setup
 
-if TYPE_CHECKING:
-    from sqlalchemy.engine import Engine
-
-# The server splits PGOPTIONS on unescaped whitespace; "\ " is part of a value.
-_SEARCH_PATH_OPTION = re.compile(r"(?:-c\s*|--)search_path=(?:\\.|\S)*")
-
-
-@dataclass(frozen=True)
-class DatabaseHandle:
-    """A worker's view of one configured database (what the ``shoal_databases`` fixture maps)."""
-
-    name: str
-    schema: str
-    search_path: tuple[str, ...]
-    label: str
-    base_url: str = field(repr=False)
-
-    @property
-    def url(self) -> str:
-        """libpq URL bound to the worker schema and labelled (password included)."""
-        return bound_url(self.base_url, self.search_path, self.label)
-
-    @property
-    def sqlalchemy_url(self) -> str:
-        return sqlalchemy_url(self.url)
-
-    def connect(self, suffix: str | None = None, **kwargs: Any) -> psycopg.Connection[Any]:
-        """A psycopg connection bound to the worker schema, labelled (``suffix`` appended)."""
-        parsed = naming.parse_label(self.label)
-        assert parsed is not None
-        label = naming.connection_label(parsed.worker, parsed.namespace, suffix)
-        return bound_connect(self.base_url, self.search_path, label, **kwargs)
-
-    def create_engine(self, **kwargs: Any) -> Engine:
-        """A SQLAlchemy engine (psycopg 3 driver) bound to the worker schema."""
-        from sqlalchemy import create_engine
-
-        return create_engine(self.sqlalchemy_url, **kwargs)
+Conn = psycopg.Connection[tuple[Any, ...]]
 
 
 @dataclass
@@ -69,15 +32,13 @@ class Timing:
     claimed: bool = False  # taken ready-made from the warm pool (create_s is the claim)
 
 
-def pgoptions(existing: str | None, search_path: tuple[str, ...]) -> str:
-    """PGOPTIONS with the search path replaced and every other option kept."""
-    kept = _SEARCH_PATH_OPTION.sub("", existing or "").strip()
-    ours = conninfo.search_path_option(search_path).replace(" ", "")
-    return f"{kept} {ours}".strip()
-
-
 class WorkerSchemas:
-    """The schemas ``test_<namespace>_<worker>`` of one worker in every target database."""
+    """The schemas ``test_<namespace>_<worker>`` of one worker in every target database.
+
+    ``tail`` is the search path after the worker schema. Built from a plan
+    (:meth:`from_plan`) it is the plan's checked tail; built by hand, :meth:`check`
+    creates the extensions and adds their schemas to it.
+    """
 
     def __init__(
         self,
@@ -89,6 +50,8 @@ class WorkerSchemas:
         ddl_slots: int | str = "auto",
         connect_timeout: int = 5,
         pool: bool = False,
+        root: Path | None = None,
+        sources: Mapping[str, str] | None = None,
     ) -> None:
         self.targets = targets
         self.namespace = namespace
@@ -100,80 +63,98 @@ class WorkerSchemas:
         self.timeout = connect_timeout
         self.search_path: tuple[str, ...] = (self.schema, *tail)
         self.timings: list[Timing] = []
+        self.pool = pool
+        self.root = root or Path.cwd()
+        self._sources = dict(sources or {})
         self._leases: dict[str, Lease] = {}
         self._created: list[Target] = []
-        self.pool = pool
         self._fingerprints: dict[str, str | None] | None = None
-        self._claim_conns: dict[str, psycopg.Connection[tuple[object, ...]]] = {}
+        self._conns: dict[str, Conn] = {}
         self._candidates: dict[str, list[str]] = {}
 
-    def _admin(self, target: Target) -> psycopg.Connection[Any]:
-        return admin_connect(target.url, self.label + "_admin", timeout=self.timeout)
+    @classmethod
+    def from_plan(cls, plan: RunPlan, worker: str, targets: list[Target]) -> WorkerSchemas:
+        """The worker's schemas as the plan describes them (its tail is already checked)."""
+        schemas_ = cls(
+            targets,
+            plan.namespace,
+            worker,
+            tail=plan.configured_tail,
+            ddl_slots=plan.ddl_slots,
+            connect_timeout=plan.connect_timeout,
+            pool=plan.pool_size > 0,
+            root=plan.root,
+            sources=plan.sources,
+        )
+        schemas_.search_path = (schemas_.schema, *plan.tail)
+        return schemas_
+
+    def _admin(self, target: Target) -> Conn:
+        return admin_connect(
+            target.url, naming.admin_label(self.worker, self.namespace), timeout=self.timeout
+        )
 
     def check(self) -> tuple[str, ...]:
-        """Create the configured extensions and verify the search-path tail; create nothing else.
-
-        The tail (configured schemas plus wherever the extensions live) goes into every
-        libpq connection through PGOPTIONS, so it is checked in every database.
-        """
-        extension_homes: list[str] = []
-        for target in self.targets:
-            with self._admin(target) as conn:
-                extension_homes += schemas.ensure_extensions(conn, target.extensions)
-        tail = tuple(dict.fromkeys([*self.configured_tail, *extension_homes]))
-        for target in self.targets:
-            with self._admin(target) as conn:
-                schemas.check_tail(conn, tail, target.name)
+        """Create the configured extensions and verify the search-path tail; create nothing else."""
+        tail = schemas.check_databases(
+            [(t.name, t.url, t.extensions) for t in self.targets],
+            self.configured_tail,
+            self.timeout,
+        )
         self.search_path = (self.schema, *tail)
         return tail
 
     def fingerprints(self) -> dict[str, str | None]:
-        """Database name → setup fingerprint (None: no pool), computed once.
+        """Database name → setup fingerprint (None: no pool), as the plan computed it.
 
-        Rendering a large metadata's DDL takes a few hundred milliseconds, so a worker
-        computes this while it prepares, not on the clock of its first provisioning.
+        A target built by hand (no plan) has its fingerprint computed here, once.
         """
         if self._fingerprints is None:
             self._fingerprints = {
-                t.name: target_fingerprint(t, self.configured_tail) if self.pool else None
+                t.name: (t.fingerprint or self._fingerprint(t)) if self.pool else None
                 for t in self.targets
             }
         return self._fingerprints
 
-    def prepare_pool(self) -> None:
-        """Do now, off the provisioning clock, what a claim needs: the fingerprints, the
-        lease (lease before create holds: it is simply taken earlier) and a connection to
-        every database with a pool. Then a claim is a query and a rename.
+    def _fingerprint(self, target: Target) -> str | None:
+        return setups.fingerprint(
+            target.setup, tail=self.configured_tail, extensions=target.extensions
+        )
+
+    def setup_of(self, target: Target) -> Setup | None:
+        """The target's setup, parsed in this process if the plan came from another."""
+        if target.setup is not None or target.setup_spec is None:
+            return target.setup
+        key = f"databases.{target.name}.setup"
+        source = self._sources.get(key, "the run plan")
+        return setups.load(target.setup_spec, key=key, source=source, root=self.root)
+
+    def prepare(self) -> None:
+        """Do now, off the provisioning clock, what provisioning needs: the fingerprints,
+        the lease (lease before create holds: it is simply taken earlier) and one
+        connection to every database. Then a claim is a query and a rename.
         """
         for target in self.targets:
-            if self.fingerprints().get(target.name) is None:
-                continue
             self._lease(target)
-            if target.name not in self._claim_conns:
-                conn = self._admin(target)
-                self._claim_conns[target.name] = conn
-                # Also warms the new backend for the claim: its catalog caches, and
-                # PL/pgSQL, which a backend loads on first use. Best effort: a claim
-                # that cannot work falls back to building in place.
-                try:
-                    self._candidates[target.name] = pool.candidate_names(
-                        conn, str(self.fingerprints()[target.name])
-                    )
-                    conn.execute("DO $$BEGIN NULL; END$$")
-                except psycopg.Error:
-                    pass
+            if target.name in self._conns:
+                continue
+            conn = self._admin(target)
+            self._conns[target.name] = conn
+            fingerprint = self.fingerprints().get(target.name)
+            if fingerprint is None:
+                continue
+            # Also warms the new backend for the claim: its catalog caches, and PL/pgSQL,
+            # which a backend loads on first use. Best effort: a claim that cannot work
+            # falls back to building in place.
+            try:
+                self._candidates[target.name] = pool.candidate_names(conn, fingerprint)
+                conn.execute("DO $$BEGIN NULL; END$$")
+            except psycopg.Error:
+                pass
 
     def environment(self, current: Mapping[str, str]) -> dict[str, str]:
         """What to export so unmodified libpq clients land in this worker's schema."""
-        env = {
-            "PGOPTIONS": pgoptions(current.get("PGOPTIONS"), self.search_path),
-            "PGAPPNAME": self.label,
-        }
-        for handle in self.handles().values():
-            target = next(t for t in self.targets if t.name == handle.name)
-            for variable in target.export_env:
-                env[variable] = handle.url
-        return env
+        return environment(self.handles(), current)
 
     def handles(self) -> dict[str, DatabaseHandle]:
         return {
@@ -183,6 +164,8 @@ class WorkerSchemas:
                 search_path=self.search_path,
                 label=self.label,
                 base_url=t.url,
+                export_env=t.export_env,
+                scheme=t.scheme,
             )
             for t in self.targets
         }
@@ -198,16 +181,27 @@ class WorkerSchemas:
         except BaseException:
             self.teardown(keep=False)
             raise
+        finally:
+            self._close_conns()
         return self.handles()
 
     def _lease(self, target: Target) -> Lease:
         lease = self._leases.get(target.cluster)
         if lease is None:
-            lease = Lease.open(
-                target.control_url, self.namespace, self.worker, self.ddl_slots, self.timeout
-            )
+            slots: int | str = self.ddl_slots
+            if slots == "auto" and target.lock_capacity:
+                from shoal.pg.slots import slot_count
+
+                slots = slot_count("auto", target.lock_capacity)
+            lease = Lease.open(target.control_url, self.namespace, self.worker, slots, self.timeout)
             self._leases[target.cluster] = lease
         return lease
+
+    def _conn(self, target: Target) -> Conn:
+        conn = self._conns.get(target.name)
+        if conn is None or conn.closed:
+            conn = self._conns[target.name] = self._admin(target)
+        return conn
 
     def _provision_one(self, target: Target) -> Timing:
         timing = Timing(database=target.name)
@@ -217,7 +211,8 @@ class WorkerSchemas:
         if fingerprint is not None and self._claim(target, fingerprint, timing):
             timing.total_s = time.perf_counter() - started
             return timing
-        with lease.ddl_slot(self.worker) as waited, self._admin(target) as conn:
+        with lease.ddl_slot(self.worker) as waited:
+            conn = self._conn(target)
             timing.slot_wait_s = waited
             mark = time.perf_counter()
             self._created.append(target)
@@ -225,10 +220,10 @@ class WorkerSchemas:
                 conn, self.schema, schemas.owner_comment(self.namespace, self.worker)
             )
             timing.create_s = time.perf_counter() - mark
-            if target.setup is not None:
+            setup = self.setup_of(target)
+            if setup is not None:
                 mark = time.perf_counter()
-                handle = self.handles()[target.name]
-                run_setup(target.setup, handle.url, lambda: handle.connect("setup"), target.name)
+                setups.run(setup, self.handles()[target.name])
                 timing.setup_s = time.perf_counter() - mark
         timing.total_s = time.perf_counter() - started
         return timing
@@ -241,19 +236,18 @@ class WorkerSchemas:
         the very seconds the pool saves.
         """
         mark = time.perf_counter()
-        conn = self._claim_conns.pop(target.name, None) or self._admin(target)
         try:
-            with conn:
-                taken = pool.claim(
-                    conn,
-                    fingerprint,
-                    self.schema,
-                    lambda name: schemas.owner_comment(self.namespace, self.worker, pooled=name),
-                    self._candidates.pop(target.name, None),
-                )
+            taken = pool.claim(
+                self._conn(target),
+                fingerprint,
+                self.schema,
+                lambda name: schemas.owner_comment(self.namespace, self.worker, pooled=name),
+                self._candidates.pop(target.name, None),
+            )
         except psycopg.Error:
             # The pool is an optimisation: on any trouble, build in place (which first
             # drops a schema of this worker's name, should the claim have gone through).
+            self._conns.pop(target.name).close()
             return False
         if taken is None:
             return False
@@ -262,6 +256,11 @@ class WorkerSchemas:
         timing.create_s = time.perf_counter() - mark
         return True
 
+    def _close_conns(self) -> None:
+        for conn in self._conns.values():
+            conn.close()
+        self._conns.clear()
+
     def teardown(self, *, keep: bool) -> list[str]:
         """Drop this worker's schemas (or keep them) and close the leases; return problems."""
         problems: list[str] = []
@@ -269,15 +268,15 @@ class WorkerSchemas:
             if not keep:
                 for target in self._created:
                     try:
-                        with self._lease(target).ddl_slot(self.worker), self._admin(target) as conn:
-                            schemas.drop_schema_chunked(conn, self.schema)
+                        with self._lease(target).ddl_slot(self.worker):
+                            schemas.drop_schema_chunked(self._conn(target), self.schema)
                     except (ShoalError, psycopg.Error) as exc:
-                        problems.append(f"{target.name}: dropping {self.schema} failed: {exc}")
+                        problems.append(
+                            f"{target.name}: dropping {self.schema} failed: {first_line(exc)}"
+                        )
                 self._created.clear()
         finally:
-            for conn in self._claim_conns.values():
-                conn.close()
-            self._claim_conns.clear()
+            self._close_conns()
             for lease in self._leases.values():
                 lease.close()
             self._leases.clear()

@@ -1,72 +1,177 @@
 """The pytest plugin (entry point ``shoal``): one namespace per invocation, one schema per
-worker in every configured database, exported so that unmodified code lands in it."""
+worker in every configured database, exported so that unmodified code lands in it.
+
+The process that owns the run (``shoal run``, or the pytest controller) builds the run
+plan once; every xdist worker receives it (see :mod:`shoal.plan`). Each process that
+runs tests exports its binding before any conftest is imported.
+"""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from shoal.errors import ShoalError
-from shoal.plugin.state import CONFIGURED_KEY, INI_KEYS, STATE, RunState
+from shoal import naming
+from shoal.plugin.boundary import shoal_errors_as_usage_errors
+from shoal.plugin.state import INI_KEYS, STATE, RunState
 
 if TYPE_CHECKING:
-    # Imported where used: an xdist worker of a run that touches no database should not
-    # pay for psycopg and the PostgreSQL layer at start-up, which delays every test.
-    from shoal.pg.worker import DatabaseHandle, Timing
+    from shoal.binding import DatabaseHandle
+    from shoal.namespace import Namespace
+    from shoal.pg.worker import Timing
 
-__all__ = ["shoal_databases", "shoal_namespace", "shoal_schema"]
+__all__ = ["PlanCarrier", "shoal_databases", "shoal_namespace", "shoal_schema"]
+
+# Runs that only look (help, versions, collection, fixture lists) start and create nothing.
+_LOOKING = ("help", "version", "collectonly", "showfixtures", "show_fixtures_per_test", "markers")
+
+
+class PlanCarrier:
+    """What ``shoal run`` hands the plugin in-process, ``pytest.main(args,
+    plugins=[PlanCarrier(namespace)])``: the namespace of the run it started. The plan is
+    built with it from pytest's own configuration (its ini file, its flags)."""
+
+    def __init__(self, namespace: Namespace) -> None:
+        self.namespace = namespace
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("shoal", "shoal: isolated PostgreSQL schemas per run and worker")
     group.addoption(
-        "--shoal-keep-on-failure", action="store_true", default=None,
+        "--shoal-keep-on-failure",
+        action="store_true",
+        default=None,
         help="keep the worker schemas when the run fails, and print how to connect to them",
-    )  # fmt: skip
+    )
     group.addoption(
-        "--shoal-ddl-slots", default=None, metavar="N|auto",
+        "--shoal-ddl-slots",
+        default=None,
+        metavar="N|auto",
         help="concurrent schema DDL allowed per server, across every run (default: auto)",
-    )  # fmt: skip
+    )
     group.addoption(
-        "--shoal-report", action="store_true", default=False,
+        "--shoal-report",
+        action="store_true",
+        default=False,
         help="write a run report (tests, workers, provisioning) into the reports directory",
-    )  # fmt: skip
+    )
     group.addoption(
-        "--shoal-order", choices=("duration", "none"), default="duration",
+        "--shoal-order",
+        choices=("duration", "none"),
+        default="duration",
         help="with xdist worksteal/load: run the longest tests first, by past reports' "
         "durations, dealt evenly across workers (default: duration)",
-    )  # fmt: skip
+    )
     for key in INI_KEYS:
         parser.addini(f"shoal_{key}", help=f"shoal setting {key} (see [tool.shoal])", default=None)
 
 
+def _looking_only(config: pytest.Config) -> bool:
+    options = config.known_args_namespace
+    return any(getattr(options, name, None) for name in _LOOKING)
+
+
+def _runs_workers(config: pytest.Config) -> bool:
+    """This process is an xdist controller: its workers run the tests."""
+    if not config.pluginmanager.hasplugin("xdist"):
+        return False
+    options = config.known_args_namespace
+    return bool(getattr(options, "numprocesses", None) or getattr(options, "tx", None))
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
+    """Before any conftest is imported: plan the run, export this process's binding."""
+    if STATE in early_config.stash or _looking_only(early_config):
+        return
+    with shoal_errors_as_usage_errors():
+        if os.environ.get("PYTEST_XDIST_WORKER") is not None:
+            state = _inherited(early_config)  # None: wait for workerinput at configure
+        else:
+            state = _owner(early_config)
+        if state is not None:
+            early_config.stash[STATE] = state
+
+
+def _inherited(config: pytest.Config) -> RunState | None:
+    """An xdist worker's state from the plan its controller left in the environment.
+
+    Only the controller's own workers take it (the plan names its owner; a worker's parent
+    is its controller); a pytest that a test starts has another parent and ignores it.
+    """
+    from shoal.plan import PlanError, RunPlan
+    from shoal.plugin.state import parent_token
+
+    text = os.environ.pop(naming.ENV_PLAN, None)
+    if text is None:
+        return None
+    try:
+        plan = RunPlan.from_json(text)
+    except PlanError:
+        return None
+    if plan.owner != parent_token() or plan.project_root != str(config.rootpath):
+        return None
+    state = RunState(plan, naming.worker_id(os.environ["PYTEST_XDIST_WORKER"]), False)
+    if plan.configured:
+        state.export()
+    return state
+
+
+def _owner(config: pytest.Config) -> RunState:
+    """The state of the process that owns the run: a plan handed in, or built now."""
+    from shoal.plugin.state import build_plan
+
+    carried = [p for p in config.pluginmanager.get_plugins() if isinstance(p, PlanCarrier)]
+    plan = build_plan(config, carried[0].namespace if carried else None)
+    state = RunState(plan, naming.MAIN_WORKER, is_controller=_runs_workers(config))
+    if state.is_controller and plan.configured:
+        state.set_environment({naming.ENV_PLAN: plan.to_json()})
+    elif plan.configured:
+        state.prepare()
+    return state
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
-    try:
-        state = RunState.from_config(config)
-        config.stash[STATE] = state
-        # Fail before any test runs, and before anything is created, on a database that
-        # cannot be reached, a setup hook that cannot be imported, or a search-path tail
-        # that holds tables. A process that runs tests also exports its environment now.
-        if state.configured and state.is_controller:
-            state.worker_schemas().check()
-        elif state.configured:
-            state.prepare()
-    except ShoalError as exc:
-        raise pytest.UsageError(f"shoal: {exc}") from None
+    workerinput: dict[str, Any] | None = getattr(config, "workerinput", None)
+    with shoal_errors_as_usage_errors():
+        if workerinput is not None:
+            _configure_worker(config, workerinput)
+        elif STATE not in config.stash and not _looking_only(config):
+            config.stash[STATE] = _owner(config)  # loaded after the initial conftests
+    state = config.stash.get(STATE, None)
+    if state is None:
+        return
     if config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(_XdistHooks(state), "shoal-xdist")
         from shoal.plugin.order import register as register_order
 
         register_order(config, state)
     # Only the process that sees every test writes the report: not an xdist worker.
-    if config.getoption("shoal_report") and not hasattr(config, "workerinput"):
+    if config.getoption("shoal_report") and workerinput is None:
         from shoal.plugin.report import ReportCollector
 
         config.pluginmanager.register(ReportCollector(state, config), "shoal-report")
+
+
+def _configure_worker(config: pytest.Config, workerinput: dict[str, Any]) -> None:
+    """The controller's plan, from workerinput: it wins over what start-up inherited."""
+    from shoal.plan import RunPlan
+    from shoal.plugin.state import worker_state
+
+    plan = RunPlan.from_json(workerinput[naming.WORKERINPUT_PLAN])
+    state = config.stash.get(STATE, None)
+    if state is None or state.plan != plan:
+        if state is not None:
+            state.restore_environment()
+        state = worker_state(plan, workerinput)
+        config.stash[STATE] = state
+    if plan.configured:
+        state.prepare()
 
 
 class _XdistHooks:
@@ -75,19 +180,18 @@ class _XdistHooks:
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_configure_node(self, node: Any) -> None:
-        # Every worker of this invocation shares the controller's namespace.
-        node.workerinput["shoal_namespace"] = self.state.namespace.token
-        node.workerinput[CONFIGURED_KEY] = self.state.configured
+        # Every worker of this invocation runs the controller's plan.
+        node.workerinput[naming.WORKERINPUT_PLAN] = self.state.plan.to_json()
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_testnodedown(self, node: Any, error: object) -> None:
         output = getattr(node, "workeroutput", {})
-        self.state.kept.extend(output.get("shoal_kept", []))
-        self.state.problems.extend(output.get("shoal_problems", []))
-        if output.get("shoal_timings"):
+        self.state.kept.extend(output.get(naming.WORKEROUTPUT_KEPT, []))
+        self.state.problems.extend(output.get(naming.WORKEROUTPUT_PROBLEMS, []))
+        if output.get(naming.WORKEROUTPUT_TIMINGS):
             from shoal.pg.worker import Timing
 
-            timings = [Timing(**t) for t in output["shoal_timings"]]
+            timings = [Timing(**t) for t in output[naming.WORKEROUTPUT_TIMINGS]]
             self.state.worker_timings.setdefault(str(node.gateway.id), []).extend(timings)
 
 
@@ -108,19 +212,20 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 @pytest.fixture(scope="session")
 def _shoal_worker(request: pytest.FixtureRequest) -> Iterator[RunState]:
-    state = request.config.stash[STATE]
+    state = request.config.stash.get(STATE, None)
+    if state is None:
+        pytest.fail("shoal: this run only looks (--help, --co, …): no database", pytrace=False)
     try:
-        # Already done at configure time when the project configures shoal; the
-        # environment is exported before the setup hooks run, so they see it too.
-        schemas = state.prepare()
-        state.handles = schemas.provision()
-    except ShoalError as exc:
-        pytest.fail(f"shoal: {exc}", pytrace=False)
+        with shoal_errors_as_usage_errors():
+            schemas = state.prepare()
+            state.handles = schemas.provision()
+    except pytest.UsageError as exc:
+        pytest.fail(str(exc), pytrace=False)
     state.timings = schemas.timings
     try:
         yield state
     finally:
-        keep = state.settings.keep_on_failure and request.session.testsfailed > 0
+        keep = state.plan.keep_on_failure and request.session.testsfailed > 0
         state.problems += schemas.teardown(keep=keep)
         if keep:
             state.kept += [
@@ -129,9 +234,9 @@ def _shoal_worker(request: pytest.FixtureRequest) -> Iterator[RunState]:
             ]
         workeroutput = getattr(request.config, "workeroutput", None)
         if workeroutput is not None:
-            workeroutput["shoal_kept"] = state.kept
-            workeroutput["shoal_problems"] = state.problems
-            workeroutput["shoal_timings"] = [asdict(t) for t in state.timings]
+            workeroutput[naming.WORKEROUTPUT_KEPT] = state.kept
+            workeroutput[naming.WORKEROUTPUT_PROBLEMS] = state.problems
+            workeroutput[naming.WORKEROUTPUT_TIMINGS] = [asdict(t) for t in state.timings]
 
 
 def provisioning_summary(namespace: str, timings: list[Timing]) -> str:
@@ -164,7 +269,7 @@ def _shoal_autouse(request: pytest.FixtureRequest) -> None:
 @pytest.fixture(scope="session")
 def shoal_namespace(request: pytest.FixtureRequest) -> str:
     """This invocation's namespace token (the same in every xdist worker)."""
-    return request.config.stash[STATE].namespace.token
+    return str(request.config.stash[STATE].plan.namespace)
 
 
 @pytest.fixture(scope="session")
@@ -186,7 +291,7 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
         return
     timings = [t for ts in state.timings_by_worker().values() for t in ts]
     if timings:
-        terminalreporter.write_line(provisioning_summary(state.namespace.token, timings))
+        terminalreporter.write_line(provisioning_summary(state.plan.namespace, timings))
     if state.kept:
         terminalreporter.section("shoal: schemas kept for inspection")
         for line in state.kept:

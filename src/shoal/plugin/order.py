@@ -16,6 +16,7 @@ lock or lost updates, for no information the reports do not already carry.
 from __future__ import annotations
 
 import contextlib
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 import pytest
@@ -53,7 +54,7 @@ def read_history(state: RunState, count: int = schedule.HISTORY_REPORTS) -> list
     # an xdist worker delays its first test.
     from shoal.report import ReportError, list_reports, read_report
 
-    directory = state.settings.resolve_path(state.settings.reports_dir)
+    directory = Path(state.plan.reports_dir)
     chosen: list[RunReport] = []
     for entry in reversed(list_reports(directory)):
         # A broken or foreign file only costs its own samples.

@@ -158,7 +158,7 @@ class ReportCollector:
         )
         self.distance = distance(report)
         report = report.model_copy(update={"distance": self.distance})
-        directory = self.state.settings.resolve_path(self.state.settings.reports_dir)
+        directory = Path(self.state.plan.reports_dir)
         try:
             self.path = write_report(report, directory)
         except ReportError as exc:

@@ -1,9 +1,9 @@
-"""What the plugin knows about this process's run: settings, namespace, worker, schemas."""
+"""What the plugin knows about this process's run: the plan, the worker, its schemas."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -12,41 +12,49 @@ import pytest
 
 from shoal import naming
 from shoal.namespace import Namespace
-from shoal.namespace import resolve as resolve_namespace
+from shoal.plan import RunPlan
 
 if TYPE_CHECKING:
     # Imported only where needed. xdist workers start before any test can run, and every
     # import here would delay the first test of every worker of every run: the settings
-    # (pydantic, ~0.1 s) are loaded by a worker only when it provisions, the PostgreSQL
-    # layer (psycopg) only by a process that provisions.
+    # (pydantic, ~0.1 s) are loaded only by the process that builds the plan, the
+    # PostgreSQL layer (psycopg) only by a process that provisions.
+    from shoal.binding import DatabaseHandle
     from shoal.config import Settings
-    from shoal.pg.targets import Target
-    from shoal.pg.worker import DatabaseHandle, Timing, WorkerSchemas
+    from shoal.pg.worker import Timing, WorkerSchemas
+    from shoal.plan import Target
 
 STATE = pytest.StashKey["RunState"]()
 # Settings that make sense as flat pytest ini keys (`shoal_<name>`).
-INI_KEYS: Final = ("search_path_tail", "ddl_slots", "keep_on_failure", "reports_dir",
-                   "connect_timeout")  # fmt: skip
-# workerinput key: the controller's answer to "does the project configure shoal?"
-CONFIGURED_KEY: Final = "shoal_configured"
+INI_KEYS: Final = (
+    "search_path_tail",
+    "ddl_slots",
+    "keep_on_failure",
+    "reports_dir",
+    "connect_timeout",
+    "pool_size",
+)
 
 
 def _pyproject(config: pytest.Config) -> Path | None:
-    if config.inipath is not None and config.inipath.name == "pyproject.toml":
-        return Path(config.inipath)
-    candidate = Path(config.rootpath) / "pyproject.toml"
-    return candidate if candidate.is_file() else None
+    from shoal.config import find_project_file
+
+    return find_project_file(
+        Path(config.inipath) if config.inipath is not None else None, Path(config.rootpath)
+    )
 
 
 def load_settings(config: pytest.Config) -> Settings:
+    """The settings of the process that owns the run, from its flags, ini and pyproject."""
     from shoal import config as shoal_config
 
     ini = {key: config.getini(f"shoal_{key}") or None for key in INI_KEYS}
     if ini.get("search_path_tail"):
         ini["search_path_tail"] = tuple(str(ini["search_path_tail"]).replace(",", " ").split())
+    options = config.known_args_namespace
     flags = {
-        "keep_on_failure": config.getoption("shoal_keep_on_failure"),
-        "ddl_slots": config.getoption("shoal_ddl_slots"),
+        "keep_on_failure": getattr(options, "shoal_keep_on_failure", None),
+        "ddl_slots": getattr(options, "shoal_ddl_slots", None),
     }
     return shoal_config.load_settings(
         flags=flags, ini=ini, pyproject=_pyproject(config), project_root=Path(config.rootpath)
@@ -55,13 +63,9 @@ def load_settings(config: pytest.Config) -> Settings:
 
 @dataclass
 class RunState:
-    namespace: Namespace
+    plan: RunPlan
     worker: str
     is_controller: bool  # runs no tests itself: the xdist controller
-    # The project told shoal about its databases: provision eagerly for every worker.
-    configured: bool
-    _load_settings: Callable[[], Settings]
-    _settings: Settings | None = None
     kept: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     timings: list[Timing] = field(default_factory=list)  # this process's
@@ -70,87 +74,70 @@ class RunState:
     schemas: WorkerSchemas | None = None
     handles: dict[str, DatabaseHandle] = field(default_factory=dict)
     _targets: list[Target] | None = None
+    _tail: tuple[str, ...] | None = None
     _saved_env: dict[str, str | None] = field(default_factory=dict)
 
     @property
-    def settings(self) -> Settings:
-        if self._settings is None:
-            self._settings = self._load_settings()
-        return self._settings
+    def namespace(self) -> Namespace:
+        return Namespace(self.plan.namespace, self.plan.origin)
 
-    @classmethod
-    def from_config(cls, config: pytest.Config) -> RunState:
-        """The state of this process; raises ConfigError on bad settings.
-
-        An xdist worker takes the namespace and the "configured" verdict from its
-        controller, which loaded (and checked) the same settings already; it loads them
-        again only when it provisions.
-        """
-
-        def load() -> Settings:
-            return load_settings(config)
-
-        workerinput: dict[str, Any] | None = getattr(config, "workerinput", None)
-        if workerinput is not None:  # both keys set by _XdistHooks.pytest_configure_node
-            return cls(
-                namespace=Namespace(workerinput["shoal_namespace"], "controller"),
-                worker=naming.worker_id(workerinput["workerid"]),
-                is_controller=False,
-                configured=bool(workerinput[CONFIGURED_KEY]),
-                _load_settings=load,
-            )
-        settings = load()
-        numprocesses = config.getoption("numprocesses", None)
-        return cls(
-            namespace=resolve_namespace(os.environ, settings.namespace_force),
-            worker=naming.MAIN_WORKER,
-            is_controller=bool(numprocesses) and config.getoption("dist", "no") != "no",
-            configured=settings.source_of("databases") != "default",
-            _load_settings=load,
-            _settings=settings,
-        )
+    @property
+    def configured(self) -> bool:
+        """The project told shoal about its databases: provision eagerly for every worker."""
+        return self.plan.configured
 
     def timings_by_worker(self) -> dict[str, list[Timing]]:
         """Provisioning timings of every process of the run that provisioned, by worker id."""
         mine = {self.worker: self.timings} if self.timings else {}
         return {**mine, **self.worker_timings}
 
-    @property
-    def resolved_targets(self) -> list[Target] | None:
-        """The targets, if this process already resolved them (None: never, or it failed)."""
-        return self._targets
-
     def targets(self) -> list[Target]:
+        """The plan's targets; a run that configures none resolves the embedded default
+        here, the first time a test asks for a database."""
         if self._targets is None:
-            from shoal.pg.targets import resolve_targets
+            if self.plan.targets:
+                self._targets, self._tail = list(self.plan.targets), self.plan.tail
+            else:
+                from shoal.targets import embedded_default
 
-            self._targets = resolve_targets(self.settings)
+                self._targets, self._tail = embedded_default(self.plan)
         return self._targets
 
     def worker_schemas(self) -> WorkerSchemas:
+        from dataclasses import replace
+
         from shoal.pg.worker import WorkerSchemas
 
-        return WorkerSchemas(
-            self.targets(), self.namespace.token, self.worker,
-            tail=self.settings.search_path_tail, ddl_slots=self.settings.ddl_slots,
-            connect_timeout=self.settings.connect_timeout, pool=self.settings.pool_size > 0,
-        )  # fmt: skip
+        targets = self.targets()
+        plan = replace(self.plan, tail=self._tail if self._tail is not None else self.plan.tail)
+        return WorkerSchemas.from_plan(plan, self.worker, targets)
 
-    def prepare(self) -> WorkerSchemas:
-        """Check the databases and export this worker's environment (once); create nothing.
+    def export(self, environ: Mapping[str, str] | None = None) -> None:
+        """Export this worker's binding (once), before anything imports the suite's code.
 
         Exported as early as possible, so code that reads DATABASE_URL at import time
-        (a module-level engine, a settings object) already sees the worker's URL.
+        (a module-level engine, a settings object in a conftest) already sees the
+        worker's URL. Creates nothing.
         """
         if self.schemas is None:
             schemas = self.worker_schemas()
-            schemas.check()
-            schemas.prepare_pool()  # now, not on the clock of the first provisioning
-            env = schemas.environment(os.environ)
-            self._saved_env = {key: os.environ.get(key) for key in env}
+            env = schemas.environment(os.environ if environ is None else environ)
+            self._saved_env.update({k: os.environ.get(k) for k in env if k not in self._saved_env})
             os.environ.update(env)
             self.schemas = schemas
+
+    def prepare(self) -> WorkerSchemas:
+        """Export the binding and open what provisioning needs; create nothing."""
+        self.export()
+        assert self.schemas is not None
+        self.schemas.prepare()
         return self.schemas
+
+    def set_environment(self, env: Mapping[str, str]) -> None:
+        """Set ``env``, remembering what to restore at the end of the run."""
+        for key, value in env.items():
+            self._saved_env.setdefault(key, os.environ.get(key))
+            os.environ[key] = value
 
     def restore_environment(self) -> None:
         for key, value in self._saved_env.items():
@@ -159,3 +146,45 @@ class RunState:
             else:
                 os.environ[key] = value
         self._saved_env = {}
+
+
+def worker_state(plan: RunPlan, workerinput: Mapping[str, Any]) -> RunState:
+    """An xdist worker's state: the controller's plan, this worker's id."""
+    return RunState(
+        plan=plan, worker=naming.worker_id(str(workerinput["workerid"])), is_controller=False
+    )
+
+
+def parent_token() -> str:
+    """``naming.runner_token`` of this process's parent (an xdist worker's controller)."""
+    import psutil
+
+    try:
+        parent = psutil.Process().parent()
+    except psutil.Error:
+        return ""
+    if parent is None:
+        return ""
+    try:
+        return naming.runner_token(parent.pid, parent.create_time())
+    except psutil.Error:
+        return ""
+
+
+def own_token() -> str:
+    import psutil
+
+    me = psutil.Process()
+    return naming.runner_token(me.pid, me.create_time())
+
+
+def build_plan(config: pytest.Config, namespace: Namespace | None = None) -> RunPlan:
+    """The plan of a run this process owns: its settings, a namespace (``namespace``
+    when ``shoal run`` chose it), its databases checked."""
+    from shoal.namespace import resolve
+    from shoal.targets import build_plan as plan_run
+
+    settings = load_settings(config)
+    if namespace is None:
+        namespace = resolve(os.environ, settings.namespace_force)
+    return plan_run(settings, namespace, own_token())

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import ClassVar
 
 from shoal.errors import ShoalError
 from shoal.report import ReportError, RunReport, list_reports, read_report
@@ -17,7 +18,10 @@ __all__ = ["TimelineError", "gather", "render", "write"]
 
 
 class TimelineError(ShoalError):
-    """The timeline could not be written; the message names the path."""
+    """A path given for the timeline is wrong: a report that is not there, or an output
+    that cannot be written. The message names the path and what was expected."""
+
+    exit_code: ClassVar[int] = 2  # the user's input, like a usage error
 
 
 def write(runs: Sequence[RunReport], out: Path) -> Path:
@@ -42,7 +46,7 @@ def gather(paths: Sequence[Path]) -> tuple[list[RunReport], list[str]]:
     file found in a directory was left out.
 
     A file named directly must be a report; a directory must hold at least one. Either
-    mistake raises :class:`ReportError` naming the path and what was expected.
+    mistake raises :class:`TimelineError` naming the path and what was expected.
     """
     runs: list[RunReport] = []
     skipped: list[str] = []
@@ -50,21 +54,24 @@ def gather(paths: Sequence[Path]) -> tuple[list[RunReport], list[str]]:
         if path.is_dir():
             entries = list_reports(path)
             if not entries:
-                raise ReportError(f"no run reports in {path} (expected *_<namespace>.json files)")
+                raise TimelineError(f"no run reports in {path} (expected *_<namespace>.json files)")
             for entry in entries:
                 try:
                     runs.append(read_report(entry.path))
                 except ReportError as exc:
                     skipped.append(str(exc))
         elif path.exists():
-            runs.append(read_report(path))
+            try:
+                runs.append(read_report(path))
+            except ReportError as exc:
+                raise TimelineError(str(exc)) from None
         else:
-            raise ReportError(
+            raise TimelineError(
                 f"{path}: no such file or directory, expected a run report or a directory of them"
             )
     # The same report reached twice (a file and its directory) is one run.
     unique = {(run.namespace, run.started): run for run in runs}
     runs = list(unique.values())
     if not runs:
-        raise ReportError(f"no readable run report in {', '.join(str(p) for p in paths)}")
+        raise TimelineError(f"no readable run report in {', '.join(str(p) for p in paths)}")
     return runs, skipped

@@ -197,8 +197,17 @@ async def test_chat_model_selects_the_agent_or_is_passed_to_it(serve: ServeFacto
     python_agent = [sys.executable, str(Path(__file__).with_name("fake_agent.py"))]
     agents = {"echo-model": [*python_agent, "print model={model}"]}
     async with serve(agents=agents) as s:
-        response = await s.client.post("/v1/chat/completions", json=chat("hi", model="gpt-9"))
+        response = await s.client.post(
+            "/v1/chat/completions", json=chat("hi", model="echo-model/gpt-9")
+        )
+        plain = await s.client.post("/v1/chat/completions", json=chat("hi", model="echo-model"))
+        unknown = await s.client.post("/v1/chat/completions", json=chat("hi", model="gpt-9"))
     assert response.json()["choices"][0]["message"]["content"] == "model=gpt-9\n"
+    assert plain.json()["choices"][0]["message"]["content"] == "model=echo-model\n"
+    # An unknown model is an error, never the default agent in disguise.
+    assert unknown.status_code == 404
+    assert unknown.json()["error"]["code"] == "model_not_found"
+    assert unknown.json()["error"]["param"] == "model"
 
 
 async def test_failed_chat_run_is_an_openai_error(serve: ServeFactory) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -69,26 +70,52 @@ def _agents(
     default=None,
     help=f"Serve without {TOKEN_ENV} (only on a loopback address).",
 )
+@click.option(
+    "--shutdown-grace",
+    "shutdown_grace_s",
+    type=float,
+    metavar="SECONDS",
+    help="On SIGTERM, running jobs get this long before they are interrupted (default 30).",
+)
+@click.option(
+    "--max-body-bytes", type=int, help="Larger request bodies answer 413 (default 1 MiB)."
+)
+@click.option(
+    "--cors-origin",
+    "cors_origins",
+    multiple=True,
+    callback=lambda ctx, param, values: tuple(values) or None,
+    help="A browser origin allowed to call the API (default: none). Repeatable.",
+)
 def serve_command(**flags: Any) -> None:
     """Run coding-agent jobs over HTTP, each in its own git checkout, FIFO-queued.
 
     Clients send 'Authorization: Bearer <token>' with the token set in SHOAL_SERVE_TOKEN.
     """
     try:
-        import uvicorn
-
         from shoal.service.app import create_app
+        from shoal.service.server import run
     except ImportError as exc:
         raise UsageError("serve", exc.name, "installation", "pip install 'shoal[serve]'") from None
-    from shoal.service.workspaces import Workspaces
+    from shoal.service.jobs import make_state_dir
+    from shoal.service.workspaces import WorkspaceError, Workspaces
 
     settings = load_serve_settings(flags)
+    # Everything the service and git write (the job database, clones, homes) is private
+    # to its user, whatever the umask it was started with.
+    os.umask(0o077)
+    make_state_dir(settings.state_dir)
     # Clone (or fetch) now, so a bad repository is reported as one line, before listening.
-    Workspaces(settings.state_dir, settings.repo).ensure_base()
+    try:
+        Workspaces(settings.state_dir, settings.repo).ensure_base()
+    except WorkspaceError as exc:
+        raise UsageError(
+            "repo", mask(settings.repo), "--repo or SHOAL_SERVE_REPO", str(exc)
+        ) from None
     click.echo(
         f"shoal serve: http://{settings.host}:{settings.port}  repo {mask(settings.repo)}  "
         f"agents {', '.join(settings.agents)}  capacity {settings.max_concurrency}  "
         f"auth {'off' if settings.no_auth else 'bearer'}",
         err=True,
     )
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="warning")
+    run(create_app(settings), settings)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import time
@@ -15,12 +16,14 @@ import psutil
 
 from shoal.service.models import JobStatus
 from shoal.service.output import Live, Outputs
-from shoal.service.runner import Outcome, Process, render_argv
+from shoal.service.runner import Outcome, Process, render_argv, takes_json
 from shoal.service.settings import ENV_PREFIX, ServeSettings
 from shoal.service.store import Job, JobStore
 from shoal.service.workspaces import Workspace, WorkspaceError, Workspaces
 
 log = logging.getLogger("shoal.serve")
+# The same words as a restart uses: a job stopped by a shutdown is one a restart finds.
+STOPPED_WHILE_RUNNING = "the service stopped while the job ran"
 InPool = Callable[..., Awaitable[Any]]
 
 
@@ -76,7 +79,7 @@ class Execution:
             log.exception("job %s could not be prepared", job.id)
             result = {"status": JobStatus.failed, "error": f"could not prepare the job: {exc}"}
         except asyncio.CancelledError:
-            result = {"status": JobStatus.interrupted, "error": "the service stopped"}
+            result = {"status": JobStatus.interrupted, "error": STOPPED_WHILE_RUNNING}
             raise
         finally:
             await self._wrap_up(job, space, live, result)
@@ -99,18 +102,17 @@ class Execution:
     ) -> dict[str, object]:
         if cancel.is_set():
             return {"status": JobStatus.cancelled}
+        template = self._settings.agents[job.agent]
         argv, on_stdin = render_argv(
-            self._settings.agents[job.agent],
-            prompt=job.prompt,
-            model=job.model or job.agent,
-            job_id=job.id,
+            template, prompt=job.prompt, model=job.model or job.agent, job_id=job.id
         )
+        stdin = stdin_json(job) if takes_json(template) else job.prompt
         try:
             proc = await Process.start(
                 argv,
                 cwd=space.work,
                 env=env,
-                stdin_text=job.prompt if on_stdin else None,
+                stdin_text=stdin if on_stdin else None,
                 on_stdout=live.add,
                 on_stderr=live.add_stderr,
             )
@@ -146,6 +148,12 @@ class Execution:
             **{k: v for k, v in result.items() if k != "status"},
         )
         self.finished(job.id)
+
+
+def stdin_json(job: Job) -> str:
+    """What an agent whose template asks for ``{stdin_json}`` reads on stdin."""
+    messages = job.messages or [{"role": "user", "content": job.prompt}]
+    return json.dumps({"model": job.model or job.agent, "messages": messages})
 
 
 def _status(outcome: Outcome) -> JobStatus:

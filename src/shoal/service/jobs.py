@@ -10,17 +10,20 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import os
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any, TypeVar
 
-from shoal.service.admission import Admission, UnknownAgent
+from shoal.service.admission import Admission, Admitted, UnknownAgent
 from shoal.service.execution import Execution
 from shoal.service.models import JobStatus, JobView
 from shoal.service.output import Outputs
 from shoal.service.queue import QueueFull, Scheduler
 from shoal.service.recovery import recover
+from shoal.service.retries import Callers
 from shoal.service.settings import ServeSettings
 from shoal.service.store import Job, JobStore
 from shoal.service.workspaces import Workspaces
@@ -30,11 +33,20 @@ T = TypeVar("T")
 __all__ = ["JobService", "QueueFull", "UnknownAgent"]
 
 
+def make_state_dir(path: Path) -> None:
+    """Prompts, outputs and checkouts live here: private to the service's user.
+
+    chmod as well as mkdir's mode: the umask narrows the mode, and a directory made
+    before (by an older version, or by hand) keeps whatever mode it had.
+    """
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(path, 0o700)
+
+
 class JobService:
     def __init__(self, settings: ServeSettings) -> None:
         self.settings = settings
-        # Prompts, outputs and checkouts live here: private to the service's user.
-        settings.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        make_state_dir(settings.state_dir)
         self.store = JobStore(settings.state_dir / "jobs.sqlite3")
         self.spaces = Workspaces(
             settings.state_dir, settings.repo, refresh_s=settings.base_refresh_s
@@ -44,7 +56,12 @@ class JobService:
         self.scheduler = Scheduler(
             self.store, self.execution.run, capacity=settings.max_concurrency
         )
-        self.admission = Admission(settings, self.store, self.scheduler, self.outputs)
+        self.callers = Callers(settings.reattach_s, self.cancel)
+        self.admission = Admission(settings, self.store, self.scheduler, self.outputs, self.callers)
+        # Set on SIGTERM: streams end, nothing new is admitted or started.
+        self.stopping = asyncio.Event()
+        self.started_at = time.time()
+        self._draining: asyncio.Task[None] | None = None
         self._evictor: asyncio.Task[None] | None = None
         self._checkpointer: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[object]] = set()
@@ -64,7 +81,36 @@ class JobService:
         self._evictor = asyncio.create_task(self._evict_periodically())
         self._checkpointer = asyncio.create_task(self.outputs.checkpoint_periodically())
 
+    def begin_shutdown(self) -> None:
+        """Admit and start nothing more, end streams, give running jobs their grace."""
+        if self.stopping.is_set():
+            return
+        self.stopping.set()
+        self.admission.close()
+        self.scheduler.stop_starting()
+        now = time.time()
+        for job in self.store.list(JobStatus.queued):
+            if job.kind == "chat":  # its caller is answered now; a restart would drop it
+                self.store.update(
+                    job.id,
+                    status=JobStatus.interrupted,
+                    finished_at=now,
+                    error="the service stopped before the request ran",
+                )
+                self.execution.finished(job.id)
+        self._draining = asyncio.get_running_loop().create_task(self._drain())
+
+    async def _drain(self) -> None:
+        if not await self.scheduler.wait_idle(self.settings.shutdown_grace_s):
+            log.warning("interrupting the jobs still running after the shutdown grace")
+            await self.scheduler.close()
+        # Queued jobs keep their place for the next start; their followers stop waiting.
+        self.outputs.finish_all()
+
     async def stop(self) -> None:
+        if self._draining is not None:
+            await self._draining
+        self.callers.close()
         for task in (self._evictor, self._checkpointer):
             if task is None:
                 continue
@@ -98,7 +144,7 @@ class JobService:
 
     # -- requests --------------------------------------------------------------------------
 
-    def submit(self, **request: Any) -> tuple[Job, int]:
+    def submit(self, **request: Any) -> Admitted:
         return self.admission.submit(**request)
 
     def get(self, job_id: str) -> Job | None:

@@ -8,10 +8,19 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-# A ref reaches git as an argument: a leading "-" would be read as an option.
-_REF = re.compile(r"^(?!-)(?!.*\.\.)[A-Za-z0-9._/@{}^~+-]{1,200}$")
+# A ref reaches git as an argument: a leading "-" would be read as an option. Matched
+# whole (fullmatch): "$" alone would let a trailing newline through.
+# No lookarounds, so the OpenAPI document states the same rule in any regex dialect: each
+# "." is followed by a name character (or ends the ref), and the first is not "-".
+_REF_CHAR = r"[A-Za-z0-9_/@{}^~+-]"
+REF_PATTERN = rf"^(?:[A-Za-z0-9_/@{{}}^~+]|\.{_REF_CHAR})(?:{_REF_CHAR}|\.{_REF_CHAR})*\.?$"
+_REF = re.compile(REF_PATTERN)
+NO_NUL = r"^[^\x00]*$"
 # A model name may reach the agent's argv: no leading "-", nothing a shell would care about.
-_MODEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,127}$")
+MODEL_NAME = r"[A-Za-z0-9][A-Za-z0-9._:@+-]{0,127}"
+_MODEL = re.compile(rf"{MODEL_NAME}(?:/{MODEL_NAME})?")
+# One limit for every prompt, /execute's and a rendered chat conversation alike.
+MAX_PROMPT_CHARS = 1_000_000
 MetadataValue = str | int | float | bool | None
 
 
@@ -39,9 +48,16 @@ def _no_nul(value: str) -> str:
 class ExecuteRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    prompt: str = Field(min_length=1, max_length=1_000_000)
+    prompt: str = Field(
+        min_length=1, max_length=MAX_PROMPT_CHARS, json_schema_extra={"pattern": NO_NUL}
+    )
     agent: str | None = Field(default=None, description="agent name (default: the server's)")
-    ref: str | None = Field(default=None, description="branch, tag or commit to check out")
+    ref: str | None = Field(
+        default=None,
+        max_length=200,
+        json_schema_extra={"pattern": REF_PATTERN},
+        description="branch, tag or commit to check out",
+    )
     timeout_s: float | None = Field(
         default=None, gt=0, le=7 * 86400, description="run time limit, counted from the start"
     )
@@ -55,7 +71,7 @@ class ExecuteRequest(BaseModel):
     @field_validator("ref")
     @classmethod
     def _ref(cls, value: str | None) -> str | None:
-        if value is not None and not _REF.match(value):
+        if value is not None and not _REF.fullmatch(value):
             raise ValueError("expected a branch, tag or commit name (no leading '-', no '..')")
         return value
 
@@ -132,19 +148,30 @@ class ChatMessage(BaseModel):
         return self.content or ""
 
 
+class StreamOptions(BaseModel):
+    include_usage: bool = False
+
+
 class ChatRequest(BaseModel):
     # OpenAI clients send many optional knobs (temperature, …); they mean nothing here.
     model_config = ConfigDict(extra="ignore")
 
-    model: str = Field(min_length=1, description="an agent name, or a model the agent is given")
+    model: str = Field(
+        min_length=1,
+        description="an agent name, or AGENT/MODEL: the agent, given MODEL as {model}",
+    )
     messages: list[ChatMessage] = Field(min_length=1)
     stream: bool = False
+    stream_options: StreamOptions | None = None
+    # Refused with 400 by the handler when other than one answer / any tool is asked for.
+    n: int | None = Field(default=None, json_schema_extra={"enum": [1]})
+    tools: list[Any] | None = Field(default=None, json_schema_extra={"maxItems": 0})
 
     @field_validator("model")
     @classmethod
     def _model(cls, value: str) -> str:
-        if not _MODEL.match(value):
-            raise ValueError("expected a model or agent name (letters, digits, . _ : / @ + -)")
+        if not _MODEL.fullmatch(value):
+            raise ValueError("expected an agent name or AGENT/MODEL (letters, digits, . _ : @ + -)")
         return value
 
     @field_validator("messages")
@@ -153,13 +180,59 @@ class ChatRequest(BaseModel):
         users = [m for m in value if m.role == "user"]
         if not users or not users[-1].text().strip():
             raise ValueError("expected a user message with text content")
-        _no_nul(users[-1].text())
+        for message in value:
+            _no_nul(message.text())
+        if sum(len(m.text()) for m in value) > MAX_PROMPT_CHARS:
+            raise ValueError(f"expected at most {MAX_PROMPT_CHARS} characters in all")
         return value
 
+    @property
+    def agent(self) -> str:
+        return self.model.partition("/")[0]
+
     def prompt(self) -> str:
-        return [m for m in self.messages if m.role == "user"][-1].text()
+        """The conversation as the agent reads it in plain text.
+
+        A lone user message is passed as it is. Otherwise every message, in order, as a
+        ``### <role>`` line followed by its text and a blank line.
+        """
+        if len(self.messages) == 1:
+            return self.messages[0].text()
+        return "\n".join(f"### {m.role}\n{m.text()}\n" for m in self.messages)
+
+    def conversation(self) -> list[dict[str, str]]:
+        """The conversation as agents that take JSON on stdin read it."""
+        return [{"role": m.role, "content": m.text()} for m in self.messages]
 
 
-def chat_error(message: str, kind: str, code: str) -> dict[str, Any]:
+class OpenAIErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+class OpenAIError(BaseModel):
+    error: OpenAIErrorDetail
+
+
+class ErrorDetail(BaseModel):
+    detail: str | list[dict[str, Any]]
+    message: str | None = None
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
+
+
+def chat_error(message: str, kind: str, code: str, param: str | None = None) -> dict[str, Any]:
     """The OpenAI error body."""
-    return {"error": {"message": message, "type": kind, "code": code, "param": None}}
+    return {"error": {"message": message, "type": kind, "code": code, "param": param}}

@@ -73,6 +73,17 @@ class Scheduler:
             self._active.pop(job.id, None)
             self.pump()
 
+    def stop_starting(self) -> None:
+        """Start nothing more; running jobs go on."""
+        self._closed = True
+
+    async def wait_idle(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` for running jobs to end; True when none is left."""
+        tasks = list(self._active.values())
+        if tasks:
+            await asyncio.wait(tasks, timeout=timeout)
+        return not self._active
+
     async def close(self) -> None:
         """Start nothing more; cancel running jobs and wait for them to wind down."""
         self._closed = True

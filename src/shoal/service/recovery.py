@@ -16,6 +16,7 @@ from typing import Any
 
 import psutil
 
+from shoal.service.execution import STOPPED_WHILE_RUNNING
 from shoal.service.models import JobStatus
 from shoal.service.runner import kill_group
 from shoal.service.store import JobStore
@@ -23,7 +24,6 @@ from shoal.service.workspaces import WorkspaceError, Workspaces
 
 log = logging.getLogger("shoal.serve")
 InPool = Callable[..., Awaitable[Any]]
-STOPPED_WHILE_RUNNING = "the service stopped while the job ran"
 
 
 async def recover(store: JobStore, spaces: Workspaces, in_pool: InPool) -> list[str]:

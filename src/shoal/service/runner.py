@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from shoal.service.settings import PROMPT
+from shoal.service.settings import PROMPT, STDIN_JSON
 
 Sink = Callable[[str], None]
 # After SIGTERM the group gets this long to exit before SIGKILL.
@@ -27,6 +27,9 @@ class Outcome:
 
 
 _PLACEHOLDER = re.compile(r"\{(prompt|model|job_id)\}")
+# Linux caps one argument at 32 pages (MAX_ARG_STRLEN, its NUL included): a longer one
+# fails the exec with E2BIG, after the checkout was made.
+MAX_ARG_BYTES = 32 * 4096 - 1
 
 
 def render_argv(
@@ -35,11 +38,38 @@ def render_argv(
     """The argv for one job, and whether the prompt goes on stdin.
 
     One pass over each argument, so text that came in (a prompt holding ``{model}``) is
-    never substituted again, and other braces in the template are left alone.
+    never substituted again, and other braces in the template are left alone. A
+    ``{stdin_json}`` argument is a marker, not an argument: stdin carries the request as
+    JSON instead of the plain prompt.
     """
     values = {"prompt": prompt, "model": model, "job_id": job_id}
-    argv = [_PLACEHOLDER.sub(lambda m: values[m.group(1)], part) for part in template]
+    argv = [
+        _PLACEHOLDER.sub(lambda m: values[m.group(1)], part)
+        for part in template
+        if part != STDIN_JSON
+    ]
     return argv, not any(PROMPT in part for part in template)
+
+
+def takes_json(template: Sequence[str]) -> bool:
+    return STDIN_JSON in template
+
+
+def argv_problem(argv: Sequence[str]) -> str | None:
+    """Why the kernel would refuse to start ``argv``, or None."""
+    for part in argv:
+        size = len(part.encode("utf-8", "surrogateescape"))
+        if size > MAX_ARG_BYTES:
+            return (
+                f"makes a command-line argument of {size} bytes; Linux takes at most "
+                f"{MAX_ARG_BYTES} in one argument (use an agent that reads the prompt on stdin)"
+            )
+    total = sum(len(part.encode("utf-8", "surrogateescape")) + 1 for part in argv)
+    total += sum(len(k) + len(v) + 2 for k, v in os.environ.items())
+    limit = os.sysconf("SC_ARG_MAX") if hasattr(os, "sysconf") else 2**21
+    if total > limit - 65536:  # room for the job's own environment variables
+        return f"makes a command line of {total} bytes with the environment; the limit is {limit}"
+    return None
 
 
 def kill_group(pgid: int, sig: signal.Signals = signal.SIGKILL) -> None:

@@ -9,6 +9,7 @@ line is the queued rows in ``seq`` order, nothing else.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,12 +43,20 @@ CREATE TABLE IF NOT EXISTS jobs (
     pid INTEGER,
     pid_started REAL,
     diff TEXT,
-    branch TEXT
+    branch TEXT,
+    idem_key TEXT,
+    request_hash TEXT,
+    messages TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status, seq);
 """
+# Columns added since the first release: a state directory made by it gains them on open.
+_ADDED = {"idem_key": "TEXT", "request_hash": "TEXT", "messages": "TEXT"}
+_INDEXES = """
+CREATE UNIQUE INDEX IF NOT EXISTS jobs_idem_key ON jobs (idem_key) WHERE idem_key IS NOT NULL;
+"""
 
-_JSON = ("metadata", "diff")
+_JSON = ("metadata", "diff", "messages")
 
 
 @dataclass
@@ -76,11 +85,19 @@ class Job:
     pid_started: float | None = None
     diff: dict[str, Any] | None = field(default=None)
     branch: str | None = None
+    # The client's Idempotency-Key (scoped by kind) and a hash of what it asked for.
+    idem_key: str | None = None
+    request_hash: str | None = None
+    messages: list[dict[str, str]] | None = None  # a chat conversation, for agents taking JSON
 
 
 class JobStore:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
+        # Prompts and outputs are private whatever the umask; SQLite gives its -wal and
+        # -shm files the database file's own mode.
+        os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
+        os.chmod(path, 0o600)
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._db.row_factory = sqlite3.Row
         # WAL keeps readers from blocking the writer; NORMAL is durable across a process
@@ -88,6 +105,11 @@ class JobStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
+        present = {row["name"] for row in self._db.execute("PRAGMA table_info(jobs)")}
+        for name, kind in _ADDED.items():
+            if name not in present:
+                self._db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {kind}")
+        self._db.executescript(_INDEXES)
 
     def close(self) -> None:
         self._db.close()
@@ -164,6 +186,10 @@ class JobStore:
 
     def get(self, job_id: str) -> Job | None:
         row = self._db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return None if row is None else _from_row(row)
+
+    def by_key(self, idem_key: str) -> Job | None:
+        row = self._db.execute("SELECT * FROM jobs WHERE idem_key = ?", (idem_key,)).fetchone()
         return None if row is None else _from_row(row)
 
     def list(

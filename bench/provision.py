@@ -69,15 +69,22 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.pool import NullPool
 
-from shoal import conninfo, naming
+from shoal import conninfo, naming, setups
+from shoal.conninfo import sqlalchemy_url
 from shoal.embedded import EmbeddedServer
 from shoal.namespace import fresh
 from shoal.pg import pool
-from shoal.pg.fingerprint import fingerprint
-from shoal.pg.setup import SetupHook, sqlalchemy_url
-from shoal.pg.slots import LOCKS_PER_DDL, MAX_AUTO_SLOTS, Lease, auto_slot_count, control_url
-from shoal.pg.targets import Target
+from shoal.pg.slots import (
+    LOCKS_PER_DDL,
+    MAX_AUTO_SLOTS,
+    Lease,
+    control_url,
+    lock_settings,
+    slot_count,
+)
 from shoal.pg.worker import WorkerSchemas
+from shoal.plan import Target
+from shoal.setups import Setup, fingerprint
 
 # unique: the naive pattern with shoal's per-invocation names: isolation without throttling.
 MODES = ("shoal", "naive", "unique", "pool")
@@ -250,7 +257,7 @@ def still_ours(url: str, schema: str, oid: int | None, tables: int) -> bool:
 
 def run_shoal(spec: Spec, metadata: MetaData, barrier: Any) -> WorkerResult:
     result = WorkerResult(spec.invocation, spec.worker)
-    hook = SetupHook(kind="metadata", spec=f"build_metadata({spec.tables})", target=metadata)
+    hook = Setup(setups.kind_named("metadata"), f"build_metadata({spec.tables})", metadata)
     target = Target(
         name="bench", url=spec.url, control_url=spec.control_url, setup=hook,
         extensions=(), export_env=(), embedded=False,
@@ -392,7 +399,7 @@ def describe_server(url: str) -> Server:
             " current_setting('max_prepared_transactions')::int"
         ).fetchone()
         assert row is not None
-        slots = auto_slot_count(conn)
+        slots = slot_count("auto", lock_settings(conn).capacity)
     return Server(url, control, str(row[0]), int(row[1]), int(row[2]), int(row[3]), slots)
 
 
@@ -579,9 +586,7 @@ def label_patterns(specs: list[Spec]) -> list[str]:
 
 
 def bench_target(server: Server, tables: int) -> Target:
-    hook = SetupHook(
-        kind="metadata", spec=f"build_metadata({tables})", target=build_metadata(tables)
-    )
+    hook = Setup(setups.kind_named("metadata"), f"build_metadata({tables})", build_metadata(tables))
     return Target(
         name="bench", url=server.url, control_url=server.control_url, setup=hook,
         extensions=(), export_env=(), embedded=False,

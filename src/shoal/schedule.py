@@ -16,10 +16,41 @@ from __future__ import annotations
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final
+from datetime import datetime
+from typing import Final, Protocol
 
-if TYPE_CHECKING:
-    from shoal.report import RunReport, TestResult
+
+class TimedTest(Protocol):
+    """What this module reads of one test of a run (a run report's test has it)."""
+
+    @property
+    def nodeid(self) -> str: ...
+    @property
+    def worker(self) -> str: ...
+    @property
+    def start(self) -> float: ...
+    @property
+    def stop(self) -> float: ...
+    @property
+    def duration_s(self) -> float: ...
+    @property
+    def teardown_s(self) -> float: ...
+    @property
+    def total_s(self) -> float: ...
+
+
+class TimedRun(Protocol):
+    """What this module reads of one run (a run report has it)."""
+
+    @property
+    def tests(self) -> Sequence[TimedTest]: ...
+    @property
+    def started(self) -> datetime: ...
+    @property
+    def finished(self) -> datetime: ...
+    @property
+    def worker_count(self) -> int | None: ...
+
 
 # How many recent reports make up the history: enough that one noisy run (a cold disk
 # cache, a neighbour's CPU burst) does not move a median, few enough that a test whose
@@ -29,7 +60,7 @@ HISTORY_REPORTS: Final = 5
 History = Mapping[str, float]  # node id -> typical seconds (setup + call + teardown)
 
 
-def durations(reports: Iterable[RunReport]) -> dict[str, float]:
+def durations(reports: Iterable[TimedRun]) -> dict[str, float]:
     """Node id → median over ``reports`` of its setup + call + teardown seconds.
 
     The first test each worker ran in a report counts without its setup: that setup
@@ -161,7 +192,7 @@ class Distance:
         ]
 
 
-def distance(report: RunReport, workers: int | None = None) -> Distance | None:
+def distance(report: TimedRun, workers: int | None = None) -> Distance | None:
     """The :class:`Distance` of ``report``; None when no test ran (there is no bound).
 
     ``workers`` defaults to the report's ``worker_count``, else the workers seen. It is
@@ -179,7 +210,7 @@ def distance(report: RunReport, workers: int | None = None) -> Distance | None:
     tests = report.tests
     if not tests:
         return None
-    by_worker: dict[str, list[TestResult]] = {}
+    by_worker: dict[str, list[TimedTest]] = {}
     for test in tests:
         by_worker.setdefault(test.worker, []).append(test)
     slots = max(workers or report.worker_count or len(by_worker), len(by_worker))

@@ -87,7 +87,7 @@ def _lane(lane: Lane, axis: Axis, anchors: Anchors) -> str:
         element_id = anchors.get(anchor_key(test))
         anchor = f' id="{esc(element_id)}"' if element_id else ""
         parts.append(_block(test, axis, alternate=i % 2 == 1, anchor=anchor))
-    parts += [_span(s, axis, 3, LANE_HEIGHT - 6) for s in lane.spans_of("provisioning")]
+    parts += [_span(s, axis, 1, 6) for s in lane.spans_of("provisioning")]
     parts.append("</svg>")
     label = (
         f'<div class="label"><b>{esc(lane.worker)}</b> '

@@ -106,7 +106,8 @@ def _load(spec: str, root: Path) -> Setup:
             return Setup(kind=kind, spec=spec, target=target)
     found = import_object(spec)
     if found is None:
-        raise SpecProblem("unknown setup kind")
+        prefix, sep, _ = spec.partition(":")
+        raise SpecProblem(f"unknown setup kind {prefix!r}" if sep else "unknown setup kind")
     raise SpecProblem(f"{spec.partition(':')[2]!r} is a {type(found).__name__}")
 
 

@@ -7,16 +7,24 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import (
+    AbstractAsyncContextManager,
+    AbstractContextManager,
+    asynccontextmanager,
+    contextmanager,
+)
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import uvicorn
 
 from shoal.service.app import create_app
 from shoal.service.settings import ServeSettings, load_serve_settings
@@ -161,5 +169,47 @@ def serve(tmp_path: Path, origin: Path) -> ServeFactory:
             ) as client,  # fmt: skip
         ):
             yield Serve(client, transport, settings, sync)
+
+    return start
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+LiveFactory = Callable[..., AbstractContextManager[str]]
+
+
+@pytest.fixture
+def live(tmp_path: Path, origin: Path) -> LiveFactory:
+    """``with live(**overrides) as base_url:`` — the app behind a real uvicorn server.
+
+    In a thread of this process: real sockets and HTTP, without a second interpreter
+    to start (the subprocess tests in test_server.py cover the command itself).
+    """
+
+    @contextmanager
+    def start(**overrides: Any) -> Iterator[str]:
+        settings = settings_for(tmp_path, origin, **overrides)
+        port = free_port()
+        config = uvicorn.Config(
+            create_app(settings), host="127.0.0.1", port=port, log_level="warning"
+        )
+        server = uvicorn.Server(config)
+        thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 20
+        while not server.started:
+            assert thread.is_alive(), "the server did not start"
+            assert time.monotonic() < deadline, "the server did not start in time"
+            time.sleep(0.01)
+        try:
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            server.should_exit = True
+            thread.join(timeout=30)
 
     return start

@@ -47,12 +47,11 @@ def test_a_failing_agent_is_one_job_and_not_retried(live: LiveFactory) -> None:
         assert failed.value.response.headers["x-should-retry"] == "false"
         # The SDK would have waited between attempts: it made exactly one.
         assert time.monotonic() - started < 5
+        stream = client.chat.completions.create(
+            model="fake", messages=user("print other\nexit 6"), stream=True
+        )
         with pytest.raises(openai.APIError):
-            stream = client.chat.completions.create(
-                model="fake", messages=user("print other\nexit 6"), stream=True
-            )
-            for _ in stream:
-                pass
+            list(stream)
         jobs = chat_jobs(url)
     assert sorted(job["exit_code"] for job in jobs) == [5, 6]
 

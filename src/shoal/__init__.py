@@ -1,5 +1,11 @@
 """shoal: any number of pytest invocations on the same PostgreSQL at once, each worker in
-its own schema, nothing written anywhere shared."""
+its own schema, nothing written anywhere shared.
+
+PYTEST_DONT_REWRITE: ``shoal run`` imports shoal before it starts pytest in-process, and
+pytest would warn that the plugin's package is already imported and cannot have its
+asserts rewritten (an error under ``filterwarnings = ["error"]``). shoal's own code
+needs no rewriting.
+"""
 
 from __future__ import annotations
 

@@ -39,11 +39,18 @@ class DatabaseConfig(BaseModel):
     )
     export_env: tuple[str, ...] = Field(
         default=(),
-        description="environment variables set to this database's worker URL (e.g. DATABASE_URL)",
+        description="environment variables set to this database's worker URL (e.g. "
+        "DATABASE_URL), in the configured URL's scheme (`postgresql+psycopg://` stays so)",
     )
     extensions: tuple[str, ...] = Field(
         default=(), description="extensions created once per database, outside worker schemas"
     )
+
+    @field_validator("export_env", "extensions", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: object) -> object:
+        # `export_env = "DATABASE_URL"` means the one variable, not its characters.
+        return (value,) if isinstance(value, str) else value
 
 
 class Settings(BaseSettings):
@@ -289,13 +296,13 @@ def _check_semantics(settings: Settings) -> None:
         for extension in database.extensions:
             if naming.schema_name_problem(extension.replace("-", "_")):
                 problem(f"databases.{name}.extensions", extension, "expected extension names")
-        if database.url is not None and not (
-            database.url.startswith(("postgresql://", "postgres://", "env:"))
-        ):
+        url = database.url
+        if url is not None and not (url.startswith("env:") or conninfo.is_postgres_url(url)):
             problem(
                 f"databases.{name}.url",
-                conninfo.mask(database.url),
-                "expected a postgresql:// URL, env:VARIABLE, or nothing for the embedded server",
+                conninfo.mask(url),
+                "expected a postgresql:// URL (a driver such as postgresql+psycopg:// is kept "
+                "in exported variables), env:VARIABLE, or nothing for the embedded server",
             )
     for schema in settings.search_path_tail:
         why = naming.schema_name_problem(schema)

@@ -86,6 +86,11 @@ def search_path_option(schemas: tuple[str, ...]) -> str:
 _DRIVER_SCHEME = re.compile(r"(postgres(?:ql)?)\+([A-Za-z0-9_]+)://")
 
 
+def is_postgres_url(url: str) -> bool:
+    """``postgresql://``, ``postgres://``, or either with a driver (``postgresql+psycopg://``)."""
+    return url.startswith(("postgresql://", "postgres://")) or bool(_DRIVER_SCHEME.match(url))
+
+
 def split_scheme(url: str) -> tuple[str, str]:
     """``(scheme as written, libpq URL)``: a driver in the scheme is taken out of the URL."""
     match = _DRIVER_SCHEME.match(url)

@@ -11,10 +11,6 @@ import json
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 
-class _TooLarge(Exception):
-    pass
-
-
 class BodyLimit:
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app = app
@@ -30,29 +26,31 @@ class BodyLimit:
             await self._refuse(scope, send, declared.decode("latin-1"))
             return
         seen = 0
-        started = False
+        started = refused = False
 
         async def counted() -> Message:
-            nonlocal seen
+            nonlocal seen, refused
             message = await receive()
-            if message["type"] == "http.request":
+            if message["type"] == "http.request" and not refused:
                 seen += len(message.get("body", b""))
                 if seen > self.max_bytes:
-                    raise _TooLarge
+                    # Answer now, and tell the app the client is gone: it stops reading,
+                    # and whatever it answers to that is dropped below.
+                    refused = True
+                    if not started:
+                        await self._refuse(scope, send, f"more than {self.max_bytes}")
+                    return {"type": "http.disconnect"}
             return message
 
         async def tracked(message: Message) -> None:
             nonlocal started
+            if refused:
+                return
             if message["type"] == "http.response.start":
                 started = True
             await send(message)
 
-        try:
-            await self.app(scope, counted, tracked)
-        except _TooLarge:
-            if started:
-                raise
-            await self._refuse(scope, send, f"more than {self.max_bytes}")
+        await self.app(scope, counted, tracked)
 
     async def _refuse(self, scope: Scope, send: Send, size: str) -> None:
         message = f"request body of {size} bytes; the limit is {self.max_bytes} (max_body_bytes)"

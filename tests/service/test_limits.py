@@ -1,0 +1,153 @@
+"""Private and bounded by default: state permissions, body and prompt limits, CORS, refusals."""
+
+from __future__ import annotations
+
+import os
+import socket
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+
+from tests.service.conftest import TOKEN, LiveFactory, ServeFactory
+
+pytestmark = pytest.mark.anyio
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+@pytest.fixture
+def umask_022() -> Iterator[None]:
+    previous = os.umask(0o022)
+    yield
+    os.umask(previous)
+
+
+def modes(root: Path) -> dict[str, int]:
+    found = {".": stat.S_IMODE(root.stat().st_mode)}
+    for path in root.rglob("*"):
+        if not path.is_symlink():
+            found[str(path.relative_to(root))] = stat.S_IMODE(path.stat().st_mode)
+    return found
+
+
+@pytest.mark.usefixtures("umask_022")
+async def test_job_database_and_state_directory_are_private_under_umask_022(
+    serve: ServeFactory, tmp_path: Path
+) -> None:
+    state = tmp_path / "state"
+    state.mkdir(mode=0o755)  # made before, and open to all: the service closes it
+    async with serve() as s:
+        await s.wait(await s.submit("print x"))
+        found = modes(state)
+    assert found["."] == 0o700
+    for name in ("jobs.sqlite3", "jobs.sqlite3-wal", "jobs.sqlite3-shm"):
+        if name in found:
+            assert found[name] == 0o600, name
+
+
+def raw_request(url: str, head: str, body: bytes) -> str:
+    """Send a request by hand and read the answer, without sending more of the body."""
+    parts = urlsplit(url)
+    with socket.create_connection((parts.hostname, parts.port), timeout=10) as sock:
+        sock.sendall(head.encode() + body)
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            answer += chunk
+    return answer.decode("latin-1")
+
+
+def test_oversized_bodies_are_refused_before_they_are_read(live: LiveFactory) -> None:
+    with live(max_body_bytes=4096) as url:
+        # Ten megabytes announced, a few bytes sent: the answer comes without the rest.
+        for path in ("/execute", "/v1/chat/completions"):
+            head = (
+                f"POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n"
+                "Content-Type: application/json\r\nContent-Length: 10485760\r\n\r\n"
+            )
+            answer = raw_request(url, head, b'{"prompt": "')
+            assert answer.startswith("HTTP/1.1 413"), answer
+        with httpx.Client(base_url=url, headers=AUTH) as client:
+
+            def chunks() -> Iterator[bytes]:
+                yield b'{"prompt": "'
+                for _ in range(64):
+                    yield b"x" * 1024
+                yield b'"}'
+
+            chunked = client.post("/execute", content=chunks())
+            assert chunked.status_code == 413
+            assert "max_body_bytes" in chunked.json()["detail"]
+            v1 = client.post("/v1/chat/completions", content=b"{" + b" " * 8192 + b"}")
+            assert v1.status_code == 413
+            assert v1.json()["error"]["code"] == "request_too_large"
+            assert client.get("/jobs").json()["jobs"] == []
+
+
+async def test_a_prompt_too_long_for_one_argument_is_refused_or_sent_on_stdin(
+    serve: ServeFactory, tmp_path: Path
+) -> None:
+    prompt = "print " + "y" * 199_994  # 200,000 characters
+    async with serve(max_body_bytes=2**20) as s:
+        refused = await s.client.post("/execute", json={"prompt": prompt, "agent": "dump"})
+        assert refused.status_code == 422
+        detail = refused.json()["detail"][0]
+        assert detail["loc"] == ["body", "prompt"]
+        assert "dump" in detail["msg"]
+        assert "argument" in detail["msg"]
+        chat = await s.client.post("/v1/chat/completions", json={
+            "model": "dump", "messages": [{"role": "user", "content": prompt}]})  # fmt: skip
+        assert chat.status_code == 422
+        assert chat.json()["error"]["param"] == "messages"
+        job_id = await s.submit(prompt, agent="dump-stdin")
+        assert (await s.wait(job_id))["status"] == "completed"
+        assert (await s.client.get("/jobs")).json()["jobs"][0]["job_id"] == job_id
+    assert (tmp_path / "dumps" / job_id).read_text() == prompt
+
+
+async def test_ref_and_model_refuse_a_trailing_newline(serve: ServeFactory) -> None:
+    async with serve() as s:
+        ref = await s.client.post("/execute", json={"prompt": "x", "ref": "main\n"})
+        assert ref.status_code == 422
+        assert ref.json()["detail"][0]["loc"] == ["body", "ref"]
+        model = await s.client.post("/v1/chat/completions", json={
+            "model": "fake\n", "messages": [{"role": "user", "content": "x"}]})  # fmt: skip
+        assert model.status_code == 422
+        assert model.json()["error"]["param"] == "model"
+
+
+async def test_cors_is_off_unless_origins_are_configured(serve: ServeFactory) -> None:
+    preflight = {"Origin": "https://elsewhere.example", "Access-Control-Request-Method": "POST"}
+    async with serve() as s:
+        answer = await s.client.options("/execute", headers=preflight)
+        assert "access-control-allow-origin" not in answer.headers
+    async with serve(cors_origins=["https://elsewhere.example"]) as s:
+        answer = await s.client.options("/execute", headers=preflight)
+        assert answer.headers["access-control-allow-origin"] == "https://elsewhere.example"
+
+
+async def test_a_stopping_service_admits_nothing_and_starts_no_queued_job(
+    serve: ServeFactory,
+) -> None:
+    async with serve(max_concurrency=1, shutdown_grace_s=0.2) as s:
+        running = await s.submit(f"touch {s.path('a')}\nsleep 30")
+        queued = await s.submit(f"touch {s.path('b')}")
+        await s.wait_file("a")
+        service = s.transport.app.state.service  # type: ignore[attr-defined]
+        service.begin_shutdown()
+        refused = await s.client.post("/execute", json={"prompt": "print late"})
+        assert refused.status_code == 503
+        assert int(refused.headers["Retry-After"]) > 0
+        chat = await s.client.post("/v1/chat/completions", json={
+            "model": "fake", "messages": [{"role": "user", "content": "x"}]})  # fmt: skip
+        assert chat.status_code == 503
+        job = await s.wait(running)
+        assert (job["status"], job["error"]) == (
+            "interrupted", "the service stopped while the job ran")  # fmt: skip
+        assert (await s.job(queued))["status"] == "queued"
+        assert not s.path("b").exists()

@@ -11,6 +11,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -65,13 +66,15 @@ class Server:
             headers={"Authorization": f"Bearer {TOKEN}"},
         )  # fmt: skip
 
-    def start(self) -> None:
+    def start(self, *extra: str) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("SHOAL_SERVE_")}
         env["SHOAL_SERVE_TOKEN"] = TOKEN
         with open(self.log, "ab") as log:
+            # The umask most shells have: the service must not depend on a stricter one.
             self.proc = subprocess.Popen(
-                [sys.executable, "-c", _MAIN, *self.args], env=env, stdout=log, stderr=log
-            )
+                [sys.executable, "-c", _MAIN, *self.args, *extra], env=env, stdout=log,
+                stderr=log, umask=0o022,
+            )  # fmt: skip
         wait_until(self._healthy, f"the server to answer (log: {self.log})")
 
     def _healthy(self) -> bool:
@@ -173,3 +176,77 @@ def test_events_arrive_while_the_job_runs(server: Server, tmp_path: Path) -> Non
         "event: end",
         'data: {"status": "completed", "exit_code": 0}',
     ]
+
+
+def stored(state: Path, job_id: str) -> tuple[str, str | None]:
+    with contextlib.closing(sqlite3.connect(state / "jobs.sqlite3")) as db:
+        row = db.execute("SELECT status, error FROM jobs WHERE id = ?", (job_id,)).fetchone()
+    return str(row[0]), row[1]
+
+
+def test_state_is_private_under_umask_022(server: Server, origin: Path) -> None:
+    server.start()
+    assert server.wait(server.submit("write new.txt hello"))["status"] == "completed"
+    # A local clone hardlinks the repository's own objects: they are the repository's
+    # files, with its modes, and changing those would change the repository.
+    shared = {path.stat().st_ino for path in (origin / ".git" / "objects").rglob("*")}
+    exposed = [
+        str(path.relative_to(server.state))
+        for path in [server.state, *server.state.rglob("*")]
+        if not path.is_symlink()
+        and path.stat().st_mode & 0o077
+        and path.stat().st_ino not in shared
+    ]
+    assert exposed == []
+
+
+def test_sigterm_ends_streams_starts_no_queued_job_and_interrupts_after_the_grace(
+    server: Server, tmp_path: Path
+) -> None:
+    sync = tmp_path / "sync"
+    sync.mkdir()
+    server.start("--shutdown-grace", "2")
+    running = server.submit(f"print working\ntouch {sync / 'a'}\nwait {sync / 'never'}")
+    wait_until((sync / "a").exists, "the first job to start")
+    queued = server.submit(f"touch {sync / 'queued-ran'}")
+    seen: dict[str, list[str]] = {"events": [], "chat": []}
+    ended: dict[str, float] = {}
+
+    def read(name: str, method: str, url: str, body: Any = None) -> None:
+        with server.client.stream(method, url, json=body) as response:
+            for line in response.iter_lines():
+                seen[name].append(line)
+        ended[name] = time.monotonic()
+
+    chat = {"model": "fake", "stream": True, "messages": [{"role": "user", "content": "print x"}]}
+    readers = [
+        threading.Thread(target=read, args=("events", "GET", f"/jobs/{running}/events")),
+        threading.Thread(target=read, args=("chat", "POST", "/v1/chat/completions", chat)),
+    ]
+    for reader in readers:
+        reader.start()
+    wait_until(lambda: "event: output" in seen["events"] and seen["chat"], "both streams")
+    assert server.proc is not None
+    signalled = time.monotonic()
+    server.proc.send_signal(signal.SIGTERM)
+    for reader in readers:
+        reader.join(timeout=10)
+    server.proc.wait(timeout=10)
+    exited = time.monotonic() - signalled
+
+    # Streams end at once, each with a last word; the process within grace + 2 s.
+    assert max(ended.values()) - signalled < 1.5
+    assert [line for line in seen["events"] if line][-2:] == [
+        "event: end", 'data: {"status": "stopping", "exit_code": null}']  # fmt: skip
+    assert [line for line in seen["chat"] if line][-1] == "data: [DONE]"
+    assert any('"error"' in line for line in seen["chat"])  # interrupted, or stopping
+    assert 1.8 < exited < 4.0, exited
+    assert stored(server.state, running) == (
+        "interrupted", "the service stopped while the job ran")  # fmt: skip
+    assert stored(server.state, queued) == ("queued", None)
+    assert not (sync / "queued-ran").exists()
+
+    # The queued job kept its place: the next start runs it.
+    server.start()
+    assert server.wait(queued)["status"] == "completed"
+    assert server.job(running)["status"] == "interrupted"

@@ -259,9 +259,14 @@ def run_shoal(spec: Spec, metadata: MetaData, barrier: Any) -> WorkerResult:
     result = WorkerResult(spec.invocation, spec.worker)
     hook = Setup(setups.kind_named("metadata"), f"build_metadata({spec.tables})", metadata)
     target = Target(
-        name="bench", url=spec.url, control_url=spec.control_url, setup=hook,
-        extensions=(), export_env=(), embedded=False,
-    )  # fmt: skip
+        name="bench",
+        url=spec.url,
+        control_url=spec.control_url,
+        setup=hook,
+        extensions=(),
+        export_env=(),
+        embedded=False,
+    )
     schemas = WorkerSchemas(
         [target], spec.namespace, spec.worker, ddl_slots=spec.ddl_slots, pool=spec.mode == "pool"
     )
@@ -274,8 +279,10 @@ def run_shoal(spec: Spec, metadata: MetaData, barrier: Any) -> WorkerResult:
         timing = schemas.timings[0]
         result.claimed = timing.claimed
         result.slot_wait_s, result.create_s, result.setup_s = (
-            timing.slot_wait_s, timing.create_s, timing.setup_s,
-        )  # fmt: skip
+            timing.slot_wait_s,
+            timing.create_s,
+            timing.setup_s,
+        )
         with bench_connect(spec.url, "check") as conn:
             oid, _ = schema_state(conn, schemas.schema)
         time.sleep(spec.hold_s)
@@ -467,12 +474,16 @@ class ModeRun:
     def merge(self, other: ModeRun) -> ModeRun:
         """Pool a repetition: results and samples concatenated, peaks and spans maxed."""
         return ModeRun(
-            self.mode, self.scenario, self.results + other.results,
-            max(self.peak_locks, other.peak_locks), max(self.peak_slots, other.peak_slots),
+            self.mode,
+            self.scenario,
+            self.results + other.results,
+            max(self.peak_locks, other.peak_locks),
+            max(self.peak_slots, other.peak_slots),
             max(self.peak_foreign_slots, other.peak_foreign_slots),
-            self.held_while_queued + other.held_while_queued, max(self.span_s, other.span_s),
+            self.held_while_queued + other.held_while_queued,
+            max(self.span_s, other.span_s),
             self.leftovers + other.leftovers,
-        )  # fmt: skip
+        )
 
 
 def make_specs(
@@ -556,9 +567,16 @@ def run_mode(
         if mode == "pool":
             leftovers += clear_pool(server)
     return ModeRun(
-        mode, scenario, done, sampler.peak_locks, sampler.peak_slots, sampler.peak_foreign_slots,
-        sampler.held_while_queued, span, leftovers,
-    )  # fmt: skip
+        mode,
+        scenario,
+        done,
+        sampler.peak_locks,
+        sampler.peak_slots,
+        sampler.peak_foreign_slots,
+        sampler.held_while_queued,
+        span,
+        leftovers,
+    )
 
 
 def run_scenario(
@@ -588,9 +606,14 @@ def label_patterns(specs: list[Spec]) -> list[str]:
 def bench_target(server: Server, tables: int) -> Target:
     hook = Setup(setups.kind_named("metadata"), f"build_metadata({tables})", build_metadata(tables))
     return Target(
-        name="bench", url=server.url, control_url=server.control_url, setup=hook,
-        extensions=(), export_env=(), embedded=False,
-    )  # fmt: skip
+        name="bench",
+        url=server.url,
+        control_url=server.control_url,
+        setup=hook,
+        extensions=(),
+        export_env=(),
+        embedded=False,
+    )
 
 
 def fill_pool(server: Server, args: argparse.Namespace, size: int) -> None:
@@ -600,9 +623,15 @@ def fill_pool(server: Server, args: argparse.Namespace, size: int) -> None:
     assert current is not None
     started = time.perf_counter()
     result = pool.warm(
-        target, current, size, namespace=fresh().token, tail=(), ddl_slots=args.ddl_slots,
-        timeout=5, deadline=time.monotonic() + 600,
-    )  # fmt: skip
+        target,
+        current,
+        size,
+        namespace=fresh().token,
+        tail=(),
+        ddl_slots=args.ddl_slots,
+        timeout=5,
+        deadline=time.monotonic() + 600,
+    )
     elapsed = time.perf_counter() - started
     print(
         f"  (pool: built {len(result.built)} ready schemas in {elapsed:.1f} s,"

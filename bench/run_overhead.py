@@ -127,9 +127,13 @@ def run_once(command: Command, cwd: Path, env: dict[str, str]) -> Sample:
     marks.unlink(missing_ok=True)
     cpu, spawned, started = children_cpu(), time.time(), time.perf_counter()
     done = subprocess.run(
-        command.argv, cwd=cwd, env={**env, TIMES_ENV: str(marks)}, capture_output=True,
-        text=True, check=False,
-    )  # fmt: skip
+        command.argv,
+        cwd=cwd,
+        env={**env, TIMES_ENV: str(marks)},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     elapsed, ended, cpu = time.perf_counter() - started, time.time(), children_cpu() - cpu
     if done.returncode != 0:
         output = (done.stdout + done.stderr).strip()

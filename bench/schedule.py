@@ -280,7 +280,7 @@ def verdicts(cells: list[Cell]) -> list[str]:
             f"-n {cell.workers}: shoal D {d:.2f} {verdict} the goal D <= {GOAL_D}"
             f" (D tests {cell.median('d_tests'):.2f}); all D: "
             + ", ".join(f"{c.mode} {c.median('d'):.2f}" for c in cells if c.workers == cell.workers)
-        )  # fmt: skip
+        )
         same = {c.mode: c for c in cells if c.workers == cell.workers}
         if "xdist" in same:
             line = (

@@ -217,11 +217,17 @@ class EmbeddedServer:
         socket_dir.mkdir(parents=True, exist_ok=True)
         self._hand_over(socket_dir)
         result = self._pg_ctl(
-            "start", "-w", "-t", str(START_TIMEOUT_S), "-l", str(self.log),
+            "start",
+            "-w",
+            "-t",
+            str(START_TIMEOUT_S),
+            "-l",
+            str(self.log),
             # Unix socket only: no TCP port to collide with another server on this machine.
-            "-o", f"-h '' -k {shlex.quote(str(socket_dir))} -p {PORT}",
+            "-o",
+            f"-h '' -k {shlex.quote(str(socket_dir))} -p {PORT}",
             check=False,
-        )  # fmt: skip
+        )
         if result.returncode != 0:
             tail = self.log.read_text(errors="replace")[-2000:] if self.log.exists() else ""
             raise EmbeddedServerError(
@@ -243,9 +249,18 @@ class EmbeddedServer:
             arg for key, value in SERVER_SETTINGS.items() for arg in ("-c", f"{key}={value}")
         ]
         result = self._run(
-            [str(bin_dir() / "initdb"), "-D", str(scratch), "-U", SUPERUSER,
-             "--auth=trust", "--encoding=UTF8", "--no-instructions", *settings],
-        )  # fmt: skip
+            [
+                str(bin_dir() / "initdb"),
+                "-D",
+                str(scratch),
+                "-U",
+                SUPERUSER,
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--no-instructions",
+                *settings,
+            ],
+        )
         if result.returncode != 0:
             shutil.rmtree(scratch, ignore_errors=True)
             raise EmbeddedServerError(f"initdb failed in {scratch}: {result.stderr.strip()}")
@@ -266,10 +281,17 @@ class EmbeddedServer:
         # directories (often ---) apply instead of the "other" bits we rely on.
         user = _system_user() if _is_root() else None
         return subprocess.run(
-            argv, env=env, capture_output=True, text=True, check=False,
-            stdin=subprocess.DEVNULL, cwd=self.pgdata.parent,
-            user=user, group=user, extra_groups=[] if user else None,
-        )  # fmt: skip
+            argv,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+            stdin=subprocess.DEVNULL,
+            cwd=self.pgdata.parent,
+            user=user,
+            group=user,
+            extra_groups=[] if user else None,
+        )
 
     def _hand_over(self, path: Path) -> None:
         """As root, give ``path`` to the server's system user and make its parents traversable."""

@@ -106,8 +106,10 @@ def test_a_real_blocking_pair_is_named_by_run_and_worker(
     assert waiter["waited_s"] >= 0
     [holder] = waiter["blocked_by"]
     assert (holder["pid"], holder["run"], holder["worker"]) == (
-        pair.holder.info.backend_pid, pair.holder_run, "gw0",
-    )  # fmt: skip
+        pair.holder.info.backend_pid,
+        pair.holder_run,
+        "gw0",
+    )
     assert holder["state"] == "idle in transaction"
     assert waiter["summary"].startswith(
         f"run {pair.waiter_run}, worker gw1 (migrate) is blocked by "
@@ -120,8 +122,9 @@ def test_a_real_blocking_pair_is_named_by_run_and_worker(
     assert bystander["waiting"]["application_name"] == pair.bystander_name
     assert bystander["waiting"]["user"]
     assert {b["pid"] for b in bystander["blocked_by"]} == {
-        pair.holder.info.backend_pid, pair.waiter.info.backend_pid,
-    }  # fmt: skip
+        pair.holder.info.backend_pid,
+        pair.waiter.info.backend_pid,
+    }
     assert bystander["summary"].startswith(
         f"unlabelled session pid {pair.bystander.info.backend_pid} ({pair.bystander_name}, "
     )
@@ -168,10 +171,12 @@ def test_unreachable_server_is_reported_with_its_password_masked(
     server: Server, databases: Databases, project: Project
 ) -> None:
     project(
-        {"app": server.url(databases.new("locks")),
-         "gone": "postgresql://shoal:s3cret@127.0.0.1:1/nowhere"},
+        {
+            "app": server.url(databases.new("locks")),
+            "gone": "postgresql://shoal:s3cret@127.0.0.1:1/nowhere",
+        },
         connect_timeout=2,
-    )  # fmt: skip
+    )
     for args in ([], ["--json"]):
         result = CliRunner().invoke(locks_command, args)
         assert result.exit_code == 1, result.output

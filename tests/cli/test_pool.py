@@ -108,8 +108,13 @@ def test_the_background_entry_point_warms_without_registration(pooled: tuple[Pat
         env["SHOAL_HOME"] = os.environ["SHOAL_HOME"]
     done = subprocess.run(
         [sys.executable, "-m", "shoal.cli.warm", "warm", "--quiet"],
-        cwd=root, env=env, capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout == ""
     assert done.stderr == ""  # no runpy warning either

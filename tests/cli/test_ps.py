@@ -31,9 +31,14 @@ class Runs:
 def runs(server: Server, databases: Databases) -> Iterator[Runs]:
     url = server.url(databases.new("ps"))
     target = Target(
-        name="app", url=url, control_url=server.admin_url, setup=None, extensions=(),
-        export_env=(), embedded=False,
-    )  # fmt: skip
+        name="app",
+        url=url,
+        control_url=server.admin_url,
+        setup=None,
+        extensions=(),
+        export_env=(),
+        embedded=False,
+    )
     live_ns, dead_ns = fresh().token, fresh().token
     live = [WorkerSchemas([target], live_ns, worker, ddl_slots=2) for worker in ("gw0", "gw1")]
     dead = WorkerSchemas([target], dead_ns, "gw1", ddl_slots=2)
@@ -107,8 +112,9 @@ def test_unreachable_server_makes_liveness_unknown_not_dead(runs: Runs, project:
     data = json.loads(result.output)
     gone = next(c for c in data["clusters"] if c["cluster"] == "127.0.0.1:1")
     assert (gone["reachable"], gone["url"]) == (
-        False, "postgresql://shoal:***@127.0.0.1:1/nowhere",
-    )  # fmt: skip
+        False,
+        "postgresql://shoal:***@127.0.0.1:1/nowhere",
+    )
     assert "Connection refused" in gone["error"]
     listed = {d["name"]: d["listed"] for d in data["databases"]}
     assert listed == {"app": True, "gone": False}

@@ -23,9 +23,12 @@ def shoal(root: Path, *args: str, env: dict[str, str] | None = None) -> subproce
     records.mkdir(exist_ok=True)
     return subprocess.Popen(
         [sys.executable, "-m", "shoal", "run", *args],
-        cwd=root, env=inner.clean_env(RECORD_DIR=str(records), **(env or {})),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        cwd=root,
+        env=inner.clean_env(RECORD_DIR=str(records), **(env or {})),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def project(tmp_path: Path, server: Server, database: str, test: str = RECORDING_TEST) -> Path:

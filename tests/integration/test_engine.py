@@ -30,9 +30,14 @@ def SetupHook(kind: str, spec: str, target: object) -> Setup:
 
 def target(server: Server, database: str, **kwargs: Any) -> Target:
     defaults: dict[str, Any] = {
-        "name": "app", "url": server.url(database), "control_url": server.admin_url,
-        "setup": None, "extensions": (), "export_env": (), "embedded": False,
-    }  # fmt: skip
+        "name": "app",
+        "url": server.url(database),
+        "control_url": server.admin_url,
+        "setup": None,
+        "extensions": (),
+        "export_env": (),
+        "embedded": False,
+    }
     defaults.update(kwargs)
     return Target(**defaults)
 

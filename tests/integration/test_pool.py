@@ -38,9 +38,14 @@ CREATE FUNCTION item_count() RETURNS bigint LANGUAGE sql AS 'SELECT count(*) FRO
 
 def target(server: Server, database: str, setup: SetupHook | None) -> Target:
     return Target(
-        name="app", url=server.url(database), control_url=server.admin_url, setup=setup,
-        extensions=(), export_env=(), embedded=False,
-    )  # fmt: skip
+        name="app",
+        url=server.url(database),
+        control_url=server.admin_url,
+        setup=setup,
+        extensions=(),
+        export_env=(),
+        embedded=False,
+    )
 
 
 @pytest.fixture
@@ -59,9 +64,15 @@ def warm(app: Target, size: int, namespace: str | None = None) -> pool.WarmResul
     current = fingerprint(app.setup)
     assert current is not None
     return pool.warm(
-        app, current, size, namespace=namespace or fresh().token, tail=(), ddl_slots=2,
-        timeout=5, deadline=time.monotonic() + 120,
-    )  # fmt: skip
+        app,
+        current,
+        size,
+        namespace=namespace or fresh().token,
+        tail=(),
+        ddl_slots=2,
+        timeout=5,
+        deadline=time.monotonic() + 120,
+    )
 
 
 def pool_entries(server: Server, database: str) -> list[pool.PoolSchema]:

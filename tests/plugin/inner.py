@@ -82,10 +82,23 @@ def start(root: Path, *args: str, env: dict[str, str] | None = None) -> subproce
     full_env = clean_env(RECORD_DIR=str(records), **(env or {}))
     return subprocess.Popen(
         # hypothesis' plugin is installed for our own tests; inner runs don't need its import.
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:hypothesispytest", *args],
-        cwd=root, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-p",
+            "no:cacheprovider",
+            "-p",
+            "no:hypothesispytest",
+            *args,
+        ],
+        cwd=root,
+        env=full_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
         start_new_session=True,  # its own process group, so a test can kill the whole run
-    )  # fmt: skip
+    )
 
 
 def finish(root: Path, proc: subprocess.Popen[str], timeout: float = 180) -> InnerRun:

@@ -13,10 +13,25 @@ ROOT = Path(__file__).parents[2]
 
 def test_example_suite_passes_in_parallel() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:hypothesispytest",
-         "-n", "2", "examples/multitenant"],
-        cwd=ROOT, env=clean_env(), capture_output=True, text=True, timeout=300, check=False,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-p",
+            "no:cacheprovider",
+            "-p",
+            "no:hypothesispytest",
+            "-n",
+            "2",
+            "examples/multitenant",
+        ],
+        cwd=ROOT,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "shoal: namespace p" in result.stdout
     assert " passed" in result.stdout

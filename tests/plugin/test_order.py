@@ -97,9 +97,11 @@ def run(project: Path, *args: str, env: dict[str, str] | None = None) -> inner.I
 def project(tmp_path: Path) -> Path:
     """A skewed suite (the long tests collected last) with one report of history."""
     root = inner.write_project(
-        tmp_path, {}, {"test_skewed.py": SKEWED, "conftest.py": INJECTING_CONFTEST},
+        tmp_path,
+        {},
+        {"test_skewed.py": SKEWED, "conftest.py": INJECTING_CONFTEST},
         shoal={"reports_dir": "reports"},
-    )  # fmt: skip
+    )
     run(root, "-n", "0", "--shoal-report")
     assert len(list_reports(root / "reports")) == 1
     return root

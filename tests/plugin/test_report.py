@@ -136,9 +136,11 @@ def test_report_has_every_test_worker_and_provisioning(
 
 def test_no_report_without_the_flag(tmp_path: Path) -> None:
     project = inner.write_project(
-        tmp_path, {}, {"test_one.py": "def test_one():\n    pass\n"},
+        tmp_path,
+        {},
+        {"test_one.py": "def test_one():\n    pass\n"},
         shoal={"reports_dir": "out/reports"},
-    )  # fmt: skip
+    )
     result = inner.run(project, "-n", "0")
     assert result.returncode == 0, result.output
     assert not (project / "out").exists()

@@ -18,15 +18,23 @@ RUN_B = "p456t1700000000rcafef00d"
 def row(waiter: int, blocker: int, **overrides: Any) -> dict[str, Any]:
     """One (waiter, blocker) row as BLOCKED_SQL returns it."""
     values: dict[str, Any] = {
-        "pid": waiter, "application_name": naming.connection_label("gw1", RUN_B),
-        "user": "app", "database": "app_test", "state": "active",
-        "query": "ALTER TABLE orgs ADD COLUMN note text", "wait_event_type": "Lock",
-        "wait_event": "relation", "waited_s": 3.24,
-        "blocker_pid": blocker, "blocker_application_name": naming.connection_label("gw0", RUN_A),
-        "blocker_user": "app", "blocker_database": "app_test",
-        "blocker_state": "idle in transaction", "blocker_query": "LOCK TABLE orgs",
+        "pid": waiter,
+        "application_name": naming.connection_label("gw1", RUN_B),
+        "user": "app",
+        "database": "app_test",
+        "state": "active",
+        "query": "ALTER TABLE orgs ADD COLUMN note text",
+        "wait_event_type": "Lock",
+        "wait_event": "relation",
+        "waited_s": 3.24,
+        "blocker_pid": blocker,
+        "blocker_application_name": naming.connection_label("gw0", RUN_A),
+        "blocker_user": "app",
+        "blocker_database": "app_test",
+        "blocker_state": "idle in transaction",
+        "blocker_query": "LOCK TABLE orgs",
         "blocker_exists": True,
-    }  # fmt: skip
+    }
     values.update(overrides)
     return values
 
@@ -35,8 +43,11 @@ def test_labelled_sessions_become_run_and_worker() -> None:
     label = naming.connection_label("gw3", RUN_A, "setup")
     session = Session.from_activity(7, label, "app", "db", "active", "SELECT 1")
     assert (session.run, session.worker, session.role, session.labelled) == (
-        RUN_A, "gw3", "setup", True,
-    )  # fmt: skip
+        RUN_A,
+        "gw3",
+        "setup",
+        True,
+    )
     assert who(session) == f"run {RUN_A}, worker gw3 (setup)"
 
 
@@ -116,8 +127,9 @@ def test_queries_are_one_short_line_without_passwords() -> None:
 
 
 def test_lock_pressure() -> None:
-    pressure = LockPressure(held=1600, max_locks_per_transaction=64, max_connections=90,
-                            max_prepared_transactions=10)  # fmt: skip
+    pressure = LockPressure(
+        held=1600, max_locks_per_transaction=64, max_connections=90, max_prepared_transactions=10
+    )
     assert pressure.capacity == 6400
     assert pressure.percent == 25.0
     assert pressure.as_json()["percent"] == 25.0
@@ -126,9 +138,16 @@ def test_lock_pressure() -> None:
 
 @pytest.mark.parametrize(
     ("seconds", "text"),
-    [(None, "?"), (0.04, "0.0 s"), (3.24, "3.2 s"), (42.9, "42 s"), (75, "1 min 15 s"),
-     (7500, "2 h 5 min"), (273600, "3 d 4 h")],
-)  # fmt: skip
+    [
+        (None, "?"),
+        (0.04, "0.0 s"),
+        (3.24, "3.2 s"),
+        (42.9, "42 s"),
+        (75, "1 min 15 s"),
+        (7500, "2 h 5 min"),
+        (273600, "3 d 4 h"),
+    ],
+)
 def test_duration(seconds: float | None, text: str) -> None:
     assert duration(seconds) == text
 
@@ -138,9 +157,23 @@ def test_blocked_json_is_stable() -> None:
     assert isinstance(entry, Blocked)
     data = entry.as_json()
     assert set(data) == {
-        "cluster", "waiting", "blocked_by", "wait_event_type", "wait_event", "waited_s",
-    }  # fmt: skip
+        "cluster",
+        "waiting",
+        "blocked_by",
+        "wait_event_type",
+        "wait_event",
+        "waited_s",
+    }
     assert set(data["waiting"]) == {
-        "pid", "labelled", "run", "worker", "role", "application_name", "user", "database",
-        "state", "query", "exists",
-    }  # fmt: skip
+        "pid",
+        "labelled",
+        "run",
+        "worker",
+        "role",
+        "application_name",
+        "user",
+        "database",
+        "state",
+        "query",
+        "exists",
+    }

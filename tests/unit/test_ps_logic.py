@@ -22,9 +22,12 @@ def probe(
     reachable: bool = True, live: set[str] | None = None, leases: dict[str, list[str]] | None = None
 ) -> ClusterLiveness:
     return ClusterLiveness(
-        cluster="h:5432", url="postgresql://h/db", reachable=reachable, live=live or set(),
+        cluster="h:5432",
+        url="postgresql://h/db",
+        reachable=reachable,
+        live=live or set(),
         lease_holders=leases or {},
-    )  # fmt: skip
+    )
 
 
 def listed() -> list[tuple[str, str | None]]:
@@ -94,6 +97,12 @@ def test_json_is_stable() -> None:
     assert data["status"] == "dead"
     assert data["age_s"] == 60.0
     assert set(data) == {
-        "namespace", "status", "created", "age_s", "owners", "workers", "databases",
+        "namespace",
+        "status",
+        "created",
+        "age_s",
+        "owners",
+        "workers",
+        "databases",
         "lease_holders",
-    }  # fmt: skip
+    }

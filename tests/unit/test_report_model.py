@@ -39,9 +39,15 @@ def result(
     outcome: Outcome = "passed",
 ) -> TestResult:
     return TestResult(
-        nodeid=nodeid, outcome=outcome, worker=worker, duration_s=call, setup_s=setup,
-        teardown_s=teardown, start=start, stop=start + setup + call + teardown,
-    )  # fmt: skip
+        nodeid=nodeid,
+        outcome=outcome,
+        worker=worker,
+        duration_s=call,
+        setup_s=setup,
+        teardown_s=teardown,
+        start=start,
+        stop=start + setup + call + teardown,
+    )
 
 
 def make_report(namespace: str = "p1t2r0000abcd", started: datetime = STARTED) -> RunReport:
@@ -60,12 +66,24 @@ def make_report(namespace: str = "p1t2r0000abcd", started: datetime = STARTED) -
         tests=tests,
         workers=worker_usage(tests, 112.0),
         provisioning=(
-            ProvisioningTiming(worker="gw0", database="app", slot_wait_s=0.1, create_s=0.2,
-                               setup_s=0.3, total_s=0.6),
-            ProvisioningTiming(worker="gw1", database="app", slot_wait_s=0.3, create_s=0.2,
-                               setup_s=0.5, total_s=1.0),
+            ProvisioningTiming(
+                worker="gw0",
+                database="app",
+                slot_wait_s=0.1,
+                create_s=0.2,
+                setup_s=0.3,
+                total_s=0.6,
+            ),
+            ProvisioningTiming(
+                worker="gw1",
+                database="app",
+                slot_wait_s=0.3,
+                create_s=0.2,
+                setup_s=0.5,
+                total_s=1.0,
+            ),
         ),
-    )  # fmt: skip
+    )
 
 
 def test_write_read_round_trip(tmp_path: Path) -> None:

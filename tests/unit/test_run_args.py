@@ -10,11 +10,18 @@ from shoal.cli.run import pytest_argv, user_chose_xdist
 @pytest.mark.parametrize(
     "args",
     [
-        ["-n", "4"], ["-n4"], ["-nauto"], ["--numprocesses", "2"], ["--numprocesses=2"],
-        ["--dist", "load"], ["--dist=loadfile"], ["-p", "no:xdist"], ["-pno:xdist"],
+        ["-n", "4"],
+        ["-n4"],
+        ["-nauto"],
+        ["--numprocesses", "2"],
+        ["--numprocesses=2"],
+        ["--dist", "load"],
+        ["--dist=loadfile"],
+        ["-p", "no:xdist"],
+        ["-pno:xdist"],
         ["-k", "fast", "-n", "0"],
     ],
-)  # fmt: skip
+)
 def test_user_choices_are_respected(args: list[str]) -> None:
     assert user_chose_xdist(args)
     argv = pytest_argv(args)

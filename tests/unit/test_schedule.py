@@ -18,22 +18,38 @@ VERSIONS = Versions(python="3.11.7", pytest="9.2.0", shoal="0.1.0")
 
 
 def result(
-    nodeid: str, worker: str, start: float, call: float, *, setup: float = 0.0,
+    nodeid: str,
+    worker: str,
+    start: float,
+    call: float,
+    *,
+    setup: float = 0.0,
     teardown: float = 0.0,
-) -> TestResult:  # fmt: skip
+) -> TestResult:
     """A passed test starting ``start`` seconds after T0."""
     return TestResult(
-        nodeid=nodeid, outcome="passed", worker=worker, duration_s=call, setup_s=setup,
-        teardown_s=teardown, start=BASE + start, stop=BASE + start + setup + call + teardown,
-    )  # fmt: skip
+        nodeid=nodeid,
+        outcome="passed",
+        worker=worker,
+        duration_s=call,
+        setup_s=setup,
+        teardown_s=teardown,
+        start=BASE + start,
+        stop=BASE + start + setup + call + teardown,
+    )
 
 
 def report(tests: list[TestResult], wall: float, workers: int | None = None) -> RunReport:
     return RunReport(
-        namespace="p1t2r0000abcd", args=(), versions=VERSIONS, started=T0,
-        finished=T0 + timedelta(seconds=wall), exit_status=0, tests=tuple(tests),
+        namespace="p1t2r0000abcd",
+        args=(),
+        versions=VERSIONS,
+        started=T0,
+        finished=T0 + timedelta(seconds=wall),
+        exit_status=0,
+        tests=tuple(tests),
         worker_count=workers,
-    )  # fmt: skip
+    )
 
 
 # -- order -------------------------------------------------------------------------------
@@ -72,8 +88,11 @@ def test_unknown_tests_count_as_the_median_of_known_ones() -> None:
     history = {"a": 1.0, "b": 2.0, "c": 9.0}  # median 2.0
     # Ties with the median are broken by node id: "b" < "new".
     assert schedule.order(["a", "b", "c", "new"], history, workers=4, block_sizes=[]) == [
-        "c", "b", "new", "a",
-    ]  # fmt: skip
+        "c",
+        "b",
+        "new",
+        "a",
+    ]
 
 
 def test_ties_are_broken_by_node_id_not_by_input_order() -> None:

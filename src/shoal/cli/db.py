@@ -13,9 +13,11 @@ from shoal.embedded import EmbeddedServer
 from shoal.errors import UsageError
 
 _home_option = click.option(
-    "--home", type=click.Path(path_type=Path), default=None,
+    "--home",
+    type=click.Path(path_type=Path),
+    default=None,
     help="Data directory of the server (default: SHOAL_HOME, then the user data directory).",
-)  # fmt: skip
+)
 
 
 def _server(home: Path | None) -> EmbeddedServer:
@@ -42,10 +44,17 @@ def status(home: Path | None, as_json: bool) -> None:
     """Say whether the server runs, where, and how to reach it."""
     state = _server(home).status()
     if as_json:
-        click.echo(json.dumps({
-            "home": str(state.home), "initialised": state.initialised, "running": state.running,
-            "pid": state.pid, "url": state.url,
-        }))  # fmt: skip
+        click.echo(
+            json.dumps(
+                {
+                    "home": str(state.home),
+                    "initialised": state.initialised,
+                    "running": state.running,
+                    "pid": state.pid,
+                    "url": state.url,
+                }
+            )
+        )
         return
     click.echo(f"home:    {state.home}")
     click.echo(f"running: {'yes, pid ' + str(state.pid) if state.running else 'no'}")

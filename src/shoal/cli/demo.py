@@ -83,12 +83,26 @@ def start_runs(suite: Path, runs: int, workers: int, shared: bool) -> list[DemoR
         env[naming.ENV_NAMESPACE_FORCE] = SHARED_NAMESPACE
     started = []
     for index in range(runs):
-        argv = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-rN", "-v",
-                "-n", str(workers), str(suite)]  # fmt: skip
+        argv = [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-p",
+            "no:cacheprovider",
+            "-rN",
+            "-v",
+            "-n",
+            str(workers),
+            str(suite),
+        ]
         proc = subprocess.Popen(
-            argv, cwd=suite, env=env, text=True,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+            argv,
+            cwd=suite,
+            env=env,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
         run = DemoRun(index=index + 1, proc=proc, started=time.monotonic())
         threading.Thread(target=run.follow, daemon=True).start()
         started.append(run)
@@ -100,9 +114,13 @@ def progress_table(runs: list[DemoRun]) -> Table:
     for run in runs:
         end = run.finished or time.monotonic()
         table.add_row(
-            str(run.index), run.namespace or "…", str(run.progress["passed"]),
-            str(run.progress["failed"]), f"{end - run.started:.1f}", run.status,
-        )  # fmt: skip
+            str(run.index),
+            run.namespace or "…",
+            str(run.progress["passed"]),
+            str(run.progress["failed"]),
+            f"{end - run.started:.1f}",
+            run.status,
+        )
     return table
 
 
@@ -126,9 +144,10 @@ def leftovers(suite: Path, namespaces: set[str]) -> tuple[int, int]:
 @click.option("--runs", type=click.IntRange(1, 16), default=4, show_default=True)
 @click.option("--workers", type=click.IntRange(0, 16), default=2, show_default=True)
 @click.option(
-    "--without-shoal", is_flag=True,
+    "--without-shoal",
+    is_flag=True,
     help="Run without per-run namespaces: every run uses the same worker schemas.",
-)  # fmt: skip
+)
 @click.option("--suite", type=click.Path(path_type=Path), default=None, help="Suite to run.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
 def demo_command(
@@ -157,12 +176,14 @@ def demo_command(
     green = sum(run.proc.returncode == 0 for run in demo)
     summary = {
         "mode": "without-shoal" if without_shoal else "shoal",
-        "runs": runs, "green": green,
+        "runs": runs,
+        "green": green,
         "failed_tests": sum(run.progress["failed"] for run in demo),
         "passed_tests": sum(run.progress["passed"] for run in demo),
-        "tables_in_public": public_tables, "schemas_left": schemas_left,
+        "tables_in_public": public_tables,
+        "schemas_left": schemas_left,
         "provisioning": [run.provisioning for run in demo],
-    }  # fmt: skip
+    }
     if as_json:
         click.echo(json.dumps(summary, indent=2))
     else:

@@ -33,13 +33,19 @@ def pool_group() -> None:
 
 @pool_group.command("warm")
 @click.option(
-    "--size", type=click.IntRange(min=0, max=POOL_SIZE_MAX), default=None,
+    "--size",
+    type=click.IntRange(min=0, max=POOL_SIZE_MAX),
+    default=None,
     help="Ready schemas to keep per database (default: the pool_size setting).",
-)  # fmt: skip
+)
 @click.option(
-    "--timeout", type=click.FloatRange(min=0), default=DEFAULT_WARM_TIMEOUT_S, show_default=True,
-    metavar="SECONDS", help="Start no build after this long.",
-)  # fmt: skip
+    "--timeout",
+    type=click.FloatRange(min=0),
+    default=DEFAULT_WARM_TIMEOUT_S,
+    show_default=True,
+    metavar="SECONDS",
+    help="Start no build after this long.",
+)
 @click.option("--quiet", is_flag=True, help="Print nothing unless something fails.")
 def warm_command(size: int | None, timeout: float, quiet: bool) -> None:
     """Build ready schemas until every database with a fingerprinted setup has SIZE.

@@ -65,9 +65,13 @@ def render(result: SweepResult, console: Console) -> None:
 @click.option("--dry-run", is_flag=True, help="Say what would be dropped; drop nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.option(
-    "--grace", type=click.FloatRange(min=0), default=DEFAULT_GRACE_S, show_default=True,
-    metavar="SECONDS", help="Leave schemas younger than this alone.",
-)  # fmt: skip
+    "--grace",
+    type=click.FloatRange(min=0),
+    default=DEFAULT_GRACE_S,
+    show_default=True,
+    metavar="SECONDS",
+    help="Leave schemas younger than this alone.",
+)
 def sweep_command(dry_run: bool, as_json: bool, grace: float) -> None:
     """Drop schemas of dead runs, fail-closed, and pool schemas of setups no longer current.
 

@@ -98,17 +98,32 @@ class Session:
         elif label is not None:
             run, worker, role = label.namespace, label.worker, label.suffix
         return cls(
-            pid=pid, application_name=application_name, user=user, database=database,
-            state=state, query=shorten(query), exists=exists, run=run, worker=worker, role=role,
-        )  # fmt: skip
+            pid=pid,
+            application_name=application_name,
+            user=user,
+            database=database,
+            state=state,
+            query=shorten(query),
+            exists=exists,
+            run=run,
+            worker=worker,
+            role=role,
+        )
 
     def as_json(self) -> dict[str, Any]:
         return {
-            "pid": self.pid, "labelled": self.labelled, "run": self.run, "worker": self.worker,
-            "role": self.role, "application_name": self.application_name, "user": self.user,
-            "database": self.database, "state": self.state, "query": self.query,
+            "pid": self.pid,
+            "labelled": self.labelled,
+            "run": self.run,
+            "worker": self.worker,
+            "role": self.role,
+            "application_name": self.application_name,
+            "user": self.user,
+            "database": self.database,
+            "state": self.state,
+            "query": self.query,
             "exists": self.exists,
-        }  # fmt: skip
+        }
 
 
 @dataclass(frozen=True)
@@ -152,11 +167,13 @@ class LockPressure:
 
     def as_json(self) -> dict[str, Any]:
         return {
-            "held": self.held, "capacity": self.capacity, "percent": round(self.percent, 1),
+            "held": self.held,
+            "capacity": self.capacity,
+            "percent": round(self.percent, 1),
             "max_locks_per_transaction": self.max_locks_per_transaction,
             "max_connections": self.max_connections,
             "max_prepared_transactions": self.max_prepared_transactions,
-        }  # fmt: skip
+        }
 
 
 @dataclass
@@ -171,9 +188,14 @@ class ClusterLocks:
 
 def _session(row: Mapping[str, Any], prefix: str = "", exists: bool = True) -> Session:
     return Session.from_activity(
-        int(row[f"{prefix}pid"]), row[f"{prefix}application_name"], row[f"{prefix}user"],
-        row[f"{prefix}database"], row[f"{prefix}state"], row[f"{prefix}query"], exists=exists,
-    )  # fmt: skip
+        int(row[f"{prefix}pid"]),
+        row[f"{prefix}application_name"],
+        row[f"{prefix}user"],
+        row[f"{prefix}database"],
+        row[f"{prefix}state"],
+        row[f"{prefix}query"],
+        exists=exists,
+    )
 
 
 def diagnose(cluster: str, rows: Iterable[Mapping[str, Any]]) -> list[Blocked]:

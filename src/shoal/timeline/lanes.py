@@ -16,7 +16,7 @@ from shoal.report import TestResult
 from shoal.timeline.layout import Lane, RunLayout, Span
 
 WIDTH = 1000.0  # SVG units across the axis
-LANE_HEIGHT = 18
+LANE_HEIGHT = 22
 # A test this short would be drawn narrower than a hair at any zoom; it still gets a
 # sliver so it can be seen and hovered once zoomed in.
 _MIN_WIDTH = 0.02

@@ -100,7 +100,8 @@
         .find(function (s) { return s >= raw; });
       var digits = Math.max(0, -Math.floor(Math.log10(step)));
       box.textContent = "";
-      for (var s = 0; s <= span + step / 1000; s += step) {
+      // Stop short of the right edge: a label there would be cut in half.
+      for (var s = 0; s <= span * 0.97; s += step) {
         var mark = document.createElement("span");
         mark.style.left = (s / span * 100) + "%";
         mark.textContent = s.toFixed(digits) + "s";

@@ -62,4 +62,4 @@ def test_demo(
     else:
         assert (summary["green"], summary["passed_tests"], summary["failed_tests"]) == (2, 8, 0)
         assert result.exit_code == 0
-        assert all("schemas provisioned" in line for line in summary["provisioning"])
+        assert all(" provisioned, slowest" in line for line in summary["provisioning"])

@@ -22,6 +22,7 @@ from shoal.pg.live import probe_clusters
 from shoal.pg.slots import control_url
 from shoal.targets import Existing, build_plan, current_fingerprints, existing_urls
 from shoal.targets import urls as configured_urls
+from shoal.words import plural
 
 DEFAULT_WARM_TIMEOUT_S = 600.0
 
@@ -154,7 +155,8 @@ def clear_command() -> None:
             timeout=settings.connect_timeout,
         )
         left += kept
-        click.echo(f"{name}: dropped {dropped} pool schemas" + (f", left {kept}" if kept else ""))
+        left_note = f", left {kept}" if kept else ""
+        click.echo(f"{name}: dropped {plural(dropped, 'pool schema')}{left_note}")
     raise SystemExit(1 if left else 0)
 
 

@@ -12,6 +12,7 @@ from shoal.cli.settings import cli_settings
 from shoal.pg.sweep import DEFAULT_GRACE_S, SweepResult, sweep
 from shoal.targets import current_fingerprints, existing_urls
 from shoal.targets import urls as configured_urls
+from shoal.words import plural
 
 
 def summary_line(result: SweepResult) -> str:
@@ -25,9 +26,9 @@ def summary_line(result: SweepResult) -> str:
     postponed = sum(
         s["reason"] == "time_budget" for o in result.databases.values() for s in o.skipped
     )
-    text = f"sweep: dropped {dropped} stale schemas, {live} live runs untouched"
+    text = f"sweep: dropped {plural(dropped, 'stale schema')}, {plural(live, 'live run')} untouched"
     if failed:
-        text += f", {failed} drops failed (shoal sweep for details)"
+        text += f", {plural(failed, 'drop')} failed (shoal sweep for details)"
     if postponed:
         text += f", {postponed} left for lack of time (run shoal sweep)"
     return text

@@ -18,6 +18,7 @@ import pytest
 from shoal import naming
 from shoal.plugin.boundary import shoal_errors_as_usage_errors
 from shoal.plugin.state import INI_KEYS, STATE, RunState
+from shoal.words import plural
 
 if TYPE_CHECKING:
     from shoal.binding import DatabaseHandle
@@ -243,7 +244,7 @@ def provisioning_summary(namespace: str, timings: list[Timing]) -> str:
     total = [t.total_s for t in timings]
     slowest = max(timings, key=lambda t: t.total_s)
     return (
-        f"shoal: namespace {namespace}: {len(timings)} schemas provisioned, "
+        f"shoal: namespace {namespace}: {plural(len(timings), 'schema')} provisioned, "
         f"slowest {slowest.total_s:.2f}s ({slowest.database}: setup {slowest.setup_s:.2f}s, "
         f"slot wait {slowest.slot_wait_s:.2f}s), total {sum(total):.2f}s"
     )

@@ -12,10 +12,11 @@ import pytest
 from click.testing import CliRunner, Result
 
 from shoal.cli import cli
-from shoal.report import write_report
+from shoal.report import list_reports, read_report, write_report
 from shoal.timeline import render
 from tests.cli.test_report import sample
 from tests.cli.timeline_reports import HOSTILE, STARTED, synthetic
+from tests.plugin import inner
 
 
 def shoal(*args: str) -> Result:
@@ -184,3 +185,25 @@ def test_mistakes_are_errors_naming_the_path(
     assert "Error:" in result.output
     assert expected.format(**places) in result.output
     assert "Traceback" not in result.output
+
+
+def test_merge_of_two_real_runs_at_once_on_one_server(tmp_path: Path) -> None:
+    suite = "import time\n\ndef test_a():\n    time.sleep(0.3)\n\ndef test_b():\n    pass\n"
+    projects = [
+        inner.write_project(tmp_path / name, {}, {"test_it.py": suite}, shoal={"reports_dir": "r"})
+        for name in ("one", "two")
+    ]
+    running = [inner.start(project, "-n", "2", "--shoal-report") for project in projects]
+    results = [inner.finish(project, proc) for project, proc in zip(projects, running, strict=True)]
+    assert all(r.returncode == 0 for r in results), [r.output for r in results]
+    out = tmp_path / "both.html"
+    result = shoal("--html", "--merge", *(str(p / "r") for p in projects), "-o", str(out))
+    assert result.exit_code == 0, result.output
+    assert "timeline (2 runs, 4 tests)" in result.output
+    page = out.read_text(encoding="utf-8")
+    assert page.count('<section class="run"') == 2
+    assert page.count('class="lane worker"') == 4
+    (first,), (second,) = (list_reports(p / "r") for p in projects)
+    a, b = read_report(first.path), read_report(second.path)
+    assert a.started < b.finished
+    assert b.started < a.finished  # they did overlap: one axis shows both at once

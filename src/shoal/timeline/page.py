@@ -26,9 +26,8 @@ def render(runs: Sequence[RunReport]) -> str:
     ordered = sorted(runs, key=lambda r: (r.started, r.namespace))
     merged = len(ordered) > 1
     start = min(r.started.timestamp() for r in ordered)
-    # The gap threshold needs the axis, and the axis end needs each run's end.
-    ends = [layout(r).end for r in ordered]
-    axis = Axis(start, max(ends))
+    end = max(max(r.finished, r.exited or r.finished).timestamp() for r in ordered)
+    axis = Axis(start, end)  # first, because the lanes leave out gaps too thin to see on it
     layouts = [layout(r, min_gap_s=axis.min_gap_s()) for r in ordered]
     indexed = list(enumerate(ordered))
     ranked, anchors = sections.slowest(indexed)

@@ -207,3 +207,11 @@ def test_merge_of_two_real_runs_at_once_on_one_server(tmp_path: Path) -> None:
     a, b = read_report(first.path), read_report(second.path)
     assert a.started < b.finished
     assert b.started < a.finished  # they did overlap: one axis shows both at once
+
+
+def test_a_run_without_tests_renders_and_says_so() -> None:
+    page = render([synthetic("notests", count=0)])
+    assert 'class="lane worker"' not in page
+    assert "no tests" in page
+    assert "has no scheduling figures" in page
+    assert "No schema was provisioned" in page

@@ -151,3 +151,13 @@ async def test_a_stopping_service_admits_nothing_and_starts_no_queued_job(
             "interrupted", "the service stopped while the job ran")  # fmt: skip
         assert (await s.job(queued))["status"] == "queued"
         assert not s.path("b").exists()
+
+
+async def test_an_unknown_query_parameter_is_422_naming_it(serve: ServeFactory) -> None:
+    async with serve() as s:
+        typo = await s.client.get("/jobs", params={"stauts": "failed"})
+        assert typo.status_code == 422
+        assert typo.json()["detail"][0]["loc"] == ["query", "stauts"]
+        v1 = await s.client.get("/v1/models", params={"x": "1"})
+        assert v1.status_code == 422
+        assert v1.json()["error"]["param"] == "x"

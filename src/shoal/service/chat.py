@@ -35,19 +35,20 @@ from shoal.service.models import (
     OpenAIError,
     chat_error,
 )
-from shoal.service.routes import RETRY_AFTER_S, IdempotencyKey, get_service
+from shoal.service.routes import RETRY_AFTER_S, IdempotencyKey, get_service, no_unknown_query
 from shoal.service.store import Job
-from shoal.service.streams import KEEPALIVE, STREAM_HEADERS, Pause, paced
+from shoal.service.streams import KEEPALIVE, SSE_EVENT, STREAM_HEADERS, Pause, paced
 
 Service = Annotated[JobService, Depends(get_service)]
-router = APIRouter()
+router = APIRouter(dependencies=[Depends(no_unknown_query)])
 # Agents report no token counts; usage is counted by this documented rule instead:
 # one token per four characters, rounded up (about what tokenizers give for English).
 CHARS_PER_TOKEN = 4
 V1_ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": OpenAIError, "description": what}
     for code, what in {
-        400: "a parameter this service does not support",
+        400: "a parameter this service does not support, or an unreadable body",
+        409: "Idempotency-Key already used for a different request",
         401: "missing or wrong bearer token",
         404: "unknown model",
         413: "request body over max_body_bytes",
@@ -117,7 +118,7 @@ def _no_model(service: JobService, model: str) -> JSONResponse:
         200: {
             "content": {
                 "application/json": {"schema": {"type": "object"}},
-                "text/event-stream": {"schema": {"type": "string"}},
+                "text/event-stream": {"schema": SSE_EVENT},
             }
         },
         **V1_ERRORS,
@@ -155,15 +156,19 @@ async def chat_completions(
             model=model,
             messages=body.conversation(),
         )
-    except (retries.BadKey, retries.KeyReused) as exc:
-        message = (
-            "was already used for a different request"
-            if isinstance(exc, retries.KeyReused)
-            else str(exc)
+    except retries.KeyReused as exc:
+        return openai_error(
+            409,
+            f"Idempotency-Key {str(exc)!r} was already used for a different request",
+            "invalid_request_error",
+            "idempotency_key_reused",
+            param="Idempotency-Key",
+            retry=False,
         )
+    except retries.BadKey as exc:
         return openai_error(
             422,
-            f"Idempotency-Key: {message}",
+            f"Idempotency-Key: {exc}",
             "invalid_request_error",
             "invalid_idempotency_key",
             param="Idempotency-Key",

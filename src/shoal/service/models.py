@@ -133,19 +133,53 @@ class Health(BaseModel):
 
 class ContentPart(BaseModel):
     type: str
-    text: str | None = None
+    text: str | None = Field(default=None, json_schema_extra={"pattern": NO_NUL})
 
 
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     role: Literal["system", "developer", "user", "assistant", "tool", "function"]
-    content: str | list[ContentPart] | None = None
+    content: str | list[ContentPart] | None = Field(
+        default=None, json_schema_extra={"pattern": NO_NUL}
+    )
+
+    def texts(self) -> list[str]:
+        if isinstance(self.content, list):
+            return [part.text for part in self.content if part.text is not None]
+        return [self.content or ""]
 
     def text(self) -> str:
         if isinstance(self.content, list):
             return "".join(part.text or "" for part in self.content if part.type == "text")
         return self.content or ""
+
+
+# The rule "some user message says something", as JSON Schema and as the validator.
+_SPOKEN_TEXT = re.compile(r"\S")
+_SPOKEN: dict[str, Any] = {
+    "type": "object",
+    "required": ["role", "content"],
+    "properties": {
+        "role": {"const": "user"},
+        "content": {
+            "anyOf": [
+                {"type": "string", "pattern": _SPOKEN_TEXT.pattern},
+                {
+                    "type": "array",
+                    "contains": {
+                        "type": "object",
+                        "required": ["type", "text"],
+                        "properties": {
+                            "type": {"const": "text"},
+                            "text": {"type": "string", "pattern": _SPOKEN_TEXT.pattern},
+                        },
+                    },
+                },
+            ]
+        },
+    },
+}
 
 
 class StreamOptions(BaseModel):
@@ -160,7 +194,7 @@ class ChatRequest(BaseModel):
         min_length=1,
         description="an agent name, or AGENT/MODEL: the agent, given MODEL as {model}",
     )
-    messages: list[ChatMessage] = Field(min_length=1)
+    messages: list[ChatMessage] = Field(min_length=1, json_schema_extra={"contains": _SPOKEN})
     stream: bool = False
     stream_options: StreamOptions | None = None
     # Refused with 400 by the handler when other than one answer / any tool is asked for.
@@ -177,11 +211,11 @@ class ChatRequest(BaseModel):
     @field_validator("messages")
     @classmethod
     def _has_user(cls, value: list[ChatMessage]) -> list[ChatMessage]:
-        users = [m for m in value if m.role == "user"]
-        if not users or not users[-1].text().strip():
+        if not any(m.role == "user" and _SPOKEN_TEXT.search(m.text()) for m in value):
             raise ValueError("expected a user message with text content")
         for message in value:
-            _no_nul(message.text())
+            for text in message.texts():
+                _no_nul(text)
         if sum(len(m.text()) for m in value) > MAX_PROMPT_CHARS:
             raise ValueError(f"expected at most {MAX_PROMPT_CHARS} characters in all")
         return value

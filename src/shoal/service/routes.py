@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from shoal.service import retries
@@ -20,7 +21,7 @@ from shoal.service.models import (
     JobStatus,
     JobView,
 )
-from shoal.service.streams import KEEPALIVE, STREAM_HEADERS, Pause, paced, sse
+from shoal.service.streams import KEEPALIVE, SSE_EVENT, STREAM_HEADERS, Pause, paced, sse
 
 # Handlers are async on purpose: the job service lives on the event loop, not in threads.
 # Clients are told to come back after this long when the line is full; jobs take minutes,
@@ -30,11 +31,13 @@ RETRY_AFTER_S = 5
 MAX_PAGE = 500
 # What any operation behind the token may answer besides its own outcomes.
 ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorDetail, "description": "the body is not readable (e.g. not UTF-8)"},
     401: {"model": ErrorDetail, "description": "missing or wrong bearer token"},
     413: {"model": ErrorDetail, "description": "request body over max_body_bytes"},
     422: {"model": ErrorDetail, "description": "bad request: the field is named"},
 }
 JOB_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorDetail, "description": "the body is not readable (e.g. not UTF-8)"},
     404: {"model": ErrorDetail, "description": "unknown or evicted job"},
     **ERRORS,
 }
@@ -54,9 +57,30 @@ def get_service(request: Request) -> JobService:
     return service
 
 
+async def no_unknown_query(request: Request) -> None:
+    """Refuse query parameters the operation does not take: a typo must not pass silently."""
+    route = request.scope.get("route")
+    dependant = getattr(route, "dependant", None)
+    if dependant is None:
+        return
+    known = {param.alias for param in dependant.query_params}
+    unknown = sorted(set(request.query_params) - known)
+    if unknown:
+        expected = f"one of {sorted(known)}" if known else "none"
+        raise RequestValidationError(
+            [
+                {
+                    "loc": ("query", unknown[0]),
+                    "type": "extra_forbidden",
+                    "msg": f"unknown query parameter; expected {expected}",
+                }
+            ]
+        )
+
+
 Service = Annotated[JobService, Depends(get_service)]
-health_router = APIRouter()
-router = APIRouter()
+health_router = APIRouter(dependencies=[Depends(no_unknown_query)])
+router = APIRouter(dependencies=[Depends(no_unknown_query)])
 
 
 def _unknown_agent(service: JobService, name: str, field: str) -> JSONResponse:
@@ -74,10 +98,14 @@ def _refused(loc: list[str], message: str) -> JSONResponse:
     )
 
 
-def _key_problem(exc: Exception) -> str:
-    if isinstance(exc, retries.KeyReused):
-        return f"{str(exc)!r} was already used for a different request; use a new key"
-    return str(exc)
+def _key_in_use(key: str) -> JSONResponse:
+    # 409 as the Idempotency-Key draft has it; no retry can change the answer.
+    message = f"Idempotency-Key {key!r} was already used for a different request; use a new key"
+    return JSONResponse(
+        status_code=409,
+        content={"detail": message, "message": message},
+        headers={"x-should-retry": "false"},
+    )
 
 
 def _too_busy(body: dict[str, Any]) -> JSONResponse:
@@ -108,7 +136,12 @@ async def health(service: Service) -> Health:
     "/execute",
     status_code=202,
     response_model=Accepted,
-    responses={429: {"model": ErrorDetail}, 503: {"model": ErrorDetail}, **ERRORS},
+    responses={
+        409: {"model": ErrorDetail, "description": "Idempotency-Key used for another request"},
+        429: {"model": ErrorDetail, "description": "the queue is full; retry after Retry-After"},
+        503: {"model": ErrorDetail, "description": "shutting down; retry after Retry-After"},
+        **ERRORS,
+    },
 )
 async def execute(
     body: ExecuteRequest,
@@ -129,8 +162,10 @@ async def execute(
             metadata=body.metadata,
             save_branch=body.save_branch,
         )
-    except (retries.BadKey, retries.KeyReused) as exc:
-        return _refused(["header", "Idempotency-Key"], _key_problem(exc))
+    except retries.KeyReused as exc:
+        return _key_in_use(str(exc))
+    except retries.BadKey as exc:
+        return _refused(["header", "Idempotency-Key"], str(exc))
     except UnknownAgent as exc:
         return _unknown_agent(service, str(exc), "agent")
     except PromptTooLong as exc:
@@ -188,7 +223,7 @@ async def cancel_job(job_id: str, service: Service) -> JobView:
     "/jobs/{job_id}/events",
     response_class=StreamingResponse,
     responses={
-        200: {"content": {"text/event-stream": {"schema": {"type": "string"}}}},
+        200: {"content": {"text/event-stream": {"schema": SSE_EVENT}}},
         **JOB_ERRORS,
     },
 )

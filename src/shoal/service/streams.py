@@ -16,6 +16,12 @@ from typing import Any
 
 KEEPALIVE = ": keep-alive\n\n"  # an SSE comment: every client skips it
 STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+# One server-sent event, as the OpenAPI document describes the items of a stream.
+SSE_EVENT = {
+    "type": "object",
+    "required": ["data"],
+    "properties": {"event": {"type": "string"}, "data": {"type": "string"}},
+}
 
 
 class Pause(Enum):

@@ -11,10 +11,10 @@ import ipaddress
 import shlex
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
+from pydantic_settings import BaseSettings, EnvSettingsSource, NoDecode, SettingsConfigDict
 
 from shoal.errors import ConfigError, UsageError
 from shoal.pg.conninfo import mask
@@ -77,6 +77,24 @@ class ServeSettings(BaseSettings):
     base_refresh_s: float = Field(
         default=30.0, ge=0, description="fetch the repository at most this often"
     )
+    pool_size: int | None = Field(
+        default=None,
+        ge=0,
+        le=1000,
+        description="ready checkouts of the default branch kept warm for new jobs "
+        "(default: max_concurrency); 0 turns the pool off",
+    )
+    pool_max_disk_mb: int = Field(
+        default=4096, ge=0, description="the warm pool's checkouts stay under this many MiB"
+    )
+    checkout_concurrency: int | None = Field(
+        default=None, ge=1, le=64, description="checkouts made at once (default: CPU cores)"
+    )
+    sparse_paths: Annotated[tuple[str, ...] | None, NoDecode] = Field(
+        default=None,
+        description="directories each checkout holds, comma-separated (git sparse-checkout, "
+        "cone mode: top-level files always come along); default: the whole tree",
+    )
     host: str = Field(default="127.0.0.1", description="address to listen on")
     port: int = Field(default=8765, ge=0, le=65535, description="port to listen on")
     state_dir: Path = Field(
@@ -125,6 +143,21 @@ class ServeSettings(BaseSettings):
     @classmethod
     def _prepare(cls, value: object) -> object:
         return None if value is None else parse_argv(value)
+
+    @field_validator("sparse_paths", mode="before")
+    @classmethod
+    def _sparse_paths(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if not isinstance(value, list | tuple):
+            return value
+        for path in value:
+            # They reach git as arguments and name directories inside the checkout.
+            if not isinstance(path, str) or not path.strip("/") or path.startswith(("-", "/")):
+                raise ValueError(f"{path!r}: expected a directory inside the repository")
+            if ".." in path.split("/"):
+                raise ValueError(f"{path!r}: '..' leaves the repository")
+        return tuple(p.strip("/") for p in value) or None
 
     @property
     def loopback(self) -> bool:

@@ -216,3 +216,39 @@ def test_idempotency_key_and_retry_marker_attach_to_the_job_made_before(
         assert retried.json()["job_id"] == made.json()["job_id"]
         assert fresh.json()["job_id"] != made.json()["job_id"]
         assert len(http.get("/jobs").json()["jobs"]) == 3
+
+
+def test_an_abandoned_chat_job_is_cancelled_once_no_retry_came(
+    live: LiveFactory, tmp_path: Path
+) -> None:
+    go = tmp_path / "go"
+    with live(keepalive_s=5, reattach_s=0.5) as url:
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key=TOKEN, max_retries=0, timeout=0.5)
+        with pytest.raises(openai.APITimeoutError):
+            client.chat.completions.create(model="fake", messages=user(f"wait {go}"))
+        assert [job["status"] for job in chat_jobs(url)] == ["running"]
+        wait_for(lambda: chat_jobs(url)[0]["status"] == "cancelled", "the abandoned job to end")
+
+
+def test_streams_send_a_first_byte_at_once_and_keepalives_while_silent(
+    live: LiveFactory, tmp_path: Path
+) -> None:
+    go = tmp_path / "go"
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    with (
+        live(max_concurrency=1, keepalive_s=0.2) as url,
+        httpx.Client(base_url=url, headers=headers, timeout=10) as http,
+    ):
+        http.post("/execute", json={"prompt": f"wait {go}"})
+        queued = http.post("/execute", json={"prompt": "print after"}).json()["job_id"]
+        started = time.monotonic()
+        with http.stream("GET", f"/jobs/{queued}/events") as response:
+            assert response.headers["cache-control"] == "no-cache"
+            lines = response.iter_lines()
+            assert next(lines) == ": keep-alive"
+            assert time.monotonic() - started < 1  # while the job still waits in line
+            assert [next(lines) for _ in range(4)] == ["", ": keep-alive", "", ": keep-alive"]
+            go.touch()
+            rest = [line for line in lines if line and line != ": keep-alive"]
+        assert rest[-2:] == ["event: end", 'data: {"status": "completed", "exit_code": 0}']
+        assert 'data: "after\\n"' in rest

@@ -22,6 +22,8 @@ from shoal.config import load_settings
 from shoal.embedded import EmbeddedServer
 
 EXTERNAL_ENV = "SHOAL_TEST_EXTERNAL_URL"
+# Projects our tests run as inner pytest sessions, not tests of ours.
+collect_ignore = ["projects"]
 
 
 @dataclass(frozen=True)

@@ -248,6 +248,10 @@ def database_lock() -> tuple[int, int]:
     return (LOCK_CLASS, _DATABASE_LOCK)
 
 
+# SQL LIKE pattern matching every schema shoal installs an extension into.
+EXTENSION_SCHEMA_LIKE: Final = "shoal\\_ext\\_%"
+
+
 def extension_schema(extension: str) -> str:
     """The schema shoal installs a missing extension into (never a worker schema)."""
     return "shoal_ext_" + re.sub(r"[^a-z0-9_]", "_", extension.lower())

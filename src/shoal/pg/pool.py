@@ -37,7 +37,7 @@ from psycopg import sql
 from shoal import naming, setups
 from shoal.binding import DatabaseHandle
 from shoal.errors import SetupError
-from shoal.pg import schemas
+from shoal.pg import schemas, verify
 from shoal.pg.connect import admin_connect
 from shoal.pg.slots import Lease
 from shoal.plan import Target
@@ -70,24 +70,29 @@ class PoolSchema:
     state: State | None  # None: the owner comment is missing or not shoal's
     namespace: str | None  # who built it (or is dropping it)
     created: datetime | None
+    shape: verify.Shape | None = None  # what a ready one holds, as its build recorded it
 
 
 def pool_comment(
-    state: State, fingerprint: str, namespace: str, now: datetime | None = None
+    state: State,
+    fingerprint: str,
+    namespace: str,
+    now: datetime | None = None,
+    shape: verify.Shape | None = None,
 ) -> str:
-    """The owner comment of a pool schema."""
-    return json.dumps(
-        {
-            "shoal": 1,
-            "pool": state,
-            "fingerprint": fingerprint,
-            "namespace": namespace,
-            "host": socket.gethostname(),
-            "pid": os.getpid(),
-            "created": (now or datetime.now(UTC)).isoformat(timespec="seconds"),
-        },
-        sort_keys=True,
-    )
+    """The owner comment of a pool schema (a ready one records what it holds)."""
+    data: dict[str, object] = {
+        "shoal": 1,
+        "pool": state,
+        "fingerprint": fingerprint,
+        "namespace": namespace,
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "created": (now or datetime.now(UTC)).isoformat(timespec="seconds"),
+    }
+    if shape is not None:
+        data["shape"] = shape.as_json()
+    return json.dumps(data, sort_keys=True)
 
 
 def parse_pool(database: str, schema: str, comment: str | None) -> PoolSchema | None:
@@ -118,6 +123,7 @@ def parse_pool(database: str, schema: str, comment: str | None) -> PoolSchema | 
         state=state,
         namespace=namespace if isinstance(namespace, str) else None,
         created=schemas.created_at(data),
+        shape=verify.Shape.from_json(data.get("shape")),
     )
 
 
@@ -130,6 +136,14 @@ def list_pool(conn: Conn, database: str) -> list[PoolSchema]:
             if entry is not None:
                 found.append(entry)
     return found
+
+
+def recorded_shape(conn: Conn, fingerprint: str) -> verify.Shape | None:
+    """What earlier builds of ``fingerprint`` in this database hold, if one recorded it."""
+    for entry in list_pool(conn, ""):
+        if entry.state == "ready" and entry.fingerprint == fingerprint and entry.shape:
+            return entry.shape
+    return None
 
 
 def ready_schemas(conn: Conn, fingerprint: str) -> list[str]:
@@ -293,8 +307,18 @@ def build(
     with lease.ddl_slot(naming.MAIN_WORKER), admin_connect(target.url, label) as conn:
         schemas.create_schema(conn, building, pool_comment("building", fingerprint, namespace))
         try:
+            shape = None
             if target.setup is not None:
+                before = verify.outside(conn)
                 setups.run(target.setup, handle)
+                shape = verify.check(
+                    conn,
+                    schema=building,
+                    database=target.name,
+                    spec=target.setup.spec,
+                    before=before,
+                    expected=recorded_shape(conn, fingerprint),
+                )
             _refuse_embedded_name(conn, building, target.name)
             with conn.transaction():
                 conn.execute(
@@ -305,7 +329,7 @@ def build(
                 conn.execute(
                     sql.SQL("COMMENT ON SCHEMA {} IS {}").format(
                         sql.Identifier(ready),
-                        sql.Literal(pool_comment("ready", fingerprint, namespace)),
+                        sql.Literal(pool_comment("ready", fingerprint, namespace, shape=shape)),
                     )
                 )
         except BaseException:

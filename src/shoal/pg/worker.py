@@ -13,7 +13,7 @@ import psycopg
 from shoal import naming, setups
 from shoal.binding import DatabaseHandle, environment
 from shoal.errors import ShoalError, first_line
-from shoal.pg import pool, schemas
+from shoal.pg import pool, schemas, verify
 from shoal.pg.connect import admin_connect
 from shoal.pg.slots import Lease
 from shoal.plan import RunPlan, Target
@@ -223,7 +223,16 @@ class WorkerSchemas:
             setup = self.setup_of(target)
             if setup is not None:
                 mark = time.perf_counter()
+                before = verify.outside(conn)
                 setups.run(setup, self.handles()[target.name])
+                verify.check(
+                    conn,
+                    schema=self.schema,
+                    database=target.name,
+                    spec=setup.spec,
+                    before=before,
+                    expected=pool.recorded_shape(conn, fingerprint) if fingerprint else None,
+                )
                 timing.setup_s = time.perf_counter() - mark
         timing.total_s = time.perf_counter() - started
         return timing

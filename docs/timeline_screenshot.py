@@ -1,7 +1,10 @@
 """Make docs/timeline.png: a real run of a small skewed suite at -n 2, drawn by
-``shoal report --html`` and photographed in headless Chromium.
+``shoal report --html`` and photographed in headless Chromium, the slowest test hovered.
 
-    .venv/bin/python docs/timeline_screenshot.py [OUT.png]
+    .venv/bin/python docs/timeline_screenshot.py          # from docs/timeline_report.json
+    .venv/bin/python docs/timeline_screenshot.py --run    # run the suite again first
+
+``--run`` replaces docs/timeline_report.json with the report of a fresh run.
 
 Needs the test extra (selenium) and Debian's chromium + chromium-driver; the run uses
 the embedded PostgreSQL server, like the test suite.
@@ -9,6 +12,7 @@ the embedded PostgreSQL server, like the test suite.
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -51,7 +55,11 @@ def test_payment_sandbox():
 """
 
 
-def main(out: Path) -> None:
+REPORT = ROOT / "docs" / "timeline_report.json"
+PICTURE = ROOT / "docs" / "timeline.png"
+
+
+def run_suite(report: Path) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         project = Path(tmp)
         (project / "pyproject.toml").write_text(
@@ -67,25 +75,31 @@ def main(out: Path) -> None:
         )
         (project / "schema.sql").write_text(SCHEMA + "\n")
         (project / "test_shop.py").write_text(SUITE)
-        python = sys.executable
         subprocess.run(
-            [python, "-m", "pytest", "-n", "2", "--shoal-report", "-q", "-p", "no:cacheprovider"],
+            [sys.executable, "-m", "pytest", "-n", "2", "--shoal-report", "-p", "no:cacheprovider"],
             cwd=project,
             check=False,
         )
-        html = project / "timeline.html"
-        shoal = [python, "-c", "from shoal.cli import main; main()"]
-        subprocess.run(
-            [*shoal, "report", "--dir", "reports", "--html", "-o", str(html)],
-            cwd=project,
-            check=True,
-        )
+        (written,) = (project / "reports").glob("*.json")
+        shutil.copyfile(written, report)
+
+
+def shoot(report: Path, out: Path) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        html = Path(tmp) / "timeline.html"
+        shoal = [sys.executable, "-c", "from shoal.cli import main; main()"]
+        subprocess.run([*shoal, "report", str(report), "--html", "-o", str(html)], check=True)
         # The top of the page: the run, its lanes and the D bar with its parts.
         with open_page(window=(1200, 860)) as page:
             page.open_file(html)
+            slowest = page.one(".slowest tbody tr").get_attribute("data-ref")
+            page.hover(page.one(f"#{slowest}"))
+            page.wait_for("#tip")
             page.screenshot(out, full_page=False)
     print(f"wrote {out}")
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "docs" / "timeline.png")
+    if "--run" in sys.argv[1:]:
+        run_suite(REPORT)
+    shoot(REPORT, PICTURE)

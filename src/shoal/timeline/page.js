@@ -45,9 +45,14 @@
     }
     tip.appendChild(document.createTextNode(d.text));
     tip.hidden = false;
-    var x = Math.min(event.clientX + 14, window.innerWidth - tip.offsetWidth - 8);
+    // Measured at the left edge, where nothing squeezes it, then placed by the pointer.
+    tip.style.left = "0px";
+    tip.style.top = "0px";
+    // clientWidth, not innerWidth: the latter counts the scroll bar the tip cannot use.
+    var view = document.documentElement;
+    var x = Math.min(event.clientX + 14, view.clientWidth - tip.offsetWidth - 8);
     var y = event.clientY + 16;
-    if (y + tip.offsetHeight > window.innerHeight) y = event.clientY - tip.offsetHeight - 10;
+    if (y + tip.offsetHeight > view.clientHeight) y = event.clientY - tip.offsetHeight - 10;
     tip.style.left = Math.max(x, 4) + "px";
     tip.style.top = Math.max(y, 4) + "px";
   }

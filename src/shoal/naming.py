@@ -44,11 +44,14 @@ WORKERINPUT_PLAN: Final = "shoal_plan"
 WORKEROUTPUT_KEPT: Final = "shoal_kept"
 WORKEROUTPUT_PROBLEMS: Final = "shoal_problems"
 WORKEROUTPUT_TIMINGS: Final = "shoal_timings"
+WORKEROUTPUT_FAILURE: Final = "shoal_failure"
 
 # Environment variables that carry names between processes.
 ENV_NAMESPACE: Final = "SHOAL_NAMESPACE"
 ENV_NAMESPACE_FORCE: Final = "SHOAL_NAMESPACE_FORCE"
 ENV_RUNNER: Final = "SHOAL_RUNNER"
+# The log file a background refill writes to, so that its record can point at it.
+ENV_REFILL_LOG: Final = "SHOAL_REFILL_LOG"
 # The run plan, for xdist workers to export their binding before conftests load.
 ENV_PLAN: Final = "SHOAL_PLAN"
 

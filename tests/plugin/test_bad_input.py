@@ -151,3 +151,30 @@ def test_database_name_postgres_would_reject(tmp_path: Path, key: str) -> None:
     assert result.returncode == USAGE_ERROR, result.output
     assert f"databases.{key}" in result.stderr
     assert "pyproject.toml [tool.shoal]" in result.stderr
+
+
+FAILING_SETUP = """
+def build(conn):
+    conn.execute("SELECT uuid_generate_v4()")
+"""
+
+MANY_TESTS = "\n".join(f"def test_{n}():\n    pass\n" for n in range(30))
+
+
+def test_a_failing_setup_is_one_error_per_worker_not_one_per_test(
+    tmp_path: Path, scratch: tuple[Server, str]
+) -> None:
+    server, database = scratch
+    project = inner.write_project(
+        tmp_path,
+        {"app": {"url": server.url(database), "setup": "failing:build"}},
+        {"failing.py": FAILING_SETUP, "test_many.py": MANY_TESTS},
+    )
+    result = inner.run(project, "-n", "2")
+    assert result.returncode == 1, result.output
+    reported = result.output.count("setup 'failing:build' of database 'app' failed")
+    assert 1 <= reported <= 2, result.output  # once per worker that provisioned
+    assert "uuid_generate_v4() does not exist" in result.output
+    assert "Traceback" not in result.output
+    assert " passed" not in result.output.splitlines()[-1]
+    assert len(result.output.splitlines()) < 80

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 
-from shoal import naming
+from shoal import naming, refill_log
 from shoal.pg import pool
 from tests.conftest import Databases, Server
 from tests.plugin import inner
@@ -74,3 +77,83 @@ def test_a_run_refills_the_pool_and_the_next_run_claims_from_it(
     wait_for_ready(server, database, 2)
     time.sleep(0.5)
     assert ready(server, database) == 2
+
+
+# Builds in a worker, fails in the background refill (a `shoal pool warm` process).
+REFILL_FAILS = """
+import sys
+
+def build(conn):
+    main = getattr(sys.modules["__main__"].__spec__, "name", "")
+    if main == "shoal.cli.warm":
+        conn.execute("SELECT uuid_generate_v4()")
+    conn.execute("CREATE TABLE items (id serial PRIMARY KEY, name text)")
+
+build.shoal_fingerprint = "refill-fails-v1"
+"""
+
+ALWAYS_FAILS = """
+def build(conn):
+    conn.execute("SELECT uuid_generate_v4()")
+
+build.shoal_fingerprint = "always-fails-v1"
+"""
+
+
+def test_a_failed_refill_is_reported_by_the_next_run_and_pool_status(
+    tmp_path: Path, server: Server, databases: Databases
+) -> None:
+    database = databases.new("refillfail")
+    project = inner.write_project(
+        tmp_path / "project",
+        {"app": {"url": server.url(database), "setup": "flaky:build"}},
+        {"flaky.py": REFILL_FAILS, "test_owner.py": OWNER_TEST},
+    )
+    home = tmp_path / "home"
+    env = {"SHOAL_POOL_SIZE": "1", "SHOAL_HOME": str(home)}
+    first = inner.run(project, "-n", "0", env=env)
+    assert first.returncode == 0, first.output
+    deadline = time.monotonic() + 90
+    while (record := refill_log.read(home, project)) is None:
+        assert time.monotonic() < deadline, "the refill left no record"
+        time.sleep(0.25)
+    assert record.failed
+    assert "uuid_generate_v4() does not exist" in record.errors["app"]
+
+    second = inner.run(project, "-n", "0", env={**env, "SHOAL_POOL_SIZE": "0"})
+    assert second.returncode == 0, second.output
+    assert "the last pool refill" in second.stdout
+    assert "app: setup 'flaky:build' of database 'app' failed" in second.stdout
+    assert f"log: {record.log}" in second.stdout
+    assert record.log is not None
+    assert Path(record.log).is_file()
+
+    status = subprocess.run(
+        [sys.executable, "-m", "shoal", "pool", "status", "--json"],
+        cwd=project,
+        env=inner.clean_env(**env),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert status.returncode == 0, status.stderr
+    (row,) = json.loads(status.stdout)["databases"]
+    assert "uuid_generate_v4() does not exist" in row["last_refill_error"]
+
+
+def test_no_refill_after_a_run_whose_setups_all_failed(
+    tmp_path: Path, server: Server, databases: Databases
+) -> None:
+    database = databases.new("nofill")
+    project = inner.write_project(
+        tmp_path / "project",
+        {"app": {"url": server.url(database), "setup": "broken:build"}},
+        {"broken.py": ALWAYS_FAILS, "test_owner.py": OWNER_TEST},
+    )
+    home = tmp_path / "home"
+    result = inner.run(project, "-n", "2", env={"SHOAL_POOL_SIZE": "1", "SHOAL_HOME": str(home)})
+    assert result.returncode == 1, result.output
+    time.sleep(2)  # a refill would have written its log by now
+    logs = home / "logs"
+    assert not logs.exists() or not list(logs.glob(naming.pool_log_glob()))
+    assert refill_log.read(home, project) is None

@@ -3,23 +3,29 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from typing import Any
 
 import click
+import psycopg
 from rich.console import Console
 from rich.table import Table
 
-from shoal import naming
+from shoal import naming, refill_log
 from shoal.cli.boundary import errors_reported
 from shoal.cli.render import absent_note
 from shoal.cli.settings import cli_settings
 from shoal.config import POOL_SIZE_MAX, Settings
+from shoal.embedded import default_home
+from shoal.errors import ShoalError, first_line
 from shoal.namespace import fresh
 from shoal.pg import pool
 from shoal.pg.connect import admin_connect
 from shoal.pg.live import probe_clusters
 from shoal.pg.slots import control_url
+from shoal.plan import RunPlan, Target
+from shoal.refill_log import RefillRecord
 from shoal.targets import Existing, build_plan, current_fingerprints, existing_urls
 from shoal.targets import urls as configured_urls
 from shoal.words import plural
@@ -57,33 +63,56 @@ def warm_command(size: int | None, timeout: float, quiet: bool) -> None:
     settings = cli_settings()
     wanted = settings.pool_size if size is None else size
     deadline = time.monotonic() + timeout
-    plan = build_plan(settings, fresh(), "", resolve=True, fingerprints=True)
-    for target in plan.targets:
-        current = target.fingerprint
-        if current is None:
-            if not quiet:
-                click.echo(f"{target.name}: no setup fingerprint, no pool")
-            continue
-        result = pool.warm(
-            target,
-            current,
-            wanted,
-            namespace=plan.namespace,
-            tail=plan.tail,
-            ddl_slots=plan.ddl_slots,
-            timeout=plan.connect_timeout,
-            deadline=deadline,
-        )
+    namespace = fresh()
+    errors: dict[str, str] = {}
+    try:
+        plan = build_plan(settings, namespace, "", resolve=True, fingerprints=True)
+        for target in plan.targets:
+            try:
+                _warm_one(target, plan, wanted, deadline, quiet)
+            except (ShoalError, psycopg.Error) as exc:
+                errors[target.name] = first_line(exc)
+                click.echo(f"Error: {target.name}: {errors[target.name]}", err=True)
+    except ShoalError as exc:
+        errors["*"] = first_line(exc)
+        raise
+    finally:
+        home = settings.home or default_home()
+        log = os.environ.get(naming.ENV_REFILL_LOG)
+        record = RefillRecord(refill_log.now(), namespace.token, errors, log)
+        refill_log.write(home, settings.project_root, record)
+    if errors:
+        raise SystemExit(1)
+
+
+def _warm_one(target: Target, plan: RunPlan, wanted: int, deadline: float, quiet: bool) -> None:
+    current = target.fingerprint
+    if current is None:
         if not quiet:
-            note = f" ({result.skipped})" if result.skipped else ""
-            click.echo(
-                f"{target.name}: fingerprint {current[: naming.POOL_FINGERPRINT_CHARS]}, "
-                f"built {len(result.built)}, ready {result.ready_after}{note}"
-            )
+            click.echo(f"{target.name}: no setup fingerprint, no pool")
+        return
+    result = pool.warm(
+        target,
+        current,
+        wanted,
+        namespace=plan.namespace,
+        tail=plan.tail,
+        ddl_slots=plan.ddl_slots,
+        timeout=plan.connect_timeout,
+        deadline=deadline,
+    )
+    if not quiet:
+        note = f" ({result.skipped})" if result.skipped else ""
+        click.echo(
+            f"{target.name}: fingerprint {current[: naming.POOL_FINGERPRINT_CHARS]}, "
+            f"built {len(result.built)}, ready {result.ready_after}{note}"
+        )
 
 
 def _status(settings: Settings, existing: Existing) -> list[dict[str, Any]]:
     fingerprints = current_fingerprints(settings) or {}
+    last = refill_log.read(settings.home or default_home(), settings.project_root)
+    errors = last.errors if last is not None else {}
     rows = []
     for name, url in existing.urls.items():
         current = fingerprints.get(name)
@@ -100,6 +129,7 @@ def _status(settings: Settings, existing: Existing) -> list[dict[str, Any]]:
                 "stale": sum(1 for e in ready if e.fingerprint != current),
                 "building": sum(1 for e in entries if e.state == "building"),
                 "other": sum(1 for e in entries if e.state not in ("ready", "building")),
+                "last_refill_error": errors.get(name, errors.get("*")),
             }
         )
     return rows
@@ -118,15 +148,25 @@ def status_command(as_json: bool) -> None:
     note = absent_note(existing)
     if note:
         click.echo(note)
-    table = Table("Database", "Fingerprint", "Ready", "pool_size", "Stale", "Building", "Other")
+    columns = ("Database", "Fingerprint", "Ready", "pool_size", "Stale", "Building", "Other")
+    table = Table(*columns, "Last refill")
     for row in rows:
         fp = row["fingerprint"]
         table.add_row(
             row["database"],
             fp[: naming.POOL_FINGERPRINT_CHARS] if fp else "none (no pool)",
             *(str(row[k]) for k in ("ready", "pool_size", "stale", "building", "other")),
+            f"failed: {row['last_refill_error']}" if row["last_refill_error"] else "ok",
         )
-    Console(highlight=False).print(table)
+    console = Console(highlight=False)
+    console.print(table)
+    if last_log := _last_log(settings):
+        console.print(f"last refill's log: {last_log}")
+
+
+def _last_log(settings: Settings) -> str | None:
+    last = refill_log.read(settings.home or default_home(), settings.project_root)
+    return last.log if last is not None and last.failed else None
 
 
 @pool_group.command("clear")

@@ -189,6 +189,8 @@ class _XdistHooks:
         output = getattr(node, "workeroutput", {})
         self.state.kept.extend(output.get(naming.WORKEROUTPUT_KEPT, []))
         self.state.problems.extend(output.get(naming.WORKEROUTPUT_PROBLEMS, []))
+        if output.get(naming.WORKEROUTPUT_FAILURE):
+            self.state.worker_failures.append(str(output[naming.WORKEROUTPUT_FAILURE]))
         if output.get(naming.WORKEROUTPUT_TIMINGS):
             from shoal.pg.worker import Timing
 
@@ -213,6 +215,8 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 @pytest.fixture(scope="session")
 def _shoal_worker(request: pytest.FixtureRequest) -> Iterator[RunState]:
+    """This worker's schemas, provisioned once. A failure is kept in the state, not
+    raised: raised here, pytest would print it again for every test of the worker."""
     state = request.config.stash.get(STATE, None)
     if state is None:
         pytest.fail("shoal: this run only looks (--help, --co, …): no database", pytrace=False)
@@ -221,7 +225,12 @@ def _shoal_worker(request: pytest.FixtureRequest) -> Iterator[RunState]:
             schemas = state.prepare()
             state.handles = schemas.provision()
     except pytest.UsageError as exc:
-        pytest.fail(str(exc), pytrace=False)
+        state.failure = str(exc)
+        workeroutput = getattr(request.config, "workeroutput", None)
+        if workeroutput is not None:
+            workeroutput[naming.WORKEROUTPUT_FAILURE] = state.failure
+        yield state
+        return
     state.timings = schemas.timings
     try:
         yield state
@@ -238,6 +247,26 @@ def _shoal_worker(request: pytest.FixtureRequest) -> Iterator[RunState]:
             workeroutput[naming.WORKEROUTPUT_KEPT] = state.kept
             workeroutput[naming.WORKEROUTPUT_PROBLEMS] = state.problems
             workeroutput[naming.WORKEROUTPUT_TIMINGS] = [asdict(t) for t in state.timings]
+
+
+# The fixtures that need this worker's schemas.
+_NEEDS_SCHEMAS = frozenset({"_shoal_worker", "shoal_schema", "shoal_databases"})
+
+
+@pytest.fixture(autouse=True)
+def _shoal_provisioned(request: pytest.FixtureRequest) -> None:
+    """Provision before a test that needs it (every test, when the project configures
+    databases); a provisioning failure is one error, the worker's other tests are skipped."""
+    state = request.config.stash.get(STATE, None)
+    if state is None or not (state.configured or _NEEDS_SCHEMAS & set(request.fixturenames)):
+        return
+    request.getfixturevalue("_shoal_worker")
+    if state.failure is None:
+        return
+    if not state.failure_reported:
+        state.failure_reported = True
+        pytest.fail(state.failure, pytrace=False)
+    pytest.skip("shoal: not run: this worker has no schemas (its first error says why)")
 
 
 def provisioning_summary(namespace: str, timings: list[Timing]) -> str:
@@ -258,13 +287,6 @@ def _masked(url: str) -> str:
 
 def _quote(text: str) -> str:
     return "'" + text.replace("'", "'\\''") + "'"
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _shoal_autouse(request: pytest.FixtureRequest) -> None:
-    state = request.config.stash.get(STATE, None)
-    if state is not None and state.configured:
-        request.getfixturevalue("_shoal_worker")
 
 
 @pytest.fixture(scope="session")
@@ -299,3 +321,24 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
             terminalreporter.write_line(line)
     for problem in state.problems:
         terminalreporter.write_line(f"shoal: {problem}", yellow=True)
+    if state.configured and not hasattr(config, "workerinput"):
+        for line in _last_refill(state):
+            terminalreporter.write_line(line, yellow=True)
+
+
+def _last_refill(state: RunState) -> list[str]:
+    """Lines on the project's last background refill, when it failed."""
+    from pathlib import Path
+
+    from shoal import refill_log
+    from shoal.embedded import default_home
+
+    home = Path(state.plan.home) if state.plan.home else default_home()
+    record = refill_log.read(home, Path(state.plan.project_root))
+    if record is None or not record.failed:
+        return []
+    lines = [f"shoal: the last pool refill ({record.finished}) failed; the pool stays empty:"]
+    lines += [f"shoal:   {database}: {error}" for database, error in record.errors.items()]
+    if record.log:
+        lines.append(f"shoal:   log: {record.log}")
+    return lines

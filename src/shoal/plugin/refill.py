@@ -35,6 +35,8 @@ def maybe_refill(config: pytest.Config) -> int | None:
         or not state.configured
         or state.plan.pool_size < 1
         or not any(t.fingerprint for t in state.plan.targets)
+        # The same setup would fail the same way in the refill, unseen.
+        or state.every_build_failed
     ):
         return None
     from shoal.embedded import default_home
@@ -48,6 +50,7 @@ def maybe_refill(config: pytest.Config) -> int | None:
         env = dict(os.environ)
         # The setup hooks import as they did in this process (pytest's `pythonpath`, rootdir).
         env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+        env[naming.ENV_REFILL_LOG] = str(log)
         argv = [
             sys.executable,
             "-m",

@@ -76,6 +76,15 @@ class RunState:
     _targets: list[Target] | None = None
     _tail: tuple[str, ...] | None = None
     _saved_env: dict[str, str | None] = field(default_factory=dict)
+    failure: str | None = None  # why this process could not provision, if it could not
+    failure_reported: bool = False
+    worker_failures: list[str] = field(default_factory=list)  # reported by xdist workers
+
+    @property
+    def every_build_failed(self) -> bool:
+        """Some process of the run tried to provision, and none managed to."""
+        failed = bool(self.worker_failures) or self.failure is not None
+        return failed and not self.timings_by_worker()
 
     @property
     def namespace(self) -> Namespace:

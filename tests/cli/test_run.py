@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -94,3 +95,23 @@ def test_two_runs_started_together_write_two_reports_and_keep_exit_status(
     names = {r["namespace"] for r in inner.read_records(root)}
     assert {naming.parse_report_filename(f.name)[1] for f in files} == names  # type: ignore[index]
     assert all("shoal: sweep:" not in err for _, err in outputs)
+
+
+def test_on_github_actions_the_run_appends_its_summary_and_stamps_its_exit(
+    tmp_path: Path, embedded: Server, embedded_databases: Databases
+) -> None:
+    root = project(tmp_path / "project", embedded, embedded_databases.new("summary"))
+    summary = tmp_path / "step_summary.md"
+    summary.write_text("# earlier step\n")
+    proc = shoal(root, "--no-sweep", "--", "-n", "0", env={"GITHUB_STEP_SUMMARY": str(summary)})
+    stdout, stderr = proc.communicate(timeout=180)
+    assert proc.returncode == 0, stdout + stderr
+    text = summary.read_text()
+    assert text.startswith("# earlier step\n")
+    [report] = reports(root)
+    namespace = naming.parse_report_filename(report.name)[1]  # type: ignore[index]
+    assert namespace in text
+    assert "1 passed" in text
+    written = json.loads(report.read_text())
+    assert written["exited"] is not None
+    assert written["provisioning"][0]["start"] is not None

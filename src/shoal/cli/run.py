@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
+from pathlib import Path
 
 import click
 
@@ -75,4 +77,21 @@ def run_command(no_sweep: bool, pytest_args: tuple[str, ...]) -> None:
 
     from shoal.plugin import PlanCarrier
 
-    raise SystemExit(int(pytest.main(pytest_argv(args), plugins=[PlanCarrier(namespace)])))
+    carrier = PlanCarrier(namespace)
+    status = int(pytest.main(pytest_argv(args), plugins=[carrier]))
+    if carrier.report is not None:
+        _after(carrier.report)
+    raise SystemExit(status)
+
+
+def _after(report: Path) -> None:
+    """Stamp when the run ended and, on GitHub Actions, append its summary to the job's."""
+    from shoal.report import ReportError, record_exit
+    from shoal.step_summary import append_step_summary
+
+    try:
+        append_step_summary(record_exit(report), os.environ)
+    except ReportError as exc:
+        # The run's outcome is pytest's exit status; a summary that cannot be written
+        # only says so.
+        click.echo(f"shoal: {exc}", err=True)

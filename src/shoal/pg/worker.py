@@ -30,6 +30,7 @@ class Timing:
     setup_s: float = 0.0
     total_s: float = 0.0
     claimed: bool = False  # taken ready-made from the warm pool (create_s is the claim)
+    start: float | None = None  # epoch seconds when provisioning began
 
 
 class WorkerSchemas:
@@ -204,7 +205,7 @@ class WorkerSchemas:
         return conn
 
     def _provision_one(self, target: Target) -> Timing:
-        timing = Timing(database=target.name)
+        timing = Timing(database=target.name, start=time.time())
         started = time.perf_counter()
         lease = self._lease(target)  # lease before create (DESIGN invariant 4)
         fingerprint = self.fingerprints().get(target.name)

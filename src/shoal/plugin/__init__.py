@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from dataclasses import asdict
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -38,6 +39,7 @@ class PlanCarrier:
 
     def __init__(self, namespace: Namespace) -> None:
         self.namespace = namespace
+        self.report: Path | None = None  # the run report, once written
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -204,6 +206,10 @@ def pytest_report_header(config: pytest.Config) -> str | None:
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
+    collector = config.pluginmanager.get_plugin("shoal-report")
+    for carrier in config.pluginmanager.get_plugins():
+        if isinstance(carrier, PlanCarrier) and collector is not None:
+            carrier.report = collector.path
     state = config.stash.get(STATE, None)
     if state is not None:
         state.restore_environment()
@@ -328,8 +334,6 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
 
 def _last_refill(state: RunState) -> list[str]:
     """Lines on the project's last background refill, when it failed."""
-    from pathlib import Path
-
     from shoal import refill_log
     from shoal.embedded import default_home
 

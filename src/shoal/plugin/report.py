@@ -155,6 +155,8 @@ class ReportCollector:
                 for timing in timings
             ),
             worker_count=self.worker_count,
+            kept=tuple(self.state.kept),
+            problems=tuple(self.state.problems),
         )
         self.distance = distance(report)
         report = report.model_copy(update={"distance": self.distance})

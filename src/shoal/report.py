@@ -125,6 +125,9 @@ class RunReport(_Model):
     # When the process that wrote the report was done (pytest returned), if known:
     # ``finished`` is stamped at session end, before unconfigure and exit.
     exited: datetime | None = None
+    # Which shard of a suite split across machines this run was (``--shoal-shard``),
+    # as "I/N"; None when it ran the whole suite, and in reports older than sharding.
+    shard: str | None = None
 
     @field_validator("args", "kept", "problems")
     @classmethod

@@ -8,6 +8,7 @@ using them at the same moment, so every name a test creates carries a random tok
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 from collections.abc import Iterator
@@ -37,6 +38,14 @@ class Server:
     def connect(self, database: str | None = None) -> psycopg.Connection[tuple[object, ...]]:
         url = self.url(database) if database else self.admin_url
         return psycopg.connect(url, autocommit=True, options="", application_name="shoal_tests")
+
+
+def gone(comment: str) -> str:
+    """An owner comment as a process that has exited would have left it: the start time
+    is one no running process has, so the sweep cannot take the owner for alive."""
+    data = json.loads(comment)
+    data["started"] = 1.0
+    return json.dumps(data, sort_keys=True)
 
 
 def token() -> str:

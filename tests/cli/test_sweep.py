@@ -17,7 +17,7 @@ from shoal.cli.sweep import summary_line, sweep_command
 from shoal.namespace import fresh
 from shoal.pg import schemas
 from shoal.pg.sweep import Found, decide, sweep
-from tests.conftest import Databases, Server
+from tests.conftest import Databases, Server, gone
 from tests.plugin import inner
 
 LONG_AGO = datetime.now(UTC) - timedelta(hours=1)
@@ -28,7 +28,8 @@ def stale_schema(server: Server, database: str, worker: str = "gw0") -> str:
     namespace = fresh().token
     name = naming.schema_name(namespace, worker)
     with server.connect(database) as conn:
-        schemas.create_schema(conn, name, schemas.owner_comment(namespace, worker, now=LONG_AGO))
+        comment = gone(schemas.owner_comment(namespace, worker, now=LONG_AGO))
+        schemas.create_schema(conn, name, comment)
         conn.execute(f"CREATE TABLE {name}.t (id int)")
     return name
 
@@ -193,12 +194,12 @@ def test_dry_run_drops_nothing_and_young_schemas_wait(
     namespace = fresh().token
     young = naming.schema_name(namespace, "gw0")
     with embedded.connect(database) as conn:
-        schemas.create_schema(conn, young, schemas.owner_comment(namespace, "gw0"))
+        schemas.create_schema(conn, young, gone(schemas.owner_comment(namespace, "gw0")))
     project_for(tmp_path, {"app": embedded.url(database)})
     monkeypatch.chdir(tmp_path)
     code, report = sweep_json("--dry-run")
     assert code == 0
-    assert report["databases"]["app"]["dropped"] == [stale]  # type: ignore[index]
+    assert report["databases"]["app"]["would_drop"] == [stale]  # type: ignore[index]
     assert {"schema": young, "reason": "too_young"} in report["databases"]["app"]["skipped"]  # type: ignore[index]
     assert existing(embedded, database) == {stale, young}
 

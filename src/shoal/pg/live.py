@@ -8,8 +8,13 @@ answered: a run may hold its lease on a cluster we could not reach.
 
 from __future__ import annotations
 
+import socket
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
 
+import psutil
 import psycopg
 
 from shoal import conninfo, naming
@@ -25,6 +30,8 @@ class ClusterLiveness:
     error: str | None = None
     live: set[str] = field(default_factory=set)
     lease_holders: dict[str, list[str]] = field(default_factory=dict)  # namespace → holders
+    # When the server last started: every lease is younger than that.
+    server_started: datetime | None = None
 
 
 def probe_cluster(urls: list[str], timeout: int) -> ClusterLiveness:
@@ -42,10 +49,12 @@ def probe_cluster(urls: list[str], timeout: int) -> ClusterLiveness:
                     "SELECT application_name FROM pg_stat_activity WHERE application_name LIKE %s",
                     (naming.LABEL_LIKE,),
                 ).fetchall()
+                started = conn.execute("SELECT pg_postmaster_start_time()").fetchone()
         except (ServerUnreachable, psycopg.Error) as exc:
             result.error = first_line(exc)
             continue
         result.reachable, result.error, result.url = True, None, conninfo.mask(url)
+        result.server_started = started[0] if started and isinstance(started[0], datetime) else None
         break
     else:
         return result
@@ -57,6 +66,25 @@ def probe_cluster(urls: list[str], timeout: int) -> ClusterLiveness:
         if label.is_lease:
             result.lease_holders.setdefault(label.namespace, []).append(label.suffix or "?")
     return result
+
+
+def owner_alive(owner: Mapping[str, Any]) -> bool | None:
+    """Whether the process an owner comment names still runs: True or False on this host
+    (pid and start time, so a reused pid does not count), None for another host."""
+    if owner.get("host") != socket.gethostname():
+        return None
+    pid, started = owner.get("pid"), owner.get("started")
+    if not isinstance(pid, int) or isinstance(pid, bool):
+        return None
+    try:
+        process = psutil.Process(pid)
+        if isinstance(started, int | float):
+            return abs(process.create_time() - float(started)) < 1.0
+        return process.is_running()  # an older comment without a start time
+    except psutil.NoSuchProcess:
+        return False
+    except psutil.Error:
+        return None  # it exists, but cannot be looked at (another user's): unknown
 
 
 def probe_clusters(urls: list[str], timeout: int) -> list[ClusterLiveness]:

@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import socket
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -86,8 +85,7 @@ def pool_comment(
         "pool": state,
         "fingerprint": fingerprint,
         "namespace": namespace,
-        "host": socket.gethostname(),
-        "pid": os.getpid(),
+        **schemas.process_identity(),
         "created": (now or datetime.now(UTC)).isoformat(timespec="seconds"),
     }
     if shape is not None:

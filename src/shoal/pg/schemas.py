@@ -39,13 +39,24 @@ def owner_comment(
         "shoal": 1,
         "namespace": namespace,
         "worker": worker,
-        "host": socket.gethostname(),
-        "pid": os.getpid(),
+        **process_identity(),
         "created": (now or datetime.now(UTC)).isoformat(timespec="seconds"),
     }
     if pooled is not None:
         data["pooled"] = pooled
     return json.dumps(data, sort_keys=True)
+
+
+def process_identity() -> dict[str, object]:
+    """Host, pid and process start time: enough for a sweep on the same host to tell
+    whether the process that made a schema is still alive (a pid alone can be reused)."""
+    import psutil
+
+    return {
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "started": round(psutil.Process().create_time(), 2),
+    }
 
 
 def parse_owner_comment(comment: str | None) -> dict[str, Any] | None:

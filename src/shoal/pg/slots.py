@@ -9,7 +9,9 @@ can be reached, else the database in the configured URL.
 
 from __future__ import annotations
 
+import contextlib
 import random
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,6 +27,8 @@ from shoal.pg.connect import admin_connect
 # of the same takes more at once. Budget half the lock table for concurrent DDL.
 LOCKS_PER_DDL = 4000
 MAX_AUTO_SLOTS = 8
+# How often a held lease is checked (and re-opened after a server restart).
+KEEP_ALIVE_S = 2.0
 _FIRST_PAUSE_S = 0.01
 _MAX_PAUSE_S = 0.2
 
@@ -77,13 +81,33 @@ def slot_count(ddl_slots: int | str, lock_capacity: int) -> int:
     return max(1, min(MAX_AUTO_SLOTS, lock_capacity // 2 // LOCKS_PER_DDL))
 
 
-@dataclass
 class Lease:
-    """A run's presence in one cluster: held from before the first CREATE to after the last DROP."""
+    """A run's presence in one cluster: held from before the first CREATE to after the last
+    DROP (DESIGN invariant 4).
 
-    url: str
-    conn: psycopg.Connection[tuple[object, ...]]
-    slot_count: int
+    A server restart closes every lease at once while the runs go on. So a lease is
+    re-opened before the run touches the server again (:meth:`ensure`), and
+    :meth:`keep_alive` checks it in the background, so a run whose tests are slow and
+    quiet is seen live again within seconds of the server coming back.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        conn: psycopg.Connection[tuple[object, ...]],
+        slot_count: int,
+        *,
+        label: str = "",
+        timeout: int = 5,
+    ) -> None:
+        self.url = url
+        self.conn = conn
+        self.slot_count = slot_count
+        self._label = label
+        self._timeout = timeout
+        self._lock = threading.Lock()  # one user of the connection at a time
+        self._stop = threading.Event()
+        self._watcher: threading.Thread | None = None
 
     @classmethod
     def open(
@@ -91,18 +115,52 @@ class Lease:
     ) -> Lease:
         """``ddl_slots``: a count, or ``"auto"`` to derive it from the server's lock table
         (read on this connection when the caller does not know it)."""
-        conn = admin_connect(url, naming.lease_label(namespace, holder), timeout=timeout)
-        if isinstance(ddl_slots, int):
-            return cls(url=url, conn=conn, slot_count=ddl_slots)
-        try:
-            capacity = lock_settings(conn).capacity
-        except BaseException:
-            conn.close()
-            raise
-        return cls(url=url, conn=conn, slot_count=slot_count(ddl_slots, capacity))
+        label = naming.lease_label(namespace, holder)
+        conn = admin_connect(url, label, timeout=timeout)
+        count = ddl_slots if isinstance(ddl_slots, int) else 0
+        if not count:
+            try:
+                count = slot_count(ddl_slots, lock_settings(conn).capacity)
+            except BaseException:
+                conn.close()
+                raise
+        return cls(url, conn, count, label=label, timeout=timeout)
+
+    def ensure(self) -> None:
+        """Re-open the lease if the server dropped it (a restart); raises when it cannot."""
+        with self._lock:
+            self._ensure()
+
+    def _ensure(self) -> None:
+        if not self.conn.closed and not self.conn.broken:
+            try:
+                self.conn.execute("SELECT 1")
+                return
+            except psycopg.OperationalError:
+                pass  # the server went away under us: open a new one below
+        self.conn.close()
+        self.conn = admin_connect(self.url, self._label, timeout=self._timeout)
+
+    def keep_alive(self, interval_s: float = KEEP_ALIVE_S) -> None:
+        """Check the lease every ``interval_s`` in a daemon thread, re-opening it if lost."""
+        if self._watcher is not None or not self._label:
+            return
+
+        def watch() -> None:
+            while not self._stop.wait(interval_s):
+                # Best effort: a server that is still down is tried again next time, and
+                # the run's next DDL re-opens the lease itself (or fails, saying why).
+                with contextlib.suppress(Exception), self._lock:
+                    if not self._stop.is_set():
+                        self._ensure()
+
+        self._watcher = threading.Thread(target=watch, name="shoal-lease", daemon=True)
+        self._watcher.start()
 
     def close(self) -> None:
-        self.conn.close()
+        self._stop.set()
+        with self._lock:
+            self.conn.close()
 
     @contextmanager
     def ddl_slot(self, worker: str) -> Iterator[float]:
@@ -116,6 +174,7 @@ class Lease:
         """
         preferred = naming.preferred_ddl_slot(worker, self.slot_count)
         order = [preferred] + [s for s in range(self.slot_count) if s != preferred]
+        self.ensure()  # lease before DDL, also after a server restart
         started = time.perf_counter()
         pause = _FIRST_PAUSE_S
         held = self._try(order)
@@ -126,16 +185,21 @@ class Lease:
         try:
             yield time.perf_counter() - started
         finally:
-            if not self.conn.closed:
-                self.conn.execute("SELECT pg_advisory_unlock(%s, %s)", naming.ddl_slot_lock(held))
+            with self._lock, contextlib.suppress(psycopg.OperationalError):
+                # A lease lost meanwhile lost its locks with it.
+                if not self.conn.closed:
+                    self.conn.execute(
+                        "SELECT pg_advisory_unlock(%s, %s)", naming.ddl_slot_lock(held)
+                    )
 
     def _try(self, order: list[int]) -> int | None:
-        for slot in order:
-            row = self.conn.execute(
-                "SELECT pg_try_advisory_lock(%s, %s)", naming.ddl_slot_lock(slot)
-            ).fetchone()
-            if row and row[0]:
-                return slot
+        with self._lock:
+            for slot in order:
+                row = self.conn.execute(
+                    "SELECT pg_try_advisory_lock(%s, %s)", naming.ddl_slot_lock(slot)
+                ).fetchone()
+                if row and row[0]:
+                    return slot
         return None
 
 

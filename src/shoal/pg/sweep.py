@@ -11,10 +11,10 @@ moves on.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Any, Literal
 
 import psycopg
 
@@ -23,7 +23,7 @@ from shoal.errors import ShoalError, first_line
 from shoal.namespace import fresh
 from shoal.pg import pool, schemas
 from shoal.pg.connect import admin_connect
-from shoal.pg.live import ClusterLiveness, probe_clusters
+from shoal.pg.live import ClusterLiveness, owner_alive, probe_clusters
 from shoal.pg.slots import Lease, control_url
 
 DEFAULT_GRACE_S = 120
@@ -39,6 +39,8 @@ Reason = Literal[
     "pool_current",
     "pool_fingerprint_unknown",
     "pool_claimed",
+    "owner_alive",
+    "server_restarted",
 ]
 
 
@@ -97,16 +99,33 @@ class SweepResult:
             "dry_run": self.dry_run,
             "ok": self.ok,
             "databases": {
-                name: {"dropped": o.dropped, "failed": o.failed, "skipped": o.skipped}
+                name: {
+                    "would_drop" if self.dry_run else "dropped": o.dropped,
+                    "failed": o.failed,
+                    "skipped": o.skipped,
+                }
                 for name, o in self.databases.items()
             },
         }
 
 
 def decide(
-    found: Found, live: set[str], detection_complete: bool, now: datetime, grace_s: float
+    found: Found,
+    live: set[str],
+    detection_complete: bool,
+    now: datetime,
+    grace_s: float,
+    *,
+    server_started: datetime | None = None,
+    alive: Callable[[Mapping[str, Any]], bool | None] = lambda owner: None,
 ) -> Decision:
-    """Drop or keep one schema. Pure: every rule of the fail-closed policy is here."""
+    """Drop or keep one schema. Every rule of the fail-closed policy is here.
+
+    No lease seen is not proof of death on its own: a server restart drops every lease
+    while the runs go on. So a schema whose owner process still runs on this host
+    (``alive``: True) is kept, and so is any schema while the server started less than
+    the grace period ago (its owner, on another host, may not have reconnected yet).
+    """
     parsed = naming.parse_schema(found.schema)
     if parsed is None:
         return Decision(found, False, "unparseable")
@@ -117,6 +136,10 @@ def decide(
         return Decision(found, False, "active_detection_incomplete")
     if parsed.namespace in live:
         return Decision(found, False, "live")
+    if alive(owner):
+        return Decision(found, False, "owner_alive")
+    if server_started is not None and (now - server_started).total_seconds() < grace_s:
+        return Decision(found, False, "server_restarted")
     created = schemas.created_at(owner)
     if created is None:
         return Decision(found, False, "not_shoal")
@@ -157,10 +180,14 @@ def plan(
     now: datetime,
     grace_s: float,
     current: frozenset[str] | None,
+    server_started: datetime | None = None,
 ) -> list[Decision]:
     """What the sweep would do in one database: a decision for every schema it lists."""
     listed = [Found(database, s, c) for s, c in schemas.list_schemas(conn)]
-    decisions = [decide(f, live, complete, now, grace_s) for f in listed]
+    decisions = [
+        decide(f, live, complete, now, grace_s, server_started=server_started, alive=owner_alive)
+        for f in listed
+    ]
     for like in (naming.POOL_READY_LIKE, naming.POOL_BUILD_LIKE):
         for schema, comment in schemas.list_schemas(conn, like):
             found = Found(database, schema, comment)
@@ -246,9 +273,14 @@ def sweep(
             outcome = result.databases.setdefault(name, DatabaseOutcome())
             if conninfo.cluster_key(url) not in reachable:
                 continue  # the cluster's error is in result.clusters
+            restarted = next(
+                (c.server_started for c in clusters if c.cluster == conninfo.cluster_key(url)),
+                None,
+            )
             with admin_connect(url, naming.tool_label("sweep"), timeout=timeout) as conn:
                 current = _current(fingerprints, name)
-                for decision in plan(conn, name, live, complete, now, grace_s, current):
+                decisions = plan(conn, name, live, complete, now, grace_s, current, restarted)
+                for decision in decisions:
                     schema = decision.found.schema
                     if not decision.drop:
                         outcome.skipped.append({"schema": schema, "reason": str(decision.reason)})

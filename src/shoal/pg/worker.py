@@ -195,6 +195,7 @@ class WorkerSchemas:
 
                 slots = slot_count("auto", target.lock_capacity)
             lease = Lease.open(target.control_url, self.namespace, self.worker, slots, self.timeout)
+            lease.keep_alive()  # held through the tests: seen live again after a restart
             self._leases[target.cluster] = lease
         return lease
 

@@ -69,6 +69,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="with xdist worksteal/load: run the longest tests first, by past reports' "
         "durations, dealt evenly across workers (default: duration)",
     )
+    from shoal.plugin.shard import addoptions as add_shard_options
+
+    add_shard_options(group)
     for key in INI_KEYS:
         parser.addini(f"shoal_{key}", help=f"shoal setting {key} (see [tool.shoal])", default=None)
 
@@ -147,6 +150,11 @@ def pytest_configure(config: pytest.Config) -> None:
         elif STATE not in config.stash and not _looking_only(config):
             config.stash[STATE] = _owner(config)  # loaded after the initial conftests
     state = config.stash.get(STATE, None)
+    from shoal.plugin.shard import register as register_shard
+
+    with shoal_errors_as_usage_errors():
+        # Before the order: both sort last, and the order must see only this shard's tests.
+        register_shard(config, state)
     if state is None:
         return
     if config.pluginmanager.hasplugin("xdist"):
@@ -231,12 +239,13 @@ def _shoal_worker(request: pytest.FixtureRequest) -> Iterator[RunState]:
             schemas = state.prepare()
             state.handles = schemas.provision()
     except pytest.UsageError as exc:
-        state.failure = str(exc)
+        # Reported once, in the summary, and the run fails (pytest_sessionfinish). Raised
+        # as an error here, pytest would print it again for every test of the worker.
+        state.failure = f"worker {state.worker}: {str(exc).removeprefix('shoal: ')}"
         workeroutput = getattr(request.config, "workeroutput", None)
         if workeroutput is not None:
             workeroutput[naming.WORKEROUTPUT_FAILURE] = state.failure
-        yield state
-        return
+        pytest.skip("shoal: not run: this worker has no schemas (why: the end of the output)")
     state.timings = schemas.timings
     try:
         yield state
@@ -255,24 +264,21 @@ def _shoal_worker(request: pytest.FixtureRequest) -> Iterator[RunState]:
             workeroutput[naming.WORKEROUTPUT_TIMINGS] = [asdict(t) for t in state.timings]
 
 
-# The fixtures that need this worker's schemas.
-_NEEDS_SCHEMAS = frozenset({"_shoal_worker", "shoal_schema", "shoal_databases"})
-
-
-@pytest.fixture(autouse=True)
-def _shoal_provisioned(request: pytest.FixtureRequest) -> None:
-    """Provision before a test that needs it (every test, when the project configures
-    databases); a provisioning failure is one error, the worker's other tests are skipped."""
+@pytest.fixture(scope="session", autouse=True)
+def _shoal_autouse(request: pytest.FixtureRequest) -> None:
+    """Provision before anything else of the session when the project configures shoal:
+    the suite's own session fixtures may create tables through the exported variables."""
     state = request.config.stash.get(STATE, None)
-    if state is None or not (state.configured or _NEEDS_SCHEMAS & set(request.fixturenames)):
-        return
-    request.getfixturevalue("_shoal_worker")
-    if state.failure is None:
-        return
-    if not state.failure_reported:
-        state.failure_reported = True
-        pytest.fail(state.failure, pytrace=False)
-    pytest.skip("shoal: not run: this worker has no schemas (its first error says why)")
+    if state is not None and state.configured:
+        request.getfixturevalue("_shoal_worker")
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    state = session.config.stash.get(STATE, None)
+    failed = state is not None and (state.failure is not None or state.worker_failures)
+    if failed and session.exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED):
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def provisioning_summary(namespace: str, timings: list[Timing]) -> str:
@@ -327,6 +333,9 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
             terminalreporter.write_line(line)
     for problem in state.problems:
         terminalreporter.write_line(f"shoal: {problem}", yellow=True)
+    failures = [state.failure] if state.failure else []
+    for failure in failures + state.worker_failures:
+        terminalreporter.write_line(f"shoal: ERROR: {failure}", red=True)
     if state.configured and not hasattr(config, "workerinput"):
         for line in _last_refill(state):
             terminalreporter.write_line(line, yellow=True)

@@ -157,6 +157,7 @@ class ReportCollector:
             worker_count=self.worker_count,
             kept=tuple(self.state.kept),
             problems=tuple(self.state.problems),
+            shard=_shard(self.config),
         )
         self.distance = distance(report)
         report = report.model_copy(update={"distance": self.distance})
@@ -173,6 +174,13 @@ class ReportCollector:
                 terminalreporter.write_line(f"shoal: {line}")
         if self.path is not None:
             terminalreporter.write_line(f"shoal: report written to {self.path}")
+
+
+def _shard(config: pytest.Config) -> str | None:
+    from shoal.plugin.shard import SHARD
+
+    spec = config.stash.get(SHARD, None)
+    return None if spec is None else str(spec)
 
 
 def _versions(config: pytest.Config) -> Versions:

@@ -77,7 +77,6 @@ class RunState:
     _tail: tuple[str, ...] | None = None
     _saved_env: dict[str, str | None] = field(default_factory=dict)
     failure: str | None = None  # why this process could not provision, if it could not
-    failure_reported: bool = False
     worker_failures: list[str] = field(default_factory=list)  # reported by xdist workers
 
     @property

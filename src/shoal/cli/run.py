@@ -40,8 +40,14 @@ def pytest_argv(args: Sequence[str]) -> list[str]:
     context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False},
 )
 @click.option("--no-sweep", is_flag=True, help="Skip the pre-run sweep of dead runs.")
+@click.option(
+    "--shard",
+    metavar="I/N",
+    default=None,
+    help="Run shard I of N, split by past durations (default: $SHOAL_SHARD).",
+)
 @click.argument("pytest_args", nargs=-1, type=click.UNPROCESSED)
-def run_command(no_sweep: bool, pytest_args: tuple[str, ...]) -> None:
+def run_command(no_sweep: bool, shard: str | None, pytest_args: tuple[str, ...]) -> None:
     """Run pytest in a fresh namespace: `shoal run [--no-sweep] [--] [PYTEST_ARGS]...`.
 
     Uses `-n auto --dist worksteal` unless the arguments choose otherwise, and writes
@@ -49,6 +55,7 @@ def run_command(no_sweep: bool, pytest_args: tuple[str, ...]) -> None:
     """
     # Validates SHOAL_NAMESPACE_FORCE (and everything else) before anything is created.
     settings = cli_settings()
+    shard_args = _shard_args(shard)
     # Always a fresh namespace: one exported by an earlier run in this shell is ignored.
     # It reaches the plugin in-process, not through the environment: a pytest that a
     # test starts must not inherit it.
@@ -78,10 +85,20 @@ def run_command(no_sweep: bool, pytest_args: tuple[str, ...]) -> None:
     from shoal.plugin import PlanCarrier
 
     carrier = PlanCarrier(namespace)
-    status = int(pytest.main(pytest_argv(args), plugins=[carrier]))
+    status = int(pytest.main(pytest_argv([*shard_args, *args]), plugins=[carrier]))
     if carrier.report is not None:
         _after(carrier.report)
     raise SystemExit(status)
+
+
+def _shard_args(shard: str | None) -> list[str]:
+    """``--shoal-shard I/N`` for pytest, checked here so that a mistake is ``Error: …``."""
+    from shoal.plugin.shard import OPTION, spec_from
+    from shoal.shard import parse_spec
+
+    spec = parse_spec(shard, "--shard", "the command line") if shard is not None else None
+    spec = spec or spec_from(None, os.environ)
+    return [] if spec is None else [OPTION, str(spec)]
 
 
 def _after(report: Path) -> None:

@@ -71,3 +71,9 @@ class SchemaMissing(ShoalError):
 
 class SetupError(ShoalError):
     """A database's setup hook failed inside its worker schema."""
+
+
+class NamespaceTaken(ShoalError):
+    """A forced namespace is held by a run that is still alive."""
+
+    exit_code = 2

@@ -64,6 +64,7 @@ _DATABASE_LOCK: Final = 1_000_001
 # own: a hash could otherwise land on a DDL slot number.
 POOL_CLAIM_CLASS: Final = zlib.crc32(b"shoal-pool-claim") & 0x7FFFFFFF
 POOL_REFILL_CLASS: Final = zlib.crc32(b"shoal-pool-refill") & 0x7FFFFFFF
+NAMESPACE_CLASS: Final = zlib.crc32(b"shoal-namespace") & 0x7FFFFFFF
 
 # Warm-pool schemas: ``shoalpool_<fp12>_<token>`` when ready to claim, ``shoalbuild_…``
 # while being built or dropped. Neither can parse as a worker schema (``test_…``).
@@ -366,3 +367,9 @@ def pool_log_glob() -> str:
 def parse_pool_log_filename(name: str) -> str | None:
     match = _POOL_LOG_RE.fullmatch(name)
     return None if match is None else match.group(1)
+
+
+def namespace_lock(namespace: str) -> tuple[int, int]:
+    """Session advisory lock a run forced to ``namespace`` holds (in the control database)
+    for as long as it runs, so that a second run forced to the same one is refused."""
+    return (NAMESPACE_CLASS, zlib.crc32(namespace.encode()) & 0x7FFFFFFF)

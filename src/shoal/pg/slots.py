@@ -206,3 +206,35 @@ class Lease:
 def slots_for_capacity(max_locks_per_transaction: int, max_connections: int) -> int:
     """How many schema DDL transactions may run at once without exhausting the lock table."""
     return slot_count("auto", max_locks_per_transaction * max_connections)
+
+
+_HOLDER_SQL = """
+SELECT a.application_name, a.client_addr::text, a.backend_start
+FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+WHERE l.locktype = 'advisory' AND l.granted AND l.classid = %s AND l.objid = %s
+  AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+"""
+
+
+def hold_namespace(
+    control_url: str, namespace: str, timeout: int
+) -> psycopg.Connection[tuple[object, ...]]:
+    """Hold ``namespace`` on one cluster for the life of the returned connection.
+
+    Raises NamespaceTaken, describing the run that holds it, when another one does.
+    """
+    from shoal.errors import NamespaceTaken
+
+    conn = admin_connect(control_url, naming.lease_label(namespace, "forced"), timeout=timeout)
+    key = naming.namespace_lock(namespace)
+    row = conn.execute("SELECT pg_try_advisory_lock(%s, %s)", key).fetchone()
+    if row and row[0]:
+        return conn
+    holder = conn.execute(_HOLDER_SQL, key).fetchone()
+    conn.close()
+    who = "another run"
+    if holder is not None:
+        label, client, started = holder
+        where = f" from {client}" if client else " on this host's socket"
+        who = f"the run whose connection {label}{where} started {started:%Y-%m-%d %H:%M:%S %Z}"
+    raise NamespaceTaken(f"namespace {namespace!r} is in use by {who}")

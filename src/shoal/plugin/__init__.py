@@ -134,6 +134,8 @@ def _owner(config: pytest.Config) -> RunState:
     carried = [p for p in config.pluginmanager.get_plugins() if isinstance(p, PlanCarrier)]
     plan = build_plan(config, carried[0].namespace if carried else None)
     state = RunState(plan, naming.MAIN_WORKER, is_controller=_runs_workers(config))
+    if plan.origin == "forced":
+        state.hold_forced_namespace()
     if state.is_controller and plan.configured:
         state.set_environment({naming.ENV_PLAN: plan.to_json()})
     elif plan.configured:
@@ -221,6 +223,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     state = config.stash.get(STATE, None)
     if state is not None:
         state.restore_environment()
+        state.release_namespace()
         if state.configured and not hasattr(config, "workerinput"):
             from shoal.plugin.refill import maybe_refill
 

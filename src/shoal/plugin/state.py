@@ -77,6 +77,7 @@ class RunState:
     _tail: tuple[str, ...] | None = None
     _saved_env: dict[str, str | None] = field(default_factory=dict)
     failure: str | None = None  # why this process could not provision, if it could not
+    _held: list[Any] = field(default_factory=list)  # connections holding a forced namespace
     worker_failures: list[str] = field(default_factory=list)  # reported by xdist workers
 
     @property
@@ -140,6 +141,35 @@ class RunState:
         assert self.schemas is not None
         self.schemas.prepare()
         return self.schemas
+
+    def hold_forced_namespace(self) -> None:
+        """Refuse a forced namespace another live run uses; hold it for this run.
+
+        Two runs in one namespace would create, claim and drop the same schemas.
+        """
+        from shoal.errors import NamespaceTaken, UsageError
+        from shoal.pg.slots import hold_namespace
+
+        controls = dict.fromkeys(t.control_url for t in self.plan.targets)
+        try:
+            for url in controls:
+                self._held.append(
+                    hold_namespace(url, self.plan.namespace, self.plan.connect_timeout)
+                )
+        except NamespaceTaken as exc:
+            self.release_namespace()
+            key = "namespace_force"
+            raise UsageError(
+                key,
+                self.plan.namespace,
+                self.plan.source_of(key),
+                f"{exc}; wait until it has finished, or force another namespace",
+            ) from None
+
+    def release_namespace(self) -> None:
+        for conn in self._held:
+            conn.close()
+        self._held = []
 
     def set_environment(self, env: Mapping[str, str]) -> None:
         """Set ``env``, remembering what to restore at the end of the run."""

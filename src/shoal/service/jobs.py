@@ -48,9 +48,7 @@ class JobService:
         self.settings = settings
         make_state_dir(settings.state_dir)
         self.store = JobStore(settings.state_dir / "jobs.sqlite3")
-        self.spaces = Workspaces(
-            settings.state_dir, settings.repo, refresh_s=settings.base_refresh_s
-        )
+        self.spaces = Workspaces.from_settings(settings)
         self.outputs = Outputs(self.store, settings.max_output_chars)
         self.execution = Execution(settings, self.store, self.spaces, self.outputs, self._in_pool)
         self.scheduler = Scheduler(
@@ -73,6 +71,7 @@ class JobService:
 
     async def start(self) -> None:
         await self._in_pool(self.spaces.ensure_base)
+        self.spaces.start()
         waiting = await recover(self.store, self.spaces, self._in_pool)
         self.evict()
         for job_id in waiting:
@@ -122,6 +121,7 @@ class JobService:
             except Exception:  # a bug in the task: say so, and still close everything
                 log.exception("a background task of the job service failed")
         await self.scheduler.close()
+        await self._in_pool(self.spaces.close)
         self.store.close()
         self._pool.shutdown(wait=False)
 

@@ -26,7 +26,7 @@ import re
 import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, Generic, Protocol, TypeVar
 
 from shoal.errors import UsageError
 from shoal.schedule import TimedRun
@@ -240,3 +240,58 @@ def fleet(runs: Sequence[TimedRun], labels: Sequence[str]) -> Fleet | None:
         d=wall / bound if bound > 0 else 1.0,
         duplicates=tuple(sorted(n for n, count in seen.items() if count > 1)),
     )
+
+
+class LabelledRun(TimedRun, Protocol):
+    """A run that may say which shard it was (a run report does)."""
+
+    @property
+    def shard(self) -> str | None: ...
+
+
+R = TypeVar("R", bound=LabelledRun)
+
+
+@dataclass(frozen=True)
+class Chosen(Generic[R]):
+    """The runs a merge covers, and what it left out or found missing."""
+
+    runs: tuple[R, ...]
+    labels: tuple[str, ...]
+    left_out: int  # older runs of a shard already covered, or runs of another fleet size
+    missing: tuple[str, ...]  # shards of the fleet with no report given
+
+
+def choose(runs: Sequence[R], names: Sequence[str]) -> Chosen[R]:
+    """The newest run of each shard, of the newest run's fleet size.
+
+    A directory that CI restores from a cache holds the shards of many pipelines: their
+    newest are the last fleet. Runs that recorded no shard (concurrent runs of one
+    machine) are all kept, labelled by ``names`` (one per run), when none recorded one.
+    """
+    labelled = [(run, parse_label(run.shard)) for run in runs if run.shard is not None]
+    specs = [(run, spec) for run, spec in labelled if spec is not None]
+    if not specs:
+        return Chosen(tuple(runs), tuple(names), 0, ())
+    total = max(specs, key=lambda pair: pair[0].started)[1].total
+    newest: dict[int, R] = {}
+    for run, spec in specs:
+        if spec.total == total and (
+            spec.index not in newest or run.started > newest[spec.index].started
+        ):
+            newest[spec.index] = run
+    indices = sorted(newest)
+    return Chosen(
+        runs=tuple(newest[i] for i in indices),
+        labels=tuple(f"{i}/{total}" for i in indices),
+        left_out=len(runs) - len(indices),
+        missing=tuple(f"{i}/{total}" for i in range(1, total + 1) if i not in newest),
+    )
+
+
+def parse_label(label: str) -> ShardSpec | None:
+    """A report's ``shard`` field, or None if it is not a valid ``I/N``."""
+    try:
+        return parse_spec(label, "shard", "a report")
+    except UsageError:
+        return None

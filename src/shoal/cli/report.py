@@ -42,8 +42,10 @@ _STYLES: dict[Outcome, str] = {
 @click.option(
     "--merge",
     is_flag=True,
-    help="With --html: every PATH (report files, or directories of them; default: the "
-    "reports directory) side by side on one time axis.",
+    help="Every PATH (report files, or directories of them; default: the reports "
+    "directory) as one run of a fleet of shards: outcomes, each shard's wall, the fleet's "
+    "distance to the limit (the newest report of each shard is taken). With --html: side "
+    "by side on one time axis.",
 )
 @click.option(
     "-o",
@@ -75,13 +77,18 @@ def report_command(
 
     PATH is a report file; without it, the latest report in the reports directory.
     """
-    if not as_html and (merge or output is not None):
-        raise click.UsageError("--merge and -o/--output go with --html")
+    if not as_html and output is not None:
+        raise click.UsageError("-o/--output goes with --html")
     if as_html and (as_json or show_all):
         raise click.UsageError("--html does not go with --json or --all")
     if merge:
-        if latest:
-            raise click.UsageError("--merge reads every PATH given; --latest picks one")
+        if latest or show_all:
+            raise click.UsageError("--merge reads every PATH given; --latest and --all pick")
+        if not as_html:
+            from shoal.cli.merge import show_merged
+
+            show_merged(paths or (directory or _default_directory(),), as_json)
+            return
         _write_merged(paths, directory, output)
         return
     if len(paths) > 1:

@@ -88,6 +88,12 @@ class Settings(BaseSettings):
         default=None, description="use this namespace instead of a fresh one (a-z, 0-9, ≤ 32)"
     )
     connect_timeout: int = Field(default=5, ge=1, le=60, description="seconds to wait for a server")
+    pool_foreign_days: float = Field(
+        default=7,
+        ge=0,
+        description="another project's ready pool schemas in a shared database are dropped "
+        "by a sweep only once this many days old",
+    )
     pool_size: int = Field(
         default=2,
         ge=0,
@@ -121,6 +127,11 @@ class Settings(BaseSettings):
     def sources(self) -> dict[str, str]:
         """Every dotted key given by a layer → that layer."""
         return dict(self._sources)
+
+    @property
+    def project(self) -> str:
+        """This project's key (its root directory): whose pool schemas are whose."""
+        return naming.project_key(str(self.project_root.resolve()))
 
     def resolve_path(self, path: str | Path) -> Path:
         candidate = Path(path)

@@ -45,6 +45,7 @@ WORKEROUTPUT_KEPT: Final = "shoal_kept"
 WORKEROUTPUT_PROBLEMS: Final = "shoal_problems"
 WORKEROUTPUT_TIMINGS: Final = "shoal_timings"
 WORKEROUTPUT_FAILURE: Final = "shoal_failure"
+WORKERINPUT_DJANGO_PLAN: Final = "shoal_django_plan"
 
 # Environment variables that carry names between processes.
 ENV_NAMESPACE: Final = "SHOAL_NAMESPACE"
@@ -54,6 +55,8 @@ ENV_RUNNER: Final = "SHOAL_RUNNER"
 ENV_REFILL_LOG: Final = "SHOAL_REFILL_LOG"
 # The run plan, for xdist workers to export their binding before conftests load.
 ENV_PLAN: Final = "SHOAL_PLAN"
+# The Django part of a run's plan, for the background refill of its warm pool.
+ENV_DJANGO_PLAN: Final = "SHOAL_DJANGO_PLAN"
 
 # Advisory-lock class id for shoal's locks: the first key of PostgreSQL's two-int form,
 # so shoal's locks never collide with an application's single-bigint advisory locks.
@@ -367,6 +370,13 @@ def pool_log_glob() -> str:
 def parse_pool_log_filename(name: str) -> str | None:
     match = _POOL_LOG_RE.fullmatch(name)
     return None if match is None else match.group(1)
+
+
+def project_key(root: str) -> str:
+    """12 hex digits naming a project by its root directory (pool ownership, refill logs)."""
+    import hashlib
+
+    return hashlib.sha256(root.encode()).hexdigest()[:12]
 
 
 def namespace_lock(namespace: str) -> tuple[int, int]:

@@ -94,6 +94,7 @@ class RunPlan:
     pool_size: int = 0
     keep_on_failure: bool = False
     home: str | None = None
+    project: str | None = None  # naming.project_key of the project root
     reports_dir: str = ".shoal/reports"  # absolute once resolved against the project root
     # Dotted setting key → where its value came from, for messages in any process.
     sources: dict[str, str] = field(default_factory=dict, compare=False)

@@ -9,13 +9,14 @@ went well) in ``<home>/logs/``, one file per project, and the next run's summary
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import tempfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+
+from shoal import naming
 
 RECORD_FORMAT = 1
 
@@ -34,8 +35,7 @@ class RefillRecord:
 
 def path(home: Path, project_root: Path) -> Path:
     """``<home>/logs/pool-refill_<12 hex of the project root>.json``."""
-    key = hashlib.sha256(str(project_root.resolve()).encode()).hexdigest()[:12]
-    return home / "logs" / f"pool-refill_{key}.json"
+    return home / "logs" / f"pool-refill_{naming.project_key(str(project_root.resolve()))}.json"
 
 
 def write(home: Path, project_root: Path, record: RefillRecord) -> None:

@@ -260,6 +260,7 @@ def plan_from(
         pool_size=settings.pool_size,
         keep_on_failure=settings.keep_on_failure,
         home=None if settings.home is None else str(settings.home),
+        project=settings.project,
         reports_dir=str(settings.resolve_path(settings.reports_dir)),
         sources=settings.sources(),
     )

@@ -119,3 +119,41 @@ def test_the_background_entry_point_warms_without_registration(pooled: tuple[Pat
     assert done.stdout == ""
     assert done.stderr == ""  # no runpy warning either
     assert status()["ready"] == 1
+
+
+def test_two_projects_sharing_a_database_keep_their_pools_apart(
+    tmp_path: Path, pooled: tuple[Path, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mine, url = pooled
+    other = tmp_path.parent / f"{tmp_path.name}_other"
+    other.mkdir()
+    (other / "pyproject.toml").write_text(
+        f'[tool.shoal.databases.app]\nurl = {json.dumps(url)}\nsetup = "sql:schema.sql"\n'
+    )
+    (other / "schema.sql").write_text("CREATE TABLE others (id int);\n")
+    monkeypatch.chdir(other)
+    assert invoke("warm", "--size", "1").exit_code == 0
+    theirs = status()["fingerprint"]
+    monkeypatch.chdir(mine)
+    assert invoke("warm", "--size", "1").exit_code == 0
+
+    # This project's clear and sweep leave the other project's pool alone...
+    cleared = invoke("clear")
+    assert "app: dropped 1 pool schema, left 1" in cleared.output
+    swept = CliRunner().invoke(sweep_command, ["--json", "--grace", "0"])
+    skipped = json.loads(swept.output)["databases"]["app"]["skipped"]
+    assert [s["reason"] for s in skipped if s["schema"].startswith("shoalpool_")] == [
+        "pool_foreign"
+    ]
+    monkeypatch.chdir(other)
+    assert status()["ready"] == 1
+    assert status()["fingerprint"] == theirs
+    # ...until it has gone unclaimed for longer than pool_foreign_days.
+    monkeypatch.chdir(mine)
+    monkeypatch.setenv("SHOAL_POOL_FOREIGN_DAYS", "0")
+    swept = CliRunner().invoke(sweep_command, ["--json", "--grace", "0"])
+    assert any(
+        s.startswith("shoalpool_") for s in json.loads(swept.output)["databases"]["app"]["dropped"]
+    )
+    monkeypatch.chdir(other)
+    assert status()["ready"] == 0

@@ -100,6 +100,7 @@ def _warm_one(target: Target, plan: RunPlan, wanted: int, deadline: float, quiet
         ddl_slots=plan.ddl_slots,
         timeout=plan.connect_timeout,
         deadline=deadline,
+        project=plan.project,
     )
     if not quiet:
         note = f" ({result.skipped})" if result.skipped else ""
@@ -193,6 +194,7 @@ def clear_command() -> None:
             complete=complete,
             ddl_slots=settings.ddl_slots,
             timeout=settings.connect_timeout,
+            project=settings.project,
         )
         left += kept
         left_note = f", left {kept}" if kept else ""

@@ -73,6 +73,8 @@ def run_command(no_sweep: bool, shard: str | None, pytest_args: tuple[str, ...])
             timeout=settings.connect_timeout,
             budget_s=PRE_RUN_SWEEP_BUDGET_S,
             ddl_slots=settings.ddl_slots,
+            project=settings.project,
+            foreign_after_s=settings.pool_foreign_days * 86400,
         )
         click.echo(f"shoal: {summary_line(result)}", err=True)
     args = list(pytest_args)

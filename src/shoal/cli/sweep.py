@@ -88,6 +88,8 @@ def sweep_command(dry_run: bool, as_json: bool, grace: float) -> None:
         timeout=settings.connect_timeout,
         fingerprints=current_fingerprints(settings),
         ddl_slots=settings.ddl_slots,
+        project=settings.project,
+        foreign_after_s=settings.pool_foreign_days * 86400,
     )
     if as_json:
         click.echo(json.dumps(result.as_json(), indent=2))

@@ -54,7 +54,10 @@ Reason = Literal[
     "active_detection_incomplete",
     "pool_current",
     "pool_fingerprint_unknown",
+    "pool_foreign",
 ]
+# Another project's ready pool schemas are dropped by a sweep once this old (7 days).
+FOREIGN_POOL_S = 7 * 86400.0
 # A claim is a catalog update of one row; it should never wait long behind anything.
 CLAIM_LOCK_TIMEOUT = "2s"
 
@@ -70,6 +73,7 @@ class PoolSchema:
     namespace: str | None  # who built it (or is dropping it)
     created: datetime | None
     shape: verify.Shape | None = None  # what a ready one holds, as its build recorded it
+    project: str | None = None  # whose pool it is (None: written before pools had owners)
 
 
 def pool_comment(
@@ -78,8 +82,10 @@ def pool_comment(
     namespace: str,
     now: datetime | None = None,
     shape: verify.Shape | None = None,
+    project: str | None = None,
 ) -> str:
-    """The owner comment of a pool schema (a ready one records what it holds)."""
+    """The owner comment of a pool schema (a ready one records what it holds); ``project``
+    (:func:`shoal.naming.project_key`) is the project whose pool it is."""
     data: dict[str, object] = {
         "shoal": 1,
         "pool": state,
@@ -90,6 +96,8 @@ def pool_comment(
     }
     if shape is not None:
         data["shape"] = shape.as_json()
+    if project is not None:
+        data["project"] = project
     return json.dumps(data, sort_keys=True)
 
 
@@ -122,6 +130,7 @@ def parse_pool(database: str, schema: str, comment: str | None) -> PoolSchema | 
         namespace=namespace if isinstance(namespace, str) else None,
         created=schemas.created_at(data),
         shape=verify.Shape.from_json(data.get("shape")),
+        project=str(data["project"]) if isinstance(data.get("project"), str) else None,
     )
 
 
@@ -279,7 +288,12 @@ def candidate_names(conn: Conn, fingerprint: str) -> list[str]:
 
 
 def build(
-    target: Target, fingerprint: str, lease: Lease, namespace: str, tail: tuple[str, ...]
+    target: Target,
+    fingerprint: str,
+    lease: Lease,
+    namespace: str,
+    tail: tuple[str, ...],
+    project: str | None = None,
 ) -> str:
     """Build one ready schema for ``target`` inside a DDL slot; return its name.
 
@@ -327,7 +341,11 @@ def build(
                 conn.execute(
                     sql.SQL("COMMENT ON SCHEMA {} IS {}").format(
                         sql.Identifier(ready),
-                        sql.Literal(pool_comment("ready", fingerprint, namespace, shape=shape)),
+                        sql.Literal(
+                            pool_comment(
+                                "ready", fingerprint, namespace, shape=shape, project=project
+                            )
+                        ),
                     )
                 )
         except BaseException:
@@ -377,6 +395,7 @@ def warm(
     ddl_slots: int | str,
     timeout: int,
     deadline: float,
+    project: str | None = None,
 ) -> WarmResult:
     """Build ready schemas of ``fingerprint`` until ``size`` are ready (at most ``size``
     builds, none started after the monotonic ``deadline``).
@@ -404,7 +423,7 @@ def warm(
                 and time.monotonic() < deadline
                 and len(ready_schemas(conn, fingerprint)) < size
             ):
-                result.built.append(build(target, fingerprint, lease, namespace, tail))
+                result.built.append(build(target, fingerprint, lease, namespace, tail, project))
         finally:
             lease.close()
             conn.execute("SELECT pg_advisory_unlock(%s, %s)", naming.pool_refill_lock(fingerprint))
@@ -439,6 +458,8 @@ def decide(
     now: datetime | None = None,
     grace_s: float = 0.0,
     current: frozenset[str] | None = None,
+    project: str | None = None,
+    foreign_after_s: float = FOREIGN_POOL_S,
 ) -> Reason | None:
     """Why ``entry`` stays, or None when it goes. Pure, and fail-closed: unknown stays.
 
@@ -447,19 +468,27 @@ def decide(
     ready schema). A half-built one (or one a dead run was dropping) goes when its
     builder's namespace is not live and every cluster answered. The sweep also waits
     out the grace period.
+
+    Ready schemas of another ``project`` (two projects can share a database name, and
+    their setups differ) are never cleared, and the sweep drops them only once they
+    are older than ``foreign_after_s``: unclaimed that long, their project is gone.
     """
     if entry.state is None or (policy == "sweep" and entry.created is None):
         return "not_shoal"
     if not complete:
         return "active_detection_incomplete"
-    if entry.state == "ready":
+    age = None if entry.created is None or now is None else (now - entry.created).total_seconds()
+    foreign = project is not None and entry.project != project
+    if entry.state == "ready" and foreign:
+        if policy == "clear" or age is None or age < foreign_after_s:
+            return "pool_foreign"
+    elif entry.state == "ready":
         if policy == "sweep" and current is None:
             return "pool_fingerprint_unknown"
         if policy == "sweep" and current is not None and entry.fingerprint in current:
             return "pool_current"
     elif entry.namespace is None or entry.namespace in live:
         return "live"
-    age = None if entry.created is None or now is None else (now - entry.created).total_seconds()
     if policy == "sweep" and age is not None and age < grace_s:
         return "too_young"
     return None
@@ -505,6 +534,7 @@ def clear(
     complete: bool,
     ddl_slots: int | str,
     timeout: int,
+    project: str | None = None,
 ) -> tuple[int, int]:
     """Drop the pool schemas of one database that ``clear`` may drop: (dropped, left)."""
     dropped = kept = 0
@@ -516,7 +546,7 @@ def clear(
         lease = Lease.open(control_url, namespace, "pool", ddl_slots, timeout)
         try:
             for entry in entries:
-                stays = decide(entry, live=live, complete=complete, policy="clear")
+                stays = decide(entry, live=live, complete=complete, policy="clear", project=project)
                 if stays is None and drop(conn, entry, lease, namespace):
                     dropped += 1
                 else:

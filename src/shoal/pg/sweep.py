@@ -41,6 +41,7 @@ Reason = Literal[
     "pool_claimed",
     "owner_alive",
     "server_restarted",
+    "pool_foreign",
 ]
 
 
@@ -155,6 +156,8 @@ def decide_pool(
     now: datetime,
     grace_s: float,
     current: frozenset[str] | None,
+    project: str | None = None,
+    foreign_after_s: float = pool.FOREIGN_POOL_S,
 ) -> Decision:
     """Drop or keep one pool schema, by the sweep's rules in :func:`shoal.pg.pool.decide`."""
     entry = pool.parse_pool(found.database, found.schema, found.comment)
@@ -168,6 +171,8 @@ def decide_pool(
         now=now,
         grace_s=grace_s,
         current=current,
+        project=project,
+        foreign_after_s=foreign_after_s,
     )
     return Decision(found, reason is None, reason)
 
@@ -181,6 +186,8 @@ def plan(
     grace_s: float,
     current: frozenset[str] | None,
     server_started: datetime | None = None,
+    project: str | None = None,
+    foreign_after_s: float = pool.FOREIGN_POOL_S,
 ) -> list[Decision]:
     """What the sweep would do in one database: a decision for every schema it lists."""
     listed = [Found(database, s, c) for s, c in schemas.list_schemas(conn)]
@@ -191,7 +198,9 @@ def plan(
     for like in (naming.POOL_READY_LIKE, naming.POOL_BUILD_LIKE):
         for schema, comment in schemas.list_schemas(conn, like):
             found = Found(database, schema, comment)
-            decisions.append(decide_pool(found, live, complete, now, grace_s, current))
+            decisions.append(
+                decide_pool(found, live, complete, now, grace_s, current, project, foreign_after_s)
+            )
     return decisions
 
 
@@ -253,12 +262,16 @@ def sweep(
     budget_s: float | None = None,
     fingerprints: Mapping[str, str | None] | None = None,
     ddl_slots: int | str = "auto",
+    project: str | None = None,
+    foreign_after_s: float = pool.FOREIGN_POOL_S,
 ) -> SweepResult:
     """Sweep the databases ``urls`` (name → URL); see the module docstring for the rules.
 
     ``fingerprints`` (name → current setup fingerprint, None for none) lets the sweep drop
     pool schemas of setups no longer current; a database missing from it keeps its ready
     pool schemas (unknown means current). ``ddl_slots``: the configured slot count.
+    ``project``: whose sweep this is; other projects' ready pool schemas are kept until
+    they are older than ``foreign_after_s``.
     """
     started = time.monotonic()
     clusters = probe_clusters(list(urls.values()), timeout)
@@ -279,7 +292,18 @@ def sweep(
             )
             with admin_connect(url, naming.tool_label("sweep"), timeout=timeout) as conn:
                 current = _current(fingerprints, name)
-                decisions = plan(conn, name, live, complete, now, grace_s, current, restarted)
+                decisions = plan(
+                    conn,
+                    name,
+                    live,
+                    complete,
+                    now,
+                    grace_s,
+                    current,
+                    restarted,
+                    project,
+                    foreign_after_s,
+                )
                 for decision in decisions:
                     schema = decision.found.schema
                     if not decision.drop:

@@ -96,7 +96,7 @@ class CheckoutPool:
 
     def claim(self, commit: str, dest: Path) -> bool:
         """Move a ready entry of ``commit`` to ``dest`` (which must not exist); False if none."""
-        if self.size == 0:
+        if self.size == 0 or commit != self._target:  # only the default branch is pooled
             return False
         prefix = f"{commit}-{self.key}-"
         for name in sorted(self._names()):

@@ -45,6 +45,7 @@ WORKEROUTPUT_KEPT: Final = "shoal_kept"
 WORKEROUTPUT_PROBLEMS: Final = "shoal_problems"
 WORKEROUTPUT_TIMINGS: Final = "shoal_timings"
 WORKEROUTPUT_FAILURE: Final = "shoal_failure"
+WORKEROUTPUT_LEFT: Final = "shoal_left"
 WORKERINPUT_DJANGO_PLAN: Final = "shoal_django_plan"
 
 # Environment variables that carry names between processes.

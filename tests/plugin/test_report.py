@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -171,3 +172,44 @@ def test_crash():
     # No provisioning without configured databases, and the workers still add up.
     assert report.provisioning == ()
     assert sum(u.tests for u in report.workers) == 2
+
+
+# The test leaves a session behind that holds a lock on a table of its schema for a few
+# seconds, so that the worker's DROP SCHEMA waits out its lock timeout and fails.
+LOCK_HOLDER_TEST = """
+import subprocess, sys
+
+HOLD = '''
+import sys, time, psycopg
+with psycopg.connect(sys.argv[1]) as conn:
+    conn.execute("LOCK TABLE items IN ACCESS SHARE MODE")
+    print("locked", flush=True)
+    time.sleep(8)
+'''
+
+def test_leaves_a_lock(shoal_databases):
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD, shoal_databases["app"].url], stdout=subprocess.PIPE, text=True
+    )
+    assert holder.stdout.readline().strip() == "locked"
+"""
+
+
+def test_a_failed_teardown_drop_is_counted_in_the_summary_and_recorded_in_the_report(
+    tmp_path: Path, embedded: Server, embedded_databases: Databases
+) -> None:
+    database = embedded_databases.new("leftover")
+    project = inner.write_project(
+        tmp_path,
+        {"app": {"url": embedded.url(database), "setup": "sql:schema.sql"}},
+        {"schema.sql": "CREATE TABLE items (id int);\n", "test_lock.py": LOCK_HOLDER_TEST},
+        shoal={"reports_dir": "reports"},
+    )
+    result = inner.run(project, "-n", "0", "--shoal-report")
+    assert result.returncode == 0, result.output
+    assert "1 schema could not be dropped; `shoal sweep` will remove them" in result.stdout
+    [path] = (project / "reports").glob("*.json")
+    problems = json.loads(path.read_text())["problems"]
+    assert len(problems) == 1
+    assert "dropping test_" in problems[0]
+    assert "lock timeout" in problems[0]

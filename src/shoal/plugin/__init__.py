@@ -164,6 +164,9 @@ def pytest_configure(config: pytest.Config) -> None:
         from shoal.plugin.order import register as register_order
 
         register_order(config, state)
+    from shoal.plugin.django import register as register_django
+
+    register_django(config)  # only when pytest-django is active
     # Only the process that sees every test writes the report: not an xdist worker.
     if config.getoption("shoal_report") and workerinput is None:
         from shoal.plugin.report import ReportCollector
@@ -201,6 +204,7 @@ class _XdistHooks:
         output = getattr(node, "workeroutput", {})
         self.state.kept.extend(output.get(naming.WORKEROUTPUT_KEPT, []))
         self.state.problems.extend(output.get(naming.WORKEROUTPUT_PROBLEMS, []))
+        self.state.left += int(output.get(naming.WORKEROUTPUT_LEFT, 0))
         if output.get(naming.WORKEROUTPUT_FAILURE):
             self.state.worker_failures.append(str(output[naming.WORKEROUTPUT_FAILURE]))
         if output.get(naming.WORKEROUTPUT_TIMINGS):
@@ -254,7 +258,9 @@ def _shoal_worker(request: pytest.FixtureRequest) -> Iterator[RunState]:
         yield state
     finally:
         keep = state.plan.keep_on_failure and request.session.testsfailed > 0
-        state.problems += schemas.teardown(keep=keep)
+        failed_drops = schemas.teardown(keep=keep)
+        state.problems += failed_drops
+        state.left += len(failed_drops)
         if keep:
             state.kept += [
                 f"{h.name}: schema {h.schema} — psql {_quote(_masked(h.url))}"
@@ -264,6 +270,7 @@ def _shoal_worker(request: pytest.FixtureRequest) -> Iterator[RunState]:
         if workeroutput is not None:
             workeroutput[naming.WORKEROUTPUT_KEPT] = state.kept
             workeroutput[naming.WORKEROUTPUT_PROBLEMS] = state.problems
+            workeroutput[naming.WORKEROUTPUT_LEFT] = state.left
             workeroutput[naming.WORKEROUTPUT_TIMINGS] = [asdict(t) for t in state.timings]
 
 
@@ -336,6 +343,12 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
             terminalreporter.write_line(line)
     for problem in state.problems:
         terminalreporter.write_line(f"shoal: {problem}", yellow=True)
+    if state.left:
+        terminalreporter.write_line(
+            f"shoal: {plural(state.left, 'schema')} could not be dropped; `shoal sweep` "
+            "will remove them once this run has ended",
+            yellow=True,
+        )
     failures = [state.failure] if state.failure else []
     for failure in failures + state.worker_failures:
         terminalreporter.write_line(f"shoal: ERROR: {failure}", red=True)

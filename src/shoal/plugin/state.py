@@ -77,6 +77,7 @@ class RunState:
     _tail: tuple[str, ...] | None = None
     _saved_env: dict[str, str | None] = field(default_factory=dict)
     failure: str | None = None  # why this process could not provision, if it could not
+    left: int = 0  # schemas whose drop failed at teardown (the sweep takes them)
     _held: list[Any] = field(default_factory=list)  # connections holding a forced namespace
     worker_failures: list[str] = field(default_factory=list)  # reported by xdist workers
 

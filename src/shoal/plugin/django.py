@@ -1,0 +1,260 @@
+"""pytest-django, isolated: registered by the shoal plugin when pytest-django is active.
+
+The process that owns the run plans the Django part once, at session start (Django's
+settings are loaded by then, whoever loaded them): which alias uses which test database,
+each test database created if missing. Every process that runs tests then binds its
+aliases in ``settings.DATABASES`` (TEST NAME, and ``OPTIONS``: the worker's schema as
+the only search path, the worker's label), makes Django keep those test databases (it
+never creates one over another run's, never drops one), and provisions the worker's
+schemas before pytest-django's ``django_db_setup`` migrates: through shoal's own
+WorkerSchemas, so leases, DDL slots, the warm pool, the sweep and teardown treat them
+like every other schema. Nothing goes through PGOPTIONS: Django's connections carry
+their options explicitly, so no exported variable reaches a database where shoal made
+no schema.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from shoal import naming
+from shoal.plugin.boundary import shoal_errors_as_usage_errors
+from shoal.plugin.state import STATE, RunState
+
+if TYPE_CHECKING:
+    from shoal.integrations.django.plan import DjangoPlan
+    from shoal.pg.worker import WorkerSchemas
+
+PYTEST_DJANGO = "django"  # pytest-django's plugin name (its pytest11 entry point)
+PLUGIN_NAME = "shoal-django"
+
+
+def register(config: pytest.Config) -> None:
+    """Register the integration when pytest-django is active in this run."""
+    manager = config.pluginmanager
+    if manager.hasplugin(PYTEST_DJANGO) and not manager.hasplugin(PLUGIN_NAME):
+        manager.register(DjangoIntegration(config), PLUGIN_NAME)
+        # The fixtures, module-level (pytest deprecates fixtures on plugin instances).
+        manager.register(sys.modules[__name__], f"{PLUGIN_NAME}-fixtures")
+
+
+def _django_configured() -> bool:
+    if "django" not in sys.modules:
+        return False
+    from django.conf import settings
+
+    return bool(settings.configured)
+
+
+class DjangoIntegration:
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+        self.plan: DjangoPlan | None = None
+        self.schemas: WorkerSchemas | None = None
+        self.failed = False
+
+    @property
+    def state(self) -> RunState:
+        return self.config.stash[STATE]
+
+    @property
+    def active(self) -> bool:
+        return self.plan is not None and bool(self.plan.aliases)
+
+    def pytest_configure(self, config: pytest.Config) -> None:
+        # Called when registered, from the shoal plugin's own pytest_configure.
+        workerinput: dict[str, Any] | None = getattr(config, "workerinput", None)
+        if workerinput is None or naming.WORKERINPUT_DJANGO_PLAN not in workerinput:
+            return
+        from shoal.integrations.django.plan import DjangoPlan
+
+        with shoal_errors_as_usage_errors():
+            self.plan = DjangoPlan.from_json(workerinput[naming.WORKERINPUT_DJANGO_PLAN])
+        self.bind()
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_sessionstart(self, session: pytest.Session) -> None:
+        # Before xdist starts its workers (its sessionstart is trylast): they get the plan.
+        if hasattr(self.config, "workerinput") or not _django_configured():
+            return
+        from shoal.integrations.django import known
+        from shoal.integrations.django.plan import build
+
+        with shoal_errors_as_usage_errors():
+            self.plan = build(
+                self.state.plan,
+                create_db=bool(self.config.getvalue("create_db")),
+                use_migrations=not self.config.getvalue("nomigrations"),
+            )
+            if self.active:
+                assert self.plan is not None
+                known.remember(_home(self.state), {t.name: t.url for t in self.plan.plan.targets})
+        self.bind()
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_configure_node(self, node: Any) -> None:
+        if self.plan is not None:
+            node.workerinput[naming.WORKERINPUT_DJANGO_PLAN] = self.plan.to_json()
+
+    def pytest_report_header(self, config: pytest.Config) -> list[str] | None:
+        return None if self.plan is None else self.plan.header()
+
+    def bind(self) -> None:
+        """This process's aliases bound to its worker's schema; Django keeps the databases."""
+        if not self.active:
+            return
+        assert self.plan is not None
+        from django.conf import settings
+        from django.db import connections
+
+        self.plan.bind(settings.DATABASES, self.state.worker)
+        for alias in self.plan.aliases:
+            _keep_test_database(connections[alias].creation)
+
+    def pytest_unconfigure(self, config: pytest.Config) -> None:
+        if not hasattr(config, "workerinput"):
+            self.refill()
+
+    def refill(self) -> int | None:
+        """The warm pool of migrated schemas topped up after the run, detached."""
+        plan = self.plan
+        state = self.config.stash.get(STATE, None)
+        if (
+            plan is None
+            or state is None
+            or plan.plan.pool_size < 1
+            or not any(t.fingerprint for t in plan.plan.targets)
+            or state.every_build_failed
+        ):
+            return None
+        from shoal.config import POOL_SIZE_MAX
+
+        size = min(max(plan.plan.pool_size, len(state.timings_by_worker())), POOL_SIZE_MAX)
+        logs = _home(state) / "logs"
+        try:
+            logs.mkdir(parents=True, exist_ok=True)
+            log = logs / naming.pool_log_filename(plan.plan.namespace)
+            env = dict(os.environ)
+            env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+            env[naming.ENV_DJANGO_PLAN] = plan.to_json()
+            argv = [sys.executable, "-m", "shoal.integrations.django.warm", "--size", str(size)]
+            # posix_spawn, as the run's own refill: no Popen left to warn when collected.
+            return os.posix_spawn(
+                sys.executable,
+                argv,
+                env,
+                file_actions=[
+                    (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                    (
+                        os.POSIX_SPAWN_OPEN,
+                        1,
+                        str(log),
+                        os.O_WRONLY | os.O_CREAT | os.O_APPEND,
+                        0o600,
+                    ),
+                    (os.POSIX_SPAWN_DUP2, 1, 2),
+                ],
+                setsid=True,
+            )
+        except OSError:
+            return None
+
+
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(request: pytest.FixtureRequest) -> None:
+    """pytest-django's hook for changing settings before the test databases are set
+    up: after its own suffixes (kept for the aliases shoal leaves alone), the
+    aliases shoal isolates are bound again, and the worker's schemas provisioned."""
+    request.getfixturevalue("django_db_modify_db_settings_parallel_suffix")
+    integration = _integration(request.config)
+    if not integration.active:
+        return
+    integration.bind()
+    request.getfixturevalue("_shoal_django")
+
+
+@pytest.fixture(scope="session")
+def _shoal_django(request: pytest.FixtureRequest) -> Iterator[None]:
+    """This worker's schema in every test database, provisioned once, dropped at the end."""
+    integration = _integration(request.config)
+    assert integration.plan is not None
+    from shoal.pg.worker import WorkerSchemas
+
+    state = integration.state
+    if state.configured:
+        request.getfixturevalue("_shoal_worker")  # the configured databases first
+    blocker = request.getfixturevalue("django_db_blocker")
+    targets = list(integration.plan.plan.targets)
+    schemas = WorkerSchemas.from_plan(integration.plan.plan, state.worker, targets)
+    integration.schemas = schemas
+    try:
+        with blocker.unblock(), shoal_errors_as_usage_errors():
+            schemas.prepare()
+            schemas.provision()
+    except pytest.UsageError as exc:
+        integration.failed = True
+        _output(request.config, naming.WORKEROUTPUT_FAILURE, str(exc))
+        pytest.fail(str(exc), pytrace=False)
+    state.timings.extend(schemas.timings)
+    try:
+        yield
+    finally:
+        from django.db import connections
+
+        connections.close_all()  # an idle connection would only delay the drop
+        keep = state.plan.keep_on_failure and request.session.testsfailed > 0
+        problems = schemas.teardown(keep=keep)
+        state.problems.extend(problems)
+        if keep:
+            state.kept += [f"{h.name}: schema {h.schema}" for h in schemas.handles().values()]
+        _output(request.config, naming.WORKEROUTPUT_PROBLEMS, state.problems)
+        _output(request.config, naming.WORKEROUTPUT_KEPT, state.kept)
+        _output(
+            request.config,
+            naming.WORKEROUTPUT_TIMINGS,
+            [asdict(t) for t in state.timings],
+        )
+
+
+def _integration(config: pytest.Config) -> DjangoIntegration:
+    found = config.pluginmanager.get_plugin(PLUGIN_NAME)
+    assert isinstance(found, DjangoIntegration)
+    return found
+
+
+def _keep_test_database(creation: Any) -> None:
+    """Django's creation of one alias: keep the test database whatever ``--reuse-db``
+    says. Without it Django answers an existing database by dropping it (under another
+    run's feet) and drops its own at the end."""
+    if getattr(creation, "_shoal_kept", False):
+        return
+    create = creation._create_test_db
+
+    def _create_test_db(verbosity: int, autoclobber: bool, keepdb: bool = False) -> Any:
+        return create(verbosity, autoclobber, keepdb=True)
+
+    def _destroy_test_db(test_database_name: str, verbosity: int) -> None:
+        return None
+
+    creation._create_test_db = _create_test_db
+    creation._destroy_test_db = _destroy_test_db
+    creation._shoal_kept = True
+
+
+def _home(state: RunState) -> Path:
+    from shoal.embedded import default_home
+
+    return Path(state.plan.home) if state.plan.home else default_home()
+
+
+def _output(config: pytest.Config, key: str, value: object) -> None:
+    workeroutput = getattr(config, "workeroutput", None)
+    if workeroutput is not None:
+        workeroutput[key] = value

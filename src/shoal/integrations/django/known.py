@@ -1,0 +1,101 @@
+"""The Django test databases shoal has put schemas in, remembered for ``shoal sweep`` and
+``shoal ps``: a project that configures no ``[tool.shoal]`` names them nowhere else.
+
+One small JSON file under shoal's home, written under a file lock; a database stays
+listed until it is gone (a sweep then finds nothing there to drop, and says nothing).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from filelock import FileLock
+
+from shoal import conninfo
+
+FILENAME = "django-databases.json"
+
+
+def path(home: Path) -> Path:
+    return home / FILENAME
+
+
+def remember(home: Path, databases: dict[str, str]) -> None:
+    """Add ``databases`` (name → libpq URL) to the list; the file is private to its user
+    (a URL may carry a password, as Django's settings do)."""
+    home.mkdir(parents=True, exist_ok=True)
+    file = path(home)
+    with FileLock(str(file) + ".lock", timeout=10):
+        known = read(home)
+        changed = False
+        for name, url in databases.items():
+            if url not in known.values():
+                key = name if name not in known else f"{name}@{conninfo.cluster_key(url)}"
+                known[key] = url
+                changed = True
+        if changed:
+            tmp = file.with_suffix(f".{os.getpid()}.tmp")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as out:
+                json.dump(known, out, indent=1, sort_keys=True)
+            os.replace(tmp, file)
+
+
+def read(home: Path) -> dict[str, str]:
+    """name → libpq URL of every Django test database remembered under ``home``."""
+    try:
+        data = json.loads(path(home).read_text())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    return {str(k): str(v) for k, v in data.items() if isinstance(v, str)}
+
+
+def named(home: Path, taken: set[str]) -> dict[str, str]:
+    """The remembered databases under names that do not clash with ``taken`` (the
+    project's configured databases), as ``django:<name>``."""
+    return {
+        f"django:{name}": url for name, url in read(home).items() if f"django:{name}" not in taken
+    }
+
+
+def reachable(home: Path, taken: set[str], timeout: int) -> dict[str, str]:
+    """Like :func:`named`, less the databases that are gone (forgotten for good).
+
+    A server that does not answer keeps its databases listed: the sweep must then see
+    it unreachable and drop nothing (fail closed), not forget it.
+    """
+    import psycopg
+
+    from shoal import naming
+
+    found = named(home, taken)
+    gone = []
+    for name, url in found.items():
+        try:
+            psycopg.connect(
+                url,
+                connect_timeout=timeout,
+                options="",
+                application_name=naming.tool_label("probe"),
+            ).close()
+        except psycopg.OperationalError as exc:
+            if "does not exist" in str(exc):
+                gone.append(name)
+    if gone:
+        forget(home, {found[name] for name in gone})
+    return {name: url for name, url in found.items() if name not in gone}
+
+
+def forget(home: Path, urls: set[str]) -> None:
+    file = path(home)
+    with FileLock(str(file) + ".lock", timeout=10):
+        known = {k: v for k, v in read(home).items() if v not in urls}
+        tmp = file.with_suffix(f".{os.getpid()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            json.dump(known, out, indent=1, sort_keys=True)
+        os.replace(tmp, file)

@@ -1,0 +1,72 @@
+"""``python -m shoal.integrations.django.warm --size N``: the Django pool's refill.
+
+Started detached at the end of a run, with the run's Django plan in the environment
+(``SHOAL_DJANGO_PLAN``) and Django's settings module as the run had it: Django is set up
+here, each test database's migrated schemas are built through :func:`shoal.setups.run`
+(verified, under a building name, published by rename) until ``N`` are ready.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import replace
+
+from shoal import setups
+from shoal.errors import ShoalError, first_line
+from shoal.integrations.django.plan import DjangoPlan
+from shoal.namespace import fresh
+
+DEFAULT_TIMEOUT_S = 300.0
+
+
+def warm(plan: DjangoPlan, size: int, *, timeout: float = DEFAULT_TIMEOUT_S) -> dict[str, str]:
+    """Top up every fingerprinted test database's pool to ``size``; database → error."""
+    from shoal.pg import pool
+
+    deadline = time.monotonic() + timeout
+    namespace = fresh().token  # its own lease: the run that planned it may be gone
+    errors: dict[str, str] = {}
+    for target in plan.plan.targets:
+        if target.fingerprint is None or target.setup_spec is None:
+            continue
+        try:
+            setup = setups.load(
+                target.setup_spec,
+                key=f"databases.{target.name}.setup",
+                source="the Django plan",
+                root=plan.plan.root,
+            )
+            result = pool.warm(
+                replace(target, setup=setup),
+                target.fingerprint,
+                size,
+                namespace=namespace,
+                tail=plan.plan.tail,
+                ddl_slots=plan.plan.ddl_slots,
+                timeout=plan.plan.connect_timeout,
+                deadline=deadline,
+            )
+            print(f"{target.name}: built {len(result.built)}, ready {result.ready_after}")
+        except (ShoalError, OSError) as exc:
+            errors[target.name] = first_line(exc)
+            print(f"Error: {target.name}: {errors[target.name]}", file=sys.stderr)
+    return errors
+
+
+def main(argv: list[str]) -> int:
+    from shoal import naming
+
+    size = int(argv[argv.index("--size") + 1]) if "--size" in argv else 2
+    text = os.environ.get(naming.ENV_DJANGO_PLAN)
+    if not text:
+        print(f"Error: {naming.ENV_DJANGO_PLAN} is not set", file=sys.stderr)
+        return 2
+    plan = DjangoPlan.from_json(text)
+    os.chdir(plan.plan.root)
+    return 1 if warm(plan, size) else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

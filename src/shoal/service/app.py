@@ -16,7 +16,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from shoal.errors import ConfigError, UsageError
-from shoal.service import chat
+from shoal.service import chat, ui
 from shoal.service.jobs import JobService
 from shoal.service.limits import BodyLimit
 from shoal.service.models import chat_error
@@ -97,6 +97,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
     app.add_exception_handler(RequestValidationError, _invalid)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.include_router(health_router)
+    app.include_router(ui.router)  # the page only: its data comes from the API, with the token
     app.include_router(router, dependencies=[Depends(_authenticator(settings))])
     app.include_router(chat.router, dependencies=[Depends(_authenticator(settings))])
     app.openapi = openapi_for(app, settings)  # type: ignore[method-assign]

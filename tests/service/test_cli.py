@@ -63,6 +63,10 @@ def test_no_auth_only_on_loopback(shoal: click.Group, origin: Path) -> None:
         (["--repo", "/no/such/repo"], {}, "repo = '/no/such/repo'"),
         (["--agent", "broken"], {}, "expected NAME=COMMAND"),
         (["--agent", "b=unbalanced 'quote"], {}, "cannot split"),
+        ([], {"SHOAL_SERVE_AGENTS": "a=echo"},
+         "agents = 'a=echo' (from environment SHOAL_SERVE_AGENTS): expected JSON"),
+        (["--cors-origin", "ftp://x"], {}, "cors_origins = ('ftp://x',) (from command line"),
+        ([], {"SHOAL_SERVE_CORS_ORIGINS": "https://a.example,nope"}, "'nope': expected an origin"),
     ],
 )  # fmt: skip
 def test_bad_settings_exit_2_naming_the_field_and_source(

@@ -8,13 +8,21 @@ a token on the command line would be visible to every user in ``ps``.
 from __future__ import annotations
 
 import ipaddress
+import json
+import os
 import shlex
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, EnvSettingsSource, NoDecode, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    NoDecode,
+    SettingsConfigDict,
+    SettingsError,
+)
 
 from shoal.errors import ConfigError, UsageError
 from shoal.pg.conninfo import mask
@@ -122,8 +130,10 @@ class ServeSettings(BaseSettings):
         ge=0,
         description="on SIGTERM, running jobs get this long to finish before they are interrupted",
     )
-    cors_origins: tuple[str, ...] = Field(
-        default=(), description="browser origins allowed to call the API (default: none, CORS off)"
+    cors_origins: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(),
+        description="browser origins allowed to call the API, comma-separated (default: none, "
+        "CORS off)",
     )
     token: SecretStr | None = Field(default=None, description=f"bearer token ({TOKEN_ENV})")
 
@@ -143,6 +153,17 @@ class ServeSettings(BaseSettings):
     @classmethod
     def _prepare(cls, value: object) -> object:
         return None if value is None else parse_argv(value)
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _cors_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if isinstance(value, list | tuple):
+            for origin in value:
+                if not isinstance(origin, str) or not origin.startswith(("http://", "https://")):
+                    raise ValueError(f"{origin!r}: expected an origin such as https://a.example")
+        return value
 
     @field_validator("sparse_paths", mode="before")
     @classmethod
@@ -188,7 +209,10 @@ def _flag_name(key: str) -> str:
 
 def load_serve_settings(flags: Mapping[str, Any] | None = None) -> ServeSettings:
     """Settings from flags over ``SHOAL_SERVE_*`` over defaults, or ConfigError naming each."""
-    env = dict(EnvSettingsSource(ServeSettings)())
+    try:
+        env = dict(EnvSettingsSource(ServeSettings)())
+    except SettingsError:
+        raise ConfigError(_undecodable_environment()) from None
     given = {k: v for k, v in (flags or {}).items() if v is not None}
     sources = {key: "environment " + ENV_PREFIX + key.upper() for key in env}
     sources.update({key: "command line " + _flag_name(key) for key in given})
@@ -211,6 +235,18 @@ def load_serve_settings(flags: Mapping[str, Any] | None = None) -> ServeSettings
         raise ConfigError(problems) from None
     _check(settings, sources)
     return settings
+
+
+def _undecodable_environment() -> list[UsageError]:
+    """The mapping setting pydantic-settings decodes as JSON, when it is not JSON."""
+    name = ENV_PREFIX + "AGENTS"
+    raw = os.environ.get(name, "")
+    try:
+        json.loads(raw)
+    except ValueError:
+        expected = 'expected JSON, e.g. {"name": ["tool", "{prompt}"]}'
+        return [UsageError("agents", mask(raw), "environment " + name, expected)]
+    return [UsageError("environment", ENV_PREFIX + "*", "environment", "unreadable")]
 
 
 class _Validated(ServeSettings):

@@ -37,7 +37,6 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     422: {"model": ErrorDetail, "description": "bad request: the field is named"},
 }
 JOB_ERRORS: dict[int | str, dict[str, Any]] = {
-    400: {"model": ErrorDetail, "description": "the body is not readable (e.g. not UTF-8)"},
     404: {"model": ErrorDetail, "description": "unknown or evicted job"},
     **ERRORS,
 }

@@ -9,10 +9,18 @@
    objects copied through a pack), and by ``git worktree add`` on one shared repository.
    Each alone (``--repeat`` times, median) and ``--parallel`` at once (``--rounds``
    rounds): wall time, ratio to clone --local, and failed checkouts.
+3. Start-up: ``--startup-jobs`` jobs of ``--job-ms`` posted at once at ``--capacity`` on a
+   ``--startup-files``-file repository, each configuration in a fresh state directory:
+   checkouts unbounded (as before the bound), bounded to the cores, then the warm pool
+   filled before the jobs arrive at its default size (= capacity) and at the burst's
+   size. Reported: the time from a job's slot to its agent's first instruction (p50,
+   p95; the agent writes the time it started), throughput, and ratios to the
+   bounded run without a pool.
 
 Run (from the repository root)::
 
-    .venv/bin/python bench/service.py
+    .venv/bin/python bench/service.py                  # all three parts
+    .venv/bin/python bench/service.py --only startup   # part 3 alone
 """
 
 from __future__ import annotations
@@ -93,7 +101,7 @@ async def _overhead(work: Path, jobs: int, capacity: int, files: int) -> dict[st
                 break
             await asyncio.sleep(0.01)
         wall = time.perf_counter() - started
-        records = (await client.get("/jobs")).json()["jobs"]
+        records = (await client.get("/jobs", params={"limit": 500})).json()["jobs"]
     assert len(records) == jobs
     failed = [r for r in records if r["status"] != "completed"]
     spans = sorted(r["finished_at"] - r["started_at"] for r in records)
@@ -208,6 +216,103 @@ def _remove(strategy: str, shared: Path, dest: Path) -> None:
         git("worktree", "prune", cwd=shared)
 
 
+# -- 3. start-up: the warm checkout pool -------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Startup:
+    p50: float  # ms, slot to the agent's start
+    p95: float
+    throughput: float  # jobs/s, first request to last job finished
+    warm_s: float  # filling the pool before the jobs came
+    claimed: int
+    failed: int
+
+
+STARTUP_CONFIGS = {
+    # name: (pool size, checkouts at once); None = the default
+    "no pool, checkouts unbounded": (0, 64),
+    "no pool, checkouts <= cores": (0, None),
+    "pool warm (default size)": (None, None),
+    "pool warm (burst size)": (-1, None),
+}
+
+
+async def _startup(
+    work: Path, repo: Path, name: str, jobs: int, capacity: int, job_ms: int
+) -> Startup:
+    pool, slots = STARTUP_CONFIGS[name]
+    marks = work / f"marks-{len(list(work.iterdir()))}"
+    marks.mkdir()
+    # The agent notes when it started, then works for job_ms: sh starts in ~1 ms.
+    agent = ["sh", "-c", f'date +%s.%N > {marks}/"$SHOAL_JOB_ID"; sleep {job_ms / 1000}']
+    flags = {
+        "repo": str(repo), "agents": {"agent": agent}, "state_dir": marks.with_suffix(".state"),
+        "max_concurrency": capacity, "max_queue_depth": jobs, "no_auth": True,
+        "base_refresh_s": 3600, "pool_size": jobs if pool == -1 else pool,
+        "checkout_concurrency": slots,
+    }  # fmt: skip
+    app = create_app(load_serve_settings(flags))
+    transport = httpx.ASGITransport(app=app)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="http://b", timeout=600) as client,
+    ):
+        spaces = app.state.service.spaces
+        warming = time.perf_counter()
+        while spaces.pool.ready() < spaces.pool.size:
+            await asyncio.sleep(0.05)
+        warm_s = time.perf_counter() - warming
+        started = time.perf_counter()
+        answers = await asyncio.gather(
+            *(client.post("/execute", json={"prompt": "go"}) for _ in range(jobs))
+        )
+        assert all(a.status_code == 202 for a in answers), answers[0].text
+        while True:
+            health = (await client.get("/health")).json()
+            if health["active"] == 0 and health["queued"] == 0:
+                break
+            await asyncio.sleep(0.01)
+        wall = time.perf_counter() - started
+        records = (await client.get("/jobs", params={"limit": 500})).json()["jobs"]
+        claimed = spaces.pool.claimed
+    assert len(records) == jobs
+    failed = [r for r in records if r["status"] != "completed"]
+    delays = sorted(
+        float((marks / r["job_id"]).read_text()) - r["started_at"]
+        for r in records
+        if (marks / r["job_id"]).exists()
+    )
+    return Startup(
+        statistics.median(delays) * 1000, delays[int(len(delays) * 0.95) - 1] * 1000,
+        jobs / wall, warm_s, claimed, len(failed),
+    )  # fmt: skip
+
+
+def _startups(work: Path, jobs: int, capacity: int, files: int, job_ms: int) -> dict[str, Startup]:
+    repo = make_repo(work / "startup-repo", files)
+    return {
+        name: asyncio.run(_startup(work, repo, name, jobs, capacity, job_ms))
+        for name in STARTUP_CONFIGS
+    }
+
+
+def _print_startups(rows: dict[str, Startup], args: argparse.Namespace) -> None:
+    print(f"\n## Start-up: {args.startup_jobs} jobs of {args.job_ms} ms at capacity "
+          f"{args.capacity} ({args.startup_files}-file repository)\n")  # fmt: skip
+    print("| configuration | slot → agent p50 | ratio | p95 | ratio | throughput | ratio | "
+          "pool filled in | taken from the pool | failed |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    ref = rows["no pool, checkouts <= cores"]
+    for name, row in rows.items():
+        print(
+            f"| {name} | {row.p50:.0f} ms | {row.p50 / ref.p50:.3f}× | {row.p95:.0f} ms | "
+            f"{row.p95 / ref.p95:.3f}× | {row.throughput:.1f} jobs/s | "
+            f"{row.throughput / ref.throughput:.2f}× | {row.warm_s:.1f} s | "
+            f"{row.claimed}/{args.startup_jobs} | {row.failed} |"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=200)
@@ -217,11 +322,22 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--parallel", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--startup-jobs", type=int, default=200)
+    parser.add_argument("--startup-files", type=int, default=2000, help="repo size for part 3")
+    parser.add_argument("--job-ms", type=int, default=50, help="agent run time in part 3")
+    parser.add_argument("--only", choices=["overhead", "workspaces", "startup"])
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="shoal-bench-service-"))
     try:
+        if args.only == "startup":
+            rows = _startups(
+                work, args.startup_jobs, args.capacity, args.startup_files, args.job_ms
+            )
+            _print_startups(rows, args)
+            return
         over = asyncio.run(_overhead(work, args.jobs, args.capacity, args.small_files))
         spaces = _workspaces(work, args.files, args.repeat, args.parallel, args.rounds)
+        rows = _startups(work, args.startup_jobs, args.capacity, args.startup_files, args.job_ms)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(f"## {args.jobs} no-op jobs at capacity {args.capacity} "
@@ -244,6 +360,7 @@ def main() -> None:
     for name, row in spaces.items():
         if row.example:
             print(f"\n{name} failure, e.g.: `{row.example}`")
+    _print_startups(rows, args)
     sys.stdout.flush()
 
 

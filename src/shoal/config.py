@@ -7,16 +7,20 @@ Every value remembers which layer it came from, so an error can say where to fix
 
 from __future__ import annotations
 
+import json
+import os
 import tomllib
+import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shoal import conninfo, naming
 from shoal.errors import ConfigError, UsageError
+from shoal.words import did_you_mean, validation_message
 
 DEFAULT_DATABASE = "default"
 POOL_SIZE_MAX = 64  # ready schemas per database: a refill builds at most this many
@@ -103,6 +107,11 @@ class Settings(BaseSettings):
         f"provisioned, up to {POOL_SIZE_MAX}; 0 turns the pool off",
     )
 
+    @field_validator("search_path_tail", mode="before")
+    @classmethod
+    def _tail(cls, value: object) -> object:
+        return (value,) if isinstance(value, str) else value
+
     @field_validator("ddl_slots", mode="before")
     @classmethod
     def _slots(cls, value: object) -> object:
@@ -167,9 +176,73 @@ def _read_pyproject(path: Path) -> dict[str, Any]:
     return table
 
 
-def _read_env() -> dict[str, Any]:
-    # pydantic-settings reads SHOAL_* (and SHOAL_DATABASES__NAME__URL style nesting).
-    return dict(EnvSettingsSource(Settings)())
+# SHOAL_* variables that are not settings: what shoal passes between its own processes.
+_NOT_SETTINGS = ("SHOAL_NAMESPACE", "SHOAL_RUNNER", "SHOAL_PLAN", "SHOAL_REFILL_LOG")
+
+
+def _read_env(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """``SHOAL_<KEY>`` and ``SHOAL_DATABASES__<NAME>__<KEY>`` variables, as settings values.
+
+    A list may be JSON (``["public", "ext"]``) or plain words (``public,ext``); the
+    databases table is JSON. A value that cannot be read is an error naming the variable.
+    """
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for variable, raw in environ.items():
+        if not variable.startswith("SHOAL_"):
+            continue
+        path = variable.removeprefix("SHOAL_").lower().split("__")
+        if path[0] not in Settings.model_fields or path[0] == "project_root":
+            continue
+        model = DatabaseConfig if path[0] == "databases" and len(path) == 3 else Settings
+        kind = (
+            typing.get_origin(model.model_fields[path[-1]].annotation)
+            if path[-1] in model.model_fields
+            else None
+        )
+        target = values
+        for part in path[:-1]:
+            target = target.setdefault(part, {})
+        target[path[-1]] = _decode(variable, raw, kind)
+    _refuse_near_misses(environ)
+    return values
+
+
+def _decode(variable: str, raw: str, kind: object) -> Any:
+    if kind is dict or (kind is tuple and raw.lstrip().startswith("[")):
+        try:
+            return json.loads(raw)
+        except ValueError:
+            example = (
+                '{"app": {"url": "postgresql://localhost/app"}}' if kind is dict else '["public"]'
+            )
+            problem = UsageError(
+                variable.removeprefix("SHOAL_").lower().replace("__", "."),
+                raw,
+                f"environment {variable}",
+                f"expected JSON, e.g. {example}",
+            )
+            raise ConfigError([problem]) from None
+    if kind is tuple:
+        return tuple(raw.replace(",", " ").split())
+    return raw
+
+
+def _refuse_near_misses(environ: Mapping[str, str]) -> None:
+    """A SHOAL_* variable one typo away from a setting is a mistake, not someone else's."""
+    names = [f"SHOAL_{name.upper()}" for name in Settings.model_fields if name != "project_root"]
+    problems = []
+    for variable, value in environ.items():
+        head = variable.split("__")[0]
+        if not variable.startswith("SHOAL_") or head in names or head in _NOT_SETTINGS:
+            continue
+        hint = did_you_mean(head, names)
+        if hint:
+            problems.append(
+                UsageError(variable, value, f"environment {variable}", f"not a setting{hint}")
+            )
+    if problems:
+        raise ConfigError(problems)
 
 
 def _record(
@@ -257,7 +330,8 @@ def _problems(
         loc = tuple(error["loc"])
         while loc and _value_at(values, loc) is None and len(loc) > 1:
             loc = loc[:-1]
-        message = error["msg"].removeprefix("Value error, ")
+        known = _known_keys(loc)
+        message = validation_message(error, known)
         grouped.setdefault(loc, [])
         if message not in grouped[loc]:
             grouped[loc].append(message)
@@ -267,6 +341,12 @@ def _problems(
         value = _value_at(values, loc)
         problems.append(UsageError(key, value, _source_for(sources, key), "; or ".join(messages)))
     return problems
+
+
+def _known_keys(loc: tuple[int | str, ...]) -> list[str]:
+    """The keys that could have been meant at ``loc``: a database's, or the top level's."""
+    fields = DatabaseConfig.model_fields if len(loc) >= 3 and loc[0] == "databases" else None
+    return list((fields or Settings.model_fields).keys())
 
 
 def _source_for(sources: Mapping[str, str], key: str) -> str:

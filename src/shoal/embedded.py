@@ -114,11 +114,17 @@ class EmbeddedServer:
         """Start the server unless it already runs; return the URL of its ``postgres`` db."""
         if self._answers():
             return self.url()  # the common case: no lock, no pg_ctl process
-        self.home.mkdir(parents=True, exist_ok=True)
         try:
+            self.home.mkdir(parents=True, exist_ok=True)
             with FileLock(self.home / "server.lock", timeout=LOCK_TIMEOUT_S):
                 if not self._running():
                     self._start()
+        except OSError as exc:
+            raise EmbeddedServerError(
+                f"cannot use {self.home} for the embedded server's data: "
+                f"{exc.strerror or exc} ({exc.filename or self.home}); point SHOAL_HOME or "
+                "--home at a directory this user can write"
+            ) from None
         except Timeout as exc:
             raise EmbeddedServerError(
                 f"waited {LOCK_TIMEOUT_S}s for another process starting the embedded server "

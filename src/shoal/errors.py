@@ -40,7 +40,15 @@ class UsageError(ShoalError):
         self.value = value
         self.source = source
         self.expected = expected
-        super().__init__(f"{key} = {value!r} (from {source}): {expected}")
+        super().__init__(f"{key} = {_shown(value)} (from {source}): {expected}")
+
+
+def _shown(value: object, limit: int = 200) -> str:
+    """``repr(value)``, cut short when it is too long to read in a message."""
+    text = repr(value)
+    if len(text) <= limit:
+        return text
+    return f"{text[: limit - 40]}… ({len(str(value))} characters)"
 
 
 class ConfigError(ShoalError):
@@ -71,6 +79,14 @@ class SchemaMissing(ShoalError):
 
 class SetupError(ShoalError):
     """A database's setup hook failed inside its worker schema."""
+
+
+class ExtensionUnavailable(ShoalError):
+    """A configured extension cannot be created in its database."""
+
+    def __init__(self, database: str, extension: str, reason: str) -> None:
+        self.database, self.extension, self.reason = database, extension, reason
+        super().__init__(f"database {database!r}: extension {extension!r}: {reason}")
 
 
 class NamespaceTaken(ShoalError):

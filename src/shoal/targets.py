@@ -18,7 +18,7 @@ import psycopg
 from shoal import conninfo, naming, setups
 from shoal.config import Settings
 from shoal.embedded import EmbeddedServer
-from shoal.errors import ServerUnreachable, UsageError
+from shoal.errors import ExtensionUnavailable, ServerUnreachable, UsageError
 from shoal.namespace import Namespace
 from shoal.pg import schemas
 from shoal.pg.connect import admin_connect
@@ -233,7 +233,17 @@ def build_plan(
     tail = settings.search_path_tail
     if configured if resolve is None else resolve:
         targets = resolve_targets(settings, fingerprints=fingerprints)
-        tail = check(targets, settings.search_path_tail, settings.connect_timeout)
+        try:
+            tail = check(targets, settings.search_path_tail, settings.connect_timeout)
+        except ExtensionUnavailable as exc:
+            key = f"databases.{exc.database}.extensions"
+            raise UsageError(
+                key,
+                exc.extension,
+                settings.source_of(key),
+                f"PostgreSQL cannot create it ({exc.reason}); the server lists the ones it "
+                "has in pg_available_extensions",
+            ) from None
     return plan_from(settings, namespace, owner, targets, tail, configured=configured)
 
 

@@ -178,3 +178,39 @@ def test_a_failing_setup_is_one_error_per_worker_not_one_per_test(
     assert "Traceback" not in result.output
     assert " passed" not in result.output.splitlines()[-1]
     assert len(result.output.splitlines()) < 80
+
+
+@pytest.mark.parametrize(
+    ("case", "expected"),
+    [
+        ("extension", "databases.app.extensions = 'no_such_extension' (from pyproject.toml"),
+        ("home", "cannot use /proc/shoal-nope for the embedded server's data"),
+        ("databases json", "databases = '{not json' (from environment SHOAL_DATABASES)"),
+        ("long setup path", "databases.app.setup = 'sql:"),
+    ],
+)
+def test_mistakes_that_used_to_end_in_tracebacks(
+    tmp_path: Path, scratch: tuple[Server, str], case: str, expected: str
+) -> None:
+    server, database = scratch
+    app: dict[str, object] = {"url": server.url(database)}
+    env: dict[str, str] = {}
+    if case == "extension":
+        app["extensions"] = ["no_such_extension"]
+    elif case == "home":
+        app = {}  # the embedded server, in a home that cannot be made
+        env["SHOAL_HOME"] = "/proc/shoal-nope"
+    elif case == "databases json":
+        env["SHOAL_DATABASES"] = "{not json"
+    else:
+        app["setup"] = "sql:" + "x" * 100_000 + ".sql"
+    project = inner.write_project(tmp_path, {"app": app}, {"test_x.py": TRIVIAL_TEST})
+    result = inner.run(project, env=env)
+    assert result.returncode == USAGE_ERROR, result.output
+    assert expected in result.stderr
+    assert "Traceback" not in result.output
+    assert "INTERNALERROR" not in result.output
+    assert len(result.stderr) < 2000
+    with server.connect(database) as conn:
+        leftovers = conn.execute("SELECT nspname FROM pg_namespace WHERE nspname LIKE 'shoal%'")
+        assert leftovers.fetchall() == []

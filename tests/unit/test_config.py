@@ -346,7 +346,7 @@ def test_unknown_key_in_tool_shoal(tmp_path: Path) -> None:
 
     problem = only_problem(exc)
     assert_names_everything(problem, key="ddl_slot", value=2, source=PYPROJECT)
-    assert "not permitted" in problem.expected
+    assert problem.expected == "not a setting shoal knows (did you mean `ddl_slots`?)"
 
 
 def test_unknown_key_in_a_database_table(tmp_path: Path) -> None:
@@ -396,3 +396,34 @@ def test_tool_shoal_that_is_not_a_table(tmp_path: Path) -> None:
 
 def test_every_pytest_ini_key_is_a_setting() -> None:
     assert set(INI_KEYS) <= set(Settings.model_fields)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "expected"),
+    [
+        ("SHOAL_CONNECT_TIMEOUT", "soon", "expected a whole number, e.g. 5"),
+        ("SHOAL_KEEP_ON_FAILURE", "maybe", "expected true or false"),
+        ("SHOAL_POOL_SIZE", "100", "expected at most 64"),
+        ("SHOAL_POOL_SIZ", "3", "not a setting (did you mean `SHOAL_POOL_SIZE`?)"),
+        ("SHOAL_DATABASES", "{not json", 'expected JSON, e.g. {"app": '),
+    ],
+)
+def test_messages_say_what_is_expected_in_plain_words(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, expected: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ConfigError) as exc:
+        load_settings()
+    problem = only_problem(exc)
+    assert problem.value == value
+    assert problem.source == f"environment {variable}"
+    assert expected in problem.expected
+    assert "Input should" not in str(problem)
+
+
+def test_a_list_from_the_environment_may_be_plain_words(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SHOAL_SEARCH_PATH_TAIL", "public, ext")
+    monkeypatch.setenv("SHOAL_DATABASES__APP__EXPORT_ENV", "DATABASE_URL")
+    settings = load_settings()
+    assert settings.search_path_tail == ("public", "ext")
+    assert settings.databases["app"].export_env == ("DATABASE_URL",)

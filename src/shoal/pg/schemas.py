@@ -16,7 +16,7 @@ import psycopg
 from psycopg import sql
 
 from shoal import naming
-from shoal.errors import UnsafeSearchPath
+from shoal.errors import ExtensionUnavailable, UnsafeSearchPath, first_line
 
 Conn = psycopg.Connection[tuple[Any, ...]]
 
@@ -168,11 +168,15 @@ def ensure_extensions(conn: Conn, extensions: tuple[str, ...]) -> tuple[str, ...
             if row is None:
                 home = naming.extension_schema(extension)
                 conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(home)))
-                conn.execute(
-                    sql.SQL("CREATE EXTENSION {} SCHEMA {}").format(
-                        sql.Identifier(extension), sql.Identifier(home)
-                    )
-                )
+                try:
+                    with conn.transaction():
+                        conn.execute(
+                            sql.SQL("CREATE EXTENSION {} SCHEMA {}").format(
+                                sql.Identifier(extension), sql.Identifier(home)
+                            )
+                        )
+                except psycopg.Error as exc:
+                    raise ExtensionUnavailable("", extension, first_line(exc)) from None
         rows = conn.execute(
             "SELECT DISTINCT n.nspname FROM pg_extension e"
             " JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = ANY(%s)"
@@ -201,7 +205,10 @@ def check_databases(
         for name, url, extensions in databases:
             conn = admin_connect(url, naming.tool_label("admin"), timeout=timeout)
             connections.append((name, conn))
-            homes += ensure_extensions(conn, extensions)
+            try:
+                homes += ensure_extensions(conn, extensions)
+            except ExtensionUnavailable as exc:
+                raise ExtensionUnavailable(name, exc.extension, exc.reason) from None
         tail = tuple(dict.fromkeys([*configured_tail, *homes]))
         for name, conn in connections:
             check_tail(conn, tail, name)

@@ -40,13 +40,10 @@ def test_a_failing_agent_is_one_job_and_not_retried(live: LiveFactory) -> None:
     # A keep-alive interval longer than the run: the answer keeps its own status.
     with live(keepalive_s=10) as url:
         client = openai.OpenAI(base_url=f"{url}/v1", api_key=TOKEN, max_retries=2)
-        started = time.monotonic()
         with pytest.raises(openai.InternalServerError) as failed:
             client.chat.completions.create(model="fake", messages=user("print half\nexit 5"))
         assert failed.value.status_code == 502
         assert failed.value.response.headers["x-should-retry"] == "false"
-        # The SDK would have waited between attempts: it made exactly one.
-        assert time.monotonic() - started < 5
         stream = client.chat.completions.create(
             model="fake", messages=user("print other\nexit 6"), stream=True
         )

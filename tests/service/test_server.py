@@ -235,7 +235,7 @@ def test_sigterm_ends_streams_starts_no_queued_job_and_interrupts_after_the_grac
     exited = time.monotonic() - signalled
 
     # Streams end at once, each with a last word; the process within grace + 2 s.
-    assert max(ended.values()) - signalled < 1.5
+    assert max(ended.values()) - signalled < 1.8  # well before the running job's grace
     assert [line for line in seen["events"] if line][-2:] == [
         "event: end", 'data: {"status": "stopping", "exit_code": null}']  # fmt: skip
     assert [line for line in seen["chat"] if line][-1] == "data: [DONE]"

@@ -9,6 +9,8 @@ from typing import Any
 
 import click
 
+from shoal.cli.settings import home_option
+
 # Subcommands are imported only when invoked: `shoal run` starts pytest, and every
 # import it does not need is time added to every run.
 _COMMANDS = {
@@ -46,6 +48,7 @@ class _Shoal(click.Group):
 
 @click.group(cls=_Shoal)
 @click.option("-v", "--verbose", is_flag=True, help="Show tracebacks for errors.")
+@home_option
 @click.version_option(package_name="shoal")
 def cli(verbose: bool) -> None:
     """Parallel pytest runs on shared PostgreSQL, without collisions."""

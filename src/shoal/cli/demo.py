@@ -23,6 +23,8 @@ from rich.live import Live
 from rich.table import Table
 
 from shoal import naming
+from shoal.cli.render import console as render_console
+from shoal.cli.settings import chosen_home, home_option
 from shoal.config import find_pyproject, load_settings
 from shoal.errors import UsageError
 from shoal.pg import schemas
@@ -93,6 +95,9 @@ class DemoRun:
 
 def start_runs(suite: Path, runs: int, workers: int, shared: bool) -> list[DemoRun]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "SHOAL_NAMESPACE"))}
+    home = chosen_home()
+    if home is not None:
+        env["SHOAL_HOME"] = str(home)
     if shared:
         env[naming.ENV_NAMESPACE_FORCE] = SHARED_NAMESPACE
     started = []
@@ -140,7 +145,7 @@ def progress_table(runs: list[DemoRun]) -> Table:
 
 def leftovers(suite: Path, namespaces: set[str]) -> tuple[int, int]:
     """(schemas of these runs still present, tables in `public`) across the suite's databases."""
-    settings = load_settings(pyproject=find_pyproject(suite))
+    settings = load_settings(flags={"home": chosen_home()}, pyproject=find_pyproject(suite))
     schemas_left = public_tables = 0
     for url in configured_urls(settings).values():
         with admin_connect(url, naming.tool_label("demo")) as conn:
@@ -164,6 +169,7 @@ def leftovers(suite: Path, namespaces: set[str]) -> tuple[int, int]:
 )
 @click.option("--suite", type=click.Path(path_type=Path), default=None, help="Suite to run.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
+@home_option
 def demo_command(
     runs: int, workers: int, without_shoal: bool, suite: Path | None, as_json: bool
 ) -> None:
@@ -173,7 +179,7 @@ def demo_command(
     nothing in `public`, nothing left behind; with --without-shoal, runs colliding.
     """
     suite = _suite(suite)
-    console = Console(stderr=as_json)
+    console = render_console(stderr=as_json)
     demo = start_runs(suite, runs, workers, shared=without_shoal)
     with Live(progress_table(demo), console=console, refresh_per_second=4) as live:
         while any(run.finished is None for run in demo):

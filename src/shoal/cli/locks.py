@@ -11,7 +11,8 @@ from rich.table import Table
 from rich.text import Text
 
 from shoal.cli.render import absent_note, duration
-from shoal.cli.settings import cli_settings
+from shoal.cli.render import console as render_console
+from shoal.cli.settings import cli_settings, home_option
 from shoal.pg.locks import Blocked, ClusterLocks, Session, probe_all, roots
 from shoal.targets import existing_urls
 
@@ -102,6 +103,7 @@ def _blocker(session: Session) -> str:
 
 @click.command("locks")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@home_option
 def locks_command(as_json: bool) -> None:
     """Show blocked sessions and who blocks them, as runs and workers, on every configured
     server, and how full each server's lock table is.
@@ -114,7 +116,7 @@ def locks_command(as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps({**locks_json(clusters), "not_looked_at": existing.absent}, indent=2))
     else:
-        console = Console(highlight=False)
+        console = render_console()
         note = absent_note(existing)
         if note:
             console.print(note)

@@ -9,13 +9,13 @@ from typing import Any
 
 import click
 import psycopg
-from rich.console import Console
 from rich.table import Table
 
 from shoal import naming, refill_log
+from shoal.cli import render
 from shoal.cli.boundary import errors_reported
 from shoal.cli.render import absent_note
-from shoal.cli.settings import cli_settings
+from shoal.cli.settings import cli_settings, home_option
 from shoal.config import POOL_SIZE_MAX, Settings
 from shoal.embedded import default_home
 from shoal.errors import ShoalError, first_line
@@ -34,6 +34,7 @@ DEFAULT_WARM_TIMEOUT_S = 600.0
 
 
 @click.group("pool")
+@home_option
 def pool_group() -> None:
     """The warm pool: schemas built ahead of time, claimed by workers in milliseconds."""
 
@@ -54,6 +55,7 @@ def pool_group() -> None:
     help="Start no build after this long.",
 )
 @click.option("--quiet", is_flag=True, help="Print nothing unless something fails.")
+@home_option
 def warm_command(size: int | None, timeout: float, quiet: bool) -> None:
     """Build ready schemas until every database with a fingerprinted setup has SIZE.
 
@@ -138,6 +140,7 @@ def _status(settings: Settings, existing: Existing) -> list[dict[str, Any]]:
 
 @pool_group.command("status")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@home_option
 def status_command(as_json: bool) -> None:
     """Ready, stale and half-built pool schemas per configured database."""
     settings = cli_settings()
@@ -159,7 +162,7 @@ def status_command(as_json: bool) -> None:
             *(str(row[k]) for k in ("ready", "pool_size", "stale", "building", "other")),
             f"failed: {row['last_refill_error']}" if row["last_refill_error"] else "ok",
         )
-    console = Console(highlight=False)
+    console = render.console()
     console.print(table)
     if last_log := _last_log(settings):
         console.print(f"last refill's log: {last_log}")
@@ -171,6 +174,7 @@ def _last_log(settings: Settings) -> str | None:
 
 
 @pool_group.command("clear")
+@home_option
 def clear_command() -> None:
     """Drop every ready pool schema, and half-built ones whose builder is gone.
 

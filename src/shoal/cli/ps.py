@@ -11,7 +11,8 @@ from rich.table import Table
 from rich.text import Text
 
 from shoal.cli.render import absent_note, duration
-from shoal.cli.settings import cli_settings
+from shoal.cli.render import console as render_console
+from shoal.cli.settings import cli_settings, home_option
 from shoal.pg.ps import NamespaceStatus, PsResult, ps
 from shoal.targets import existing_urls
 
@@ -76,6 +77,7 @@ def render_pool(result: PsResult, console: Console) -> None:
 
 @click.command("ps")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@home_option
 def ps_command(as_json: bool) -> None:
     """List every shoal namespace on the configured servers: live or dead, age, owner,
     workers, databases and lease holders.
@@ -88,7 +90,7 @@ def ps_command(as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps({**result.as_json(), "not_looked_at": existing.absent}, indent=2))
     else:
-        console = Console(highlight=False)
+        console = render_console()
         note = absent_note(existing)
         if note:
             console.print(note)

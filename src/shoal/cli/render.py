@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import sys
 from typing import TYPE_CHECKING
+
+from rich.console import Console
 
 if TYPE_CHECKING:
     from shoal.targets import Existing
+
+
+# Wide enough for any line a command prints; rich's tables do not stretch to fill it.
+UNLIMITED_WIDTH = 10_000
 
 
 def duration(seconds: float | None) -> str:
@@ -35,3 +42,14 @@ def absent_note(existing: Existing) -> str | None:
         else "on the embedded server, which is not running (`shoal db up` starts it)"
     )
     return f"not looked at: {names}, {why}; no run can be using them"
+
+
+def console(*, stderr: bool = False) -> Console:
+    """A console for a command's human output.
+
+    Not a terminal (a CI log, a pipe): no width limit, so node ids, run names and table
+    headers stay whole instead of being wrapped at rich's default of 80 columns.
+    """
+    stream = sys.stderr if stderr else sys.stdout
+    width = None if stream.isatty() else UNLIMITED_WIDTH
+    return Console(stderr=stderr, highlight=False, width=width)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from shoal.cli.settings import cli_settings
+from shoal.cli.settings import cli_settings, home_option
 from shoal.namespace import Namespace, fresh
 
 PRE_RUN_SWEEP_BUDGET_S = 10.0
@@ -47,6 +47,7 @@ def pytest_argv(args: Sequence[str]) -> list[str]:
     help="Run shard I of N, split by past durations (default: $SHOAL_SHARD).",
 )
 @click.argument("pytest_args", nargs=-1, type=click.UNPROCESSED)
+@home_option
 def run_command(no_sweep: bool, shard: str | None, pytest_args: tuple[str, ...]) -> None:
     """Run pytest in a fresh namespace: `shoal run [--no-sweep] [--] [PYTEST_ARGS]...`.
 

@@ -8,7 +8,9 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from shoal.cli.settings import cli_settings
+from shoal.cli.render import absent_note
+from shoal.cli.render import console as render_console
+from shoal.cli.settings import cli_settings, home_option
 from shoal.pg.sweep import DEFAULT_GRACE_S, SweepResult, sweep
 from shoal.targets import current_fingerprints, existing_urls
 from shoal.targets import urls as configured_urls
@@ -73,6 +75,7 @@ def render(result: SweepResult, console: Console) -> None:
     metavar="SECONDS",
     help="Leave schemas younger than this alone.",
 )
+@home_option
 def sweep_command(dry_run: bool, as_json: bool, grace: float) -> None:
     """Drop schemas of dead runs, fail-closed, and pool schemas of setups no longer current.
 
@@ -80,7 +83,8 @@ def sweep_command(dry_run: bool, as_json: bool, grace: float) -> None:
     """
     settings = cli_settings()
     # A dry run only looks: it does not start the embedded server to find nothing there.
-    urls = existing_urls(settings).urls if dry_run else configured_urls(settings)
+    existing = existing_urls(settings) if dry_run else None
+    urls = existing.urls if existing is not None else configured_urls(settings)
     result = sweep(
         urls,
         grace_s=grace,
@@ -91,8 +95,13 @@ def sweep_command(dry_run: bool, as_json: bool, grace: float) -> None:
         project=settings.project,
         foreign_after_s=settings.pool_foreign_days * 86400,
     )
+    absent = existing.absent if existing is not None else ()
     if as_json:
-        click.echo(json.dumps(result.as_json(), indent=2))
+        click.echo(json.dumps({**result.as_json(), "not_looked_at": absent}, indent=2))
     else:
-        render(result, Console())
+        console = render_console()
+        note = absent_note(existing) if existing is not None else None
+        if note:
+            console.print(note)
+        render(result, console)
     raise SystemExit(0 if result.ok else 1)

@@ -47,8 +47,13 @@ def _no_serve_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def git(*args: str, cwd: Path) -> str:
-    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
-           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}  # fmt: skip
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@t",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@t",
+    }
     done = subprocess.run(["git", *args], cwd=cwd, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     return done.stdout
@@ -92,9 +97,13 @@ def agents(tmp_path: Path) -> dict[str, list[str]]:
 
 def settings_for(tmp_path: Path, origin: Path, **overrides: Any) -> ServeSettings:
     flags: dict[str, Any] = {
-        "repo": str(origin), "agents": agents(tmp_path), "state_dir": tmp_path / "state",
-        "token": TOKEN, "max_concurrency": 4, "base_refresh_s": 3600,
-    }  # fmt: skip
+        "repo": str(origin),
+        "agents": agents(tmp_path),
+        "state_dir": tmp_path / "state",
+        "token": TOKEN,
+        "max_concurrency": 4,
+        "base_refresh_s": 3600,
+    }
     flags.update(overrides)
     return load_serve_settings(flags)
 
@@ -103,9 +112,12 @@ class Serve:
     """An app running in-process, with an authenticated httpx client on the ASGI transport."""
 
     def __init__(
-        self, client: httpx.AsyncClient, transport: httpx.ASGITransport, settings: ServeSettings,
+        self,
+        client: httpx.AsyncClient,
+        transport: httpx.ASGITransport,
+        settings: ServeSettings,
         sync: Path,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.client = client
         self.transport = transport
         self.settings = settings
@@ -166,7 +178,7 @@ def serve(tmp_path: Path, origin: Path) -> ServeFactory:
             app.router.lifespan_context(app),
             httpx.AsyncClient(
                 transport=transport, base_url="http://shoal", headers=headers, timeout=30
-            ) as client,  # fmt: skip
+            ) as client,
         ):
             yield Serve(client, transport, settings, sync)
 

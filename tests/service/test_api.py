@@ -26,8 +26,12 @@ async def test_missing_or_wrong_token_is_401_and_health_is_open(serve: ServeFact
     async with serve() as s:
         anonymous = httpx.AsyncClient(transport=s.transport, base_url="http://shoal")
         for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic x"}):
-            for method, url in (("POST", "/execute"), ("GET", "/jobs"), ("GET", "/jobs/x"),
-                                ("POST", "/v1/chat/completions")):  # fmt: skip
+            for method, url in (
+                ("POST", "/execute"),
+                ("GET", "/jobs"),
+                ("GET", "/jobs/x"),
+                ("POST", "/v1/chat/completions"),
+            ):
                 response = await anonymous.request(method, url, headers=headers, json={})
                 assert response.status_code == 401, (method, url, headers)
                 assert response.headers["WWW-Authenticate"] == "Bearer"
@@ -76,8 +80,12 @@ async def test_jobs_are_listed_in_pages_in_submission_order(serve: ServeFactory)
             after = page["next"]
         assert [len(p) for p in pages] == [2, 2, 1]
         assert [job_id for p in pages for job_id in p] == submitted
-        for params, field in (({"limit": 0}, "limit"), ({"limit": 501}, "limit"),
-                              ({"after": -1}, "after"), ({"after": "x"}, "after")):  # fmt: skip
+        for params, field in (
+            ({"limit": 0}, "limit"),
+            ({"limit": 501}, "limit"),
+            ({"after": -1}, "after"),
+            ({"after": "x"}, "after"),
+        ):
             response = await s.client.get("/jobs", params=params)
             assert response.status_code == 422, params
             assert [e["loc"] for e in response.json()["detail"]] == [["query", field]], params
@@ -91,8 +99,11 @@ async def test_non_json_body_is_422(serve: ServeFactory) -> None:
 
 async def test_unknown_job_is_404(serve: ServeFactory) -> None:
     async with serve() as s:
-        for method, url in (("GET", "/jobs/nope"), ("POST", "/jobs/nope/cancel"),
-                            ("GET", "/jobs/nope/events")):  # fmt: skip
+        for method, url in (
+            ("GET", "/jobs/nope"),
+            ("POST", "/jobs/nope/cancel"),
+            ("GET", "/jobs/nope/events"),
+        ):
             response = await s.client.request(method, url)
             assert response.status_code == 404
             assert "nope" in response.json()["detail"]
@@ -135,19 +146,29 @@ def parse_sse(text: str) -> list[tuple[str | None, str]]:
 
 
 def chat(prompt: str, model: str = "fake", **extra: Any) -> dict[str, Any]:
-    return {"model": model, "messages": [{"role": "system", "content": "be brief"},
-                                         {"role": "user", "content": prompt}], **extra}  # fmt: skip
+    return {
+        "model": model,
+        "messages": [
+            {"role": "system", "content": "be brief"},
+            {"role": "user", "content": prompt},
+        ],
+        **extra,
+    }
 
 
 async def test_chat_requests_overlap_and_both_answer_200(serve: ServeFactory) -> None:
     async with serve(default_timeout_s=15) as s:
         # Each waits for the other to have started: both answer only if they overlap.
         answers = await asyncio.gather(
-            s.client.post("/v1/chat/completions", json=chat(
-                f"touch {s.path('a')}\nwait {s.path('b')}\nprint from a")),
-            s.client.post("/v1/chat/completions", json=chat(
-                f"touch {s.path('b')}\nwait {s.path('a')}\nprint from b")),
-        )  # fmt: skip
+            s.client.post(
+                "/v1/chat/completions",
+                json=chat(f"touch {s.path('a')}\nwait {s.path('b')}\nprint from a"),
+            ),
+            s.client.post(
+                "/v1/chat/completions",
+                json=chat(f"touch {s.path('b')}\nwait {s.path('a')}\nprint from b"),
+            ),
+        )
     assert [a.status_code for a in answers] == [200, 200]
     bodies = [a.json() for a in answers]
     assert [b["choices"][0]["message"] for b in bodies] == [
@@ -162,8 +183,9 @@ async def test_chat_waits_in_the_same_line(serve: ServeFactory) -> None:
     async with serve(max_concurrency=1) as s:
         first = await s.submit(f"touch {s.path('a')}\nwait {s.path('go')}")
         await s.wait_file("a")
-        answer = asyncio.ensure_future(s.client.post("/v1/chat/completions",
-                                                     json=chat("print late")))  # fmt: skip
+        answer = asyncio.ensure_future(
+            s.client.post("/v1/chat/completions", json=chat("print late"))
+        )
         await asyncio.sleep(0.3)
         assert not answer.done()
         health = (await s.client.get("/health")).json()

@@ -44,8 +44,9 @@ def test_refuses_to_start_without_a_token(shoal: click.Group, origin: Path) -> N
 
 
 def test_no_auth_only_on_loopback(shoal: click.Group, origin: Path) -> None:
-    code, out = invoke(shoal, "serve", "--repo", str(origin), "--agent", "a=echo",
-                       "--no-auth", "--host", "0.0.0.0")  # fmt: skip
+    code, out = invoke(
+        shoal, "serve", "--repo", str(origin), "--agent", "a=echo", "--no-auth", "--host", "0.0.0.0"
+    )
     assert code == 2
     assert "no_auth" in out
     assert "loopback" in out
@@ -54,21 +55,30 @@ def test_no_auth_only_on_loopback(shoal: click.Group, origin: Path) -> None:
 @pytest.mark.parametrize(
     ("args", "env", "expected"),
     [
-        (["--max-concurrency", "0"], {},
-         "max_concurrency = 0 (from command line --max-concurrency)"),
-        ([], {"SHOAL_SERVE_MAX_CONCURRENCY": "lots"},
-         "max_concurrency = 'lots' (from environment SHOAL_SERVE_MAX_CONCURRENCY)"),
+        (
+            ["--max-concurrency", "0"],
+            {},
+            "max_concurrency = 0 (from command line --max-concurrency)",
+        ),
+        (
+            [],
+            {"SHOAL_SERVE_MAX_CONCURRENCY": "lots"},
+            "max_concurrency = 'lots' (from environment SHOAL_SERVE_MAX_CONCURRENCY)",
+        ),
         (["--port", "70000"], {}, "port = 70000 (from command line --port)"),
         (["--default-agent", "zz"], {}, "default_agent = 'zz'"),
         (["--repo", "/no/such/repo"], {}, "repo = '/no/such/repo'"),
         (["--agent", "broken"], {}, "expected NAME=COMMAND"),
         (["--agent", "b=unbalanced 'quote"], {}, "cannot split"),
-        ([], {"SHOAL_SERVE_AGENTS": "a=echo"},
-         "agents = 'a=echo' (from environment SHOAL_SERVE_AGENTS): expected JSON"),
+        (
+            [],
+            {"SHOAL_SERVE_AGENTS": "a=echo"},
+            "agents = 'a=echo' (from environment SHOAL_SERVE_AGENTS): expected JSON",
+        ),
         (["--cors-origin", "ftp://x"], {}, "cors_origins = ('ftp://x',) (from command line"),
         ([], {"SHOAL_SERVE_CORS_ORIGINS": "https://a.example,nope"}, "'nope': expected an origin"),
     ],
-)  # fmt: skip
+)
 def test_bad_settings_exit_2_naming_the_field_and_source(
     shoal: click.Group, origin: Path, args: list[str], env: dict[str, str], expected: str
 ) -> None:
@@ -89,15 +99,31 @@ def test_missing_repo_and_agents_are_named(shoal: click.Group) -> None:
 def test_secrets_are_masked(shoal: click.Group, tmp_path: Path) -> None:
     repo = "https://someone:hunter2@127.0.0.1:9/nothing.git"
     code, out = invoke(
-        shoal, "serve", "--repo", repo, "--agent", "a=echo", "--state-dir", str(tmp_path),
-        "--port", "99999", env={"SHOAL_SERVE_TOKEN": "sekrit-value"},
-    )  # fmt: skip
+        shoal,
+        "serve",
+        "--repo",
+        repo,
+        "--agent",
+        "a=echo",
+        "--state-dir",
+        str(tmp_path),
+        "--port",
+        "99999",
+        env={"SHOAL_SERVE_TOKEN": "sekrit-value"},
+    )
     assert code == 2
     assert "port" in out
     code, out = invoke(
-        shoal, "serve", "--repo", repo, "--agent", "a=echo", "--state-dir", str(tmp_path),
+        shoal,
+        "serve",
+        "--repo",
+        repo,
+        "--agent",
+        "a=echo",
+        "--state-dir",
+        str(tmp_path),
         env={"SHOAL_SERVE_TOKEN": "sekrit-value"},
-    )  # fmt: skip
+    )
     assert code == 2
     assert "***" in out
     assert "hunter2" not in out
@@ -140,9 +166,22 @@ def test_store_evicts_only_finished_jobs_past_ttl(tmp_path: Path) -> None:
     now = time.time()
 
     def add(job_id: str, status: JobStatus, finished_at: float | None) -> None:
-        store.add(Job(id=job_id, kind="execute", status=status, prompt="p", agent="a",
-                      model=None, ref=None, timeout_s=1, metadata=None, save_branch=False,
-                      queued_at=now - 100_000, finished_at=finished_at))  # fmt: skip
+        store.add(
+            Job(
+                id=job_id,
+                kind="execute",
+                status=status,
+                prompt="p",
+                agent="a",
+                model=None,
+                ref=None,
+                timeout_s=1,
+                metadata=None,
+                save_branch=False,
+                queued_at=now - 100_000,
+                finished_at=finished_at,
+            )
+        )
 
     add("old", JobStatus.completed, now - 99_999)
     add("old-failed", JobStatus.failed, now - 99_999)
@@ -161,9 +200,21 @@ def test_store_lists_every_job_unless_asked_for_a_page(tmp_path: Path) -> None:
     # Restart recovery lists every running and queued job: a cap would strand the rest.
     store = JobStore(tmp_path / "jobs.sqlite3")
     for n in range(1_205):
-        store.add(Job(id=f"j{n}", kind="execute", status=JobStatus.queued, prompt="p", agent="a",
-                      model=None, ref=None, timeout_s=1, metadata=None, save_branch=False,
-                      queued_at=time.time()))  # fmt: skip
+        store.add(
+            Job(
+                id=f"j{n}",
+                kind="execute",
+                status=JobStatus.queued,
+                prompt="p",
+                agent="a",
+                model=None,
+                ref=None,
+                timeout_s=1,
+                metadata=None,
+                save_branch=False,
+                queued_at=time.time(),
+            )
+        )
     everything = store.list(JobStatus.queued)
     assert len(everything) == 1_205
     page = store.list(JobStatus.queued, after_seq=everything[99].seq, limit=10)

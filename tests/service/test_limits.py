@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import stat
@@ -26,10 +27,12 @@ def umask_022() -> Iterator[None]:
 
 
 def modes(root: Path) -> dict[str, int]:
-    found = {".": stat.S_IMODE(root.stat().st_mode)}
-    for path in root.rglob("*"):
-        if not path.is_symlink():
-            found[str(path.relative_to(root))] = stat.S_IMODE(path.stat().st_mode)
+    found = {}
+    for directory, _, files in os.walk(root):  # tolerates checkouts removed meanwhile
+        for path in [Path(directory), *(Path(directory) / name for name in files)]:
+            with contextlib.suppress(FileNotFoundError):
+                if not path.is_symlink():
+                    found[str(path.relative_to(root))] = stat.S_IMODE(path.stat().st_mode)
     return found
 
 
@@ -100,8 +103,10 @@ async def test_a_prompt_too_long_for_one_argument_is_refused_or_sent_on_stdin(
         assert detail["loc"] == ["body", "prompt"]
         assert "dump" in detail["msg"]
         assert "argument" in detail["msg"]
-        chat = await s.client.post("/v1/chat/completions", json={
-            "model": "dump", "messages": [{"role": "user", "content": prompt}]})  # fmt: skip
+        chat = await s.client.post(
+            "/v1/chat/completions",
+            json={"model": "dump", "messages": [{"role": "user", "content": prompt}]},
+        )
         assert chat.status_code == 422
         assert chat.json()["error"]["param"] == "messages"
         job_id = await s.submit(prompt, agent="dump-stdin")
@@ -115,8 +120,10 @@ async def test_ref_and_model_refuse_a_trailing_newline(serve: ServeFactory) -> N
         ref = await s.client.post("/execute", json={"prompt": "x", "ref": "main\n"})
         assert ref.status_code == 422
         assert ref.json()["detail"][0]["loc"] == ["body", "ref"]
-        model = await s.client.post("/v1/chat/completions", json={
-            "model": "fake\n", "messages": [{"role": "user", "content": "x"}]})  # fmt: skip
+        model = await s.client.post(
+            "/v1/chat/completions",
+            json={"model": "fake\n", "messages": [{"role": "user", "content": "x"}]},
+        )
         assert model.status_code == 422
         assert model.json()["error"]["param"] == "model"
 
@@ -143,12 +150,16 @@ async def test_a_stopping_service_admits_nothing_and_starts_no_queued_job(
         refused = await s.client.post("/execute", json={"prompt": "print late"})
         assert refused.status_code == 503
         assert int(refused.headers["Retry-After"]) > 0
-        chat = await s.client.post("/v1/chat/completions", json={
-            "model": "fake", "messages": [{"role": "user", "content": "x"}]})  # fmt: skip
+        chat = await s.client.post(
+            "/v1/chat/completions",
+            json={"model": "fake", "messages": [{"role": "user", "content": "x"}]},
+        )
         assert chat.status_code == 503
         job = await s.wait(running)
         assert (job["status"], job["error"]) == (
-            "interrupted", "the service stopped while the job ran")  # fmt: skip
+            "interrupted",
+            "the service stopped while the job ran",
+        )
         assert (await s.job(queued))["status"] == "queued"
         assert not s.path("b").exists()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import math
 import sys
@@ -141,9 +142,11 @@ CONVERSATION: list[Any] = [
     {"role": "system", "content": "You are terse."},
     {"role": "user", "content": "What is in app.py?"},
     {"role": "assistant", "content": "Two assignments."},
-    {"role": "user", "content": [{"type": "text", "text": "Change "}, {"type": "text",
-                                                                     "text": "the second."}]},
-]  # fmt: skip
+    {
+        "role": "user",
+        "content": [{"type": "text", "text": "Change "}, {"type": "text", "text": "the second."}],
+    },
+]
 RENDERED = (
     "### system\nYou are terse.\n\n### user\nWhat is in app.py?\n\n"
     "### assistant\nTwo assignments.\n\n### user\nChange the second.\n"
@@ -152,8 +155,13 @@ RENDERED = (
 
 async def test_the_whole_conversation_reaches_the_agent(live: LiveFactory, tmp_path: Path) -> None:
     dumps = tmp_path / "dumps"
-    json_agent = [sys.executable, str(FAKE_AGENT), "--dump", str(dumps / "{job_id}"),
-                  "{stdin_json}"]  # fmt: skip
+    json_agent = [
+        sys.executable,
+        str(FAKE_AGENT),
+        "--dump",
+        str(dumps / "{job_id}"),
+        "{stdin_json}",
+    ]
     with live(agents={**agents(tmp_path), "json": json_agent}) as url:
         client = openai.AsyncOpenAI(base_url=f"{url}/v1", api_key=TOKEN, max_retries=0)
         for model in ("dump", "dump-stdin", "json/some-model"):
@@ -175,12 +183,18 @@ async def test_usage_is_counted_by_its_rule_and_streamed_when_asked(live: LiveFa
         chunks = [
             chunk
             async for chunk in await client.chat.completions.create(
-                model="fake", messages=user(prompt), stream=True,
+                model="fake",
+                messages=user(prompt),
+                stream=True,
                 stream_options={"include_usage": True},
             )
-        ]  # fmt: skip
-        plain = [c async for c in await client.chat.completions.create(
-            model="fake", messages=user(prompt), stream=True)]  # fmt: skip
+        ]
+        plain = [
+            c
+            async for c in await client.chat.completions.create(
+                model="fake", messages=user(prompt), stream=True
+            )
+        ]
     expected = (math.ceil(len(prompt) / 4), math.ceil(len("twelve chars\n") / 4))
     assert answer.usage is not None
     assert (answer.usage.prompt_tokens, answer.usage.completion_tokens) == expected
@@ -213,6 +227,21 @@ def test_idempotency_key_and_retry_marker_attach_to_the_job_made_before(
         assert retried.json()["job_id"] == made.json()["job_id"]
         assert fresh.json()["job_id"] != made.json()["job_id"]
         assert len(http.get("/jobs").json()["jobs"]) == 3
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key=TOKEN, max_retries=0)
+        keyed = {"Idempotency-Key": "chat-1"}
+        answers = [
+            client.chat.completions.create(
+                model="fake", messages=user("print hi"), extra_headers=keyed
+            )
+            for _ in range(2)
+        ]
+        assert answers[0].id == answers[1].id
+        assert answers[1].choices[0].message.content == "hi\n"
+        with pytest.raises(openai.ConflictError):
+            client.chat.completions.create(
+                model="fake", messages=user("print other"), extra_headers=keyed
+            )
+        assert len(http.get("/jobs").json()["jobs"]) == 4
 
 
 def test_an_abandoned_chat_job_is_cancelled_once_no_retry_came(
@@ -248,4 +277,5 @@ def test_streams_send_a_first_byte_at_once_and_keepalives_while_silent(
             go.touch()
             rest = [line for line in lines if line and line != ": keep-alive"]
         assert rest[-2:] == ["event: end", 'data: {"status": "completed", "exit_code": 0}']
-        assert 'data: "after\\n"' in rest
+        output = [json.loads(b[6:]) for a, b in itertools.pairwise(rest) if a == "event: output"]
+        assert "".join(output) == "after\n"

@@ -34,8 +34,17 @@ def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     root = tmp_path_factory.mktemp("openapi")
     origin = make_repo(root / "origin")
     agents = {"tee": ["tee", "out.txt"], "cat": ["cat"]}
-    app = create_app(settings_for(root, origin, agents=agents, max_queue_depth=10_000,
-                                  default_timeout_s=10, keepalive_s=5, reattach_s=1))  # fmt: skip
+    app = create_app(
+        settings_for(
+            root,
+            origin,
+            agents=agents,
+            max_queue_depth=10_000,
+            default_timeout_s=10,
+            keepalive_s=5,
+            reattach_s=1,
+        )
+    )
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
@@ -80,8 +89,13 @@ def test_every_answer_is_one_the_document_lists(
     operation = api[path][method]
 
     @given(case=operation.as_strategy(generation_mode=mode))
-    @settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck),
-              database=None, derandomize=True)  # fmt: skip
+    @settings(
+        max_examples=12,
+        deadline=None,
+        suppress_health_check=list(HealthCheck),
+        database=None,
+        derandomize=True,
+    )
     def answers(case: schemathesis.Case) -> None:
         case.call_and_validate(headers=AUTH, checks=EVERY_CHECK, timeout=30)
 
@@ -90,8 +104,13 @@ def test_every_answer_is_one_the_document_lists(
 
 def test_every_check_runs() -> None:
     names = {check.__name__ for check in EVERY_CHECK}
-    assert {"positive_data_acceptance", "negative_data_rejection", "status_code_conformance",
-            "response_schema_conformance", "ignored_auth"} <= names, names  # fmt: skip
+    assert {
+        "positive_data_acceptance",
+        "negative_data_rejection",
+        "status_code_conformance",
+        "response_schema_conformance",
+        "ignored_auth",
+    } <= names, names
 
 
 def test_the_document_names_agents_errors_and_the_model_pattern(
@@ -102,8 +121,9 @@ def test_the_document_names_agents_errors_and_the_model_pattern(
     agent = schemas["ExecuteRequest"]["properties"]["agent"]
     assert {"type": "string", "enum": ["tee", "cat"]} in agent["anyOf"]
     assert schemas["ChatRequest"]["properties"]["model"]["pattern"].startswith("^(?:tee|cat)")
-    for path, codes in (("/execute", {"401", "413", "422", "429", "503"}),
-                        ("/v1/chat/completions", {"400", "401", "404", "422", "429", "502",
-                                                  "503", "504"})):  # fmt: skip
+    for path, codes in (
+        ("/execute", {"401", "413", "422", "429", "503"}),
+        ("/v1/chat/completions", {"400", "401", "404", "422", "429", "502", "503", "504"}),
+    ):
         post = document["paths"][path]["post"]["responses"]
         assert codes <= set(post), (path, sorted(post))

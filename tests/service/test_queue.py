@@ -81,9 +81,9 @@ async def test_queue_depth_overflow_is_429_with_retry_after(serve: ServeFactory)
         assert third.status_code == 429
         assert int(third.headers["Retry-After"]) > 0
         chat = await s.client.post(
-            "/v1/chat/completions", json={"model": "fake", "messages": [
-                {"role": "user", "content": "print x"}]},
-        )  # fmt: skip
+            "/v1/chat/completions",
+            json={"model": "fake", "messages": [{"role": "user", "content": "print x"}]},
+        )
         assert chat.status_code == 429
         assert "Retry-After" in chat.headers
         s.path("go").touch()

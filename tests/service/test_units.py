@@ -17,9 +17,19 @@ pytestmark = pytest.mark.anyio
 
 
 def queued_job(job_id: str) -> Job:
-    return Job(id=job_id, kind="execute", status=JobStatus.queued, prompt="p", agent="a",
-               model=None, ref=None, timeout_s=1, metadata=None, save_branch=False,
-               queued_at=time.time())  # fmt: skip
+    return Job(
+        id=job_id,
+        kind="execute",
+        status=JobStatus.queued,
+        prompt="p",
+        agent="a",
+        model=None,
+        ref=None,
+        timeout_s=1,
+        metadata=None,
+        save_branch=False,
+        queued_at=time.time(),
+    )
 
 
 async def test_admission_is_strictly_first_in_first_out(tmp_path: Path) -> None:
@@ -62,7 +72,8 @@ def test_placeholders_are_filled_once_and_the_prompt_is_one_argument() -> None:
     argv, on_stdin = render_argv(template, prompt="a {model} $(b) 'c'", model="m1", job_id="j")
     assert argv == ["agent", "--model=m1", "-p", "a {model} $(b) 'c'", "--id", "j", "{other}"]
     assert not on_stdin
-    argv, on_stdin = render_argv(["agent", "--model", "{model}"], prompt="p", model="{prompt}",
-                                 job_id="j")  # fmt: skip
+    argv, on_stdin = render_argv(
+        ["agent", "--model", "{model}"], prompt="p", model="{prompt}", job_id="j"
+    )
     assert argv == ["agent", "--model", "{prompt}"]
     assert on_stdin

@@ -1,4 +1,4 @@
-"""Against a real ``shoal serve`` (uvicorn in a subprocess): restart after kill -9, live events."""
+"""A real ``shoal serve`` (uvicorn in a subprocess): kill -9, events, private state, SIGTERM."""
 
 from __future__ import annotations
 

@@ -48,13 +48,16 @@ def register(config: pytest.Config, state: RunState) -> None:
         config.pluginmanager.register(ControllerOrder(config, state), "shoal-order")
 
 
-def read_history(state: RunState, count: int = schedule.HISTORY_REPORTS) -> list[RunReport]:
-    """The newest ``count`` readable reports that ran at least one test, oldest first."""
+def read_history(
+    state: RunState, count: int = schedule.HISTORY_REPORTS, directory: Path | None = None
+) -> list[RunReport]:
+    """The newest ``count`` readable reports that ran at least one test, oldest first,
+    from ``directory`` (default: the reports directory)."""
     # Here, not at module level: only the controller reads reports, and every import in
     # an xdist worker delays its first test.
     from shoal.report import ReportError, list_reports, read_report
 
-    directory = Path(state.plan.reports_dir)
+    directory = directory if directory is not None else Path(state.plan.reports_dir)
     chosen: list[RunReport] = []
     for entry in reversed(list_reports(directory)):
         # A broken or foreign file only costs its own samples.
@@ -82,7 +85,9 @@ class ControllerOrder:
         get the same numbers as the first ones, or its collection would differ.
         """
         if self._history is None:
-            reports = read_history(self.state)
+            # --shoal-history (reports restored from a CI cache) feeds the order too.
+            given: Path | None = self.config.getoption("shoal_history", None)
+            reports = read_history(self.state, directory=given)
             self._history = (len(reports), schedule.durations(reports))
         return self._history
 

@@ -51,8 +51,8 @@ def addoptions(group: Any) -> None:
         default=None,
         metavar="DIR",
         type=Path,
-        help="the run reports the shard split reads its durations from (default: the "
-        "reports directory)",
+        help="the run reports the shard split and the duration order read their durations "
+        "from, e.g. restored from a CI cache (default: the reports directory)",
     )
 
 

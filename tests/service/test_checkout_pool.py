@@ -150,9 +150,13 @@ async def test_after_a_restart_only_complete_entries_of_these_settings_are_taken
     serve: ServeFactory, tmp_path: Path
 ) -> None:
     pool_dir = tmp_path / "state" / "pool"
-    async with serve(pool_size=1) as s:
-        (kept,) = await pool_ready(s, 1)
+    async with serve(pool_size=2) as s:
+        kept, taken = await pool_ready(s, 2)
     inode = os.stat(kept).st_ino
+    # An entry claimed by a job the crash took with it: an orphan like any job's checkout.
+    orphan = tmp_path / "state" / "jobs" / "0000orphan"
+    orphan.parent.mkdir(exist_ok=True)
+    taken.rename(orphan)
     # What a crash mid-build leaves, and an entry made with other settings (or before a reboot).
     half = pool_dir / ".build-0123456789ab"
     (half / "work").mkdir(parents=True)
@@ -163,6 +167,7 @@ async def test_after_a_restart_only_complete_entries_of_these_settings_are_taken
         pool = spaces_of(s).pool
         assert not half.exists()
         assert not foreign.exists()
+        assert not orphan.exists()
         await s.submit(f"touch {s.path('in')}\nwait {s.path('go')}")
         await s.wait_file("in")
         (running,) = (await s.client.get("/jobs")).json()["jobs"]

@@ -143,6 +143,11 @@ class CheckoutPool:
                 self.discard(self.root / name)
         self.poke()
 
+    @property
+    def target(self) -> str | None:
+        """The commit entries are built of: the default branch's, as of the last fetch."""
+        return self._target
+
     def ready(self) -> int:
         prefix = f"{self._target}-{self.key}-"
         return sum(1 for name in self._names() if name.startswith(prefix))

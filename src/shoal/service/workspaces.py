@@ -239,7 +239,10 @@ class Workspaces:
         shutil.rmtree(space.root, ignore_errors=True)
         wanted = ref or "HEAD"
         self.refresh()
-        commit = self._resolve(wanted)
+        # Only a fetch moves HEAD, and every fetch tells the pool where it went: no git
+        # process to ask again.
+        commit = self.pool.target if ref is None else None
+        commit = commit or self._resolve(wanted)
         if commit is None:
             self.refresh(force=True)
             commit = self._resolve(wanted)

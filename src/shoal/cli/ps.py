@@ -13,6 +13,7 @@ from rich.text import Text
 from shoal.cli.render import absent_note, duration
 from shoal.cli.render import console as render_console
 from shoal.cli.settings import cli_settings, home_option
+from shoal.integrations.django import known as django_known
 from shoal.pg.ps import NamespaceStatus, PsResult, ps
 from shoal.targets import existing_urls
 
@@ -86,7 +87,9 @@ def ps_command(as_json: bool) -> None:
     """
     settings = cli_settings()
     existing = existing_urls(settings)
-    result = ps(existing.urls, settings.connect_timeout, datetime.now(UTC))
+    urls = existing.urls
+    urls = {**urls, **django_known.for_commands(settings.home, urls, settings.connect_timeout)}
+    result = ps(urls, settings.connect_timeout, datetime.now(UTC))
     if as_json:
         click.echo(json.dumps({**result.as_json(), "not_looked_at": existing.absent}, indent=2))
     else:

@@ -11,6 +11,7 @@ from rich.table import Table
 from shoal.cli.render import absent_note
 from shoal.cli.render import console as render_console
 from shoal.cli.settings import cli_settings, home_option
+from shoal.integrations.django import known as django_known
 from shoal.pg.sweep import DEFAULT_GRACE_S, SweepResult, sweep
 from shoal.targets import current_fingerprints, existing_urls
 from shoal.targets import urls as configured_urls
@@ -85,6 +86,8 @@ def sweep_command(dry_run: bool, as_json: bool, grace: float) -> None:
     # A dry run only looks: it does not start the embedded server to find nothing there.
     existing = existing_urls(settings) if dry_run else None
     urls = existing.urls if existing is not None else configured_urls(settings)
+    # Django's test databases, which a project without [tool.shoal] names nowhere else.
+    urls = {**urls, **django_known.for_commands(settings.home, urls, settings.connect_timeout)}
     result = sweep(
         urls,
         grace_s=grace,

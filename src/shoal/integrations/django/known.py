@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 from filelock import FileLock
@@ -99,3 +100,13 @@ def forget(home: Path, urls: set[str]) -> None:
         with os.fdopen(fd, "w") as out:
             json.dump(known, out, indent=1, sort_keys=True)
         os.replace(tmp, file)
+
+
+def for_commands(home: Path | None, taken: Mapping[str, str], timeout: int) -> dict[str, str]:
+    """The Django test databases for ``shoal sweep`` and ``shoal ps`` to look at too,
+    beside the configured databases ``taken`` (name → URL), none of them twice."""
+    from shoal.embedded import default_home
+
+    urls = set(taken.values())
+    found = reachable(home or default_home(), set(taken), timeout)
+    return {name: url for name, url in found.items() if url not in urls}

@@ -47,6 +47,7 @@ def warm(plan: DjangoPlan, size: int, *, timeout: float = DEFAULT_TIMEOUT_S) -> 
                 ddl_slots=plan.plan.ddl_slots,
                 timeout=plan.plan.connect_timeout,
                 deadline=deadline,
+                project=plan.plan.project,
             )
             print(f"{target.name}: built {len(result.built)}, ready {result.ready_after}")
         except (ShoalError, OSError) as exc:

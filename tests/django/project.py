@@ -1,0 +1,98 @@
+"""The Django example as an inner project: a copy with its own databases and a recorder."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from psycopg import sql
+
+from shoal import conninfo
+from tests.conftest import Server, token
+from tests.plugin import inner
+
+EXAMPLE = Path(__file__).parents[2] / "examples" / "django"
+# Records, once per worker, where Django's connections really go.
+RECORDER_CONFTEST = """
+import json, os, pathlib
+
+import pytest
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _record_binding(django_db_setup, django_db_blocker):
+    from django.db import connections
+
+    out = pathlib.Path(os.environ["RECORD_DIR"])
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    with django_db_blocker.unblock():
+        for alias in ("default", "ledger"):
+            with connections[alias].cursor() as cursor:
+                cursor.execute(
+                    "SELECT current_database(), current_schemas(false),"
+                    " current_setting('application_name')"
+                )
+                database, schemas, label = cursor.fetchone()
+            with open(out / f"{worker}.jsonl", "a") as fh:
+                fh.write(json.dumps({"alias": alias, "database": database,
+                                     "schemas": list(schemas), "label": label}) + "\\n")
+"""
+
+
+@dataclass
+class DjangoProject:
+    root: Path
+    server: Server
+    name: str  # NAME of the default alias; Django's test databases are test_<name>[_ledger]
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def test_databases(self) -> list[str]:
+        return [f"test_{self.name}", f"test_{self.name}_ledger"]
+
+    def start(self, *args: str, env: dict[str, str] | None = None) -> object:
+        return inner.start(self.root, *args, env={**self.env, **(env or {})})
+
+    def run_together(self, runs: int, *args: str, env: dict[str, str] | None = None) -> list[inner.InnerRun]:
+        procs = [inner.start(self.root, *args, env={**self.env, **(env or {})}) for _ in range(runs)]
+        return [inner.finish(self.root, proc) for proc in procs]
+
+    def catalog(self, database: str, like: str = "%") -> list[str]:
+        """Schemas (other than the system's) in ``database``."""
+        with self.server.connect(database) as conn:
+            rows = conn.execute(
+                "SELECT nspname FROM pg_namespace WHERE nspname NOT LIKE 'pg\\_%%'"
+                " AND nspname <> 'information_schema' AND nspname LIKE %s ORDER BY 1",
+                (like,),
+            ).fetchall()
+        return [str(r[0]) for r in rows]
+
+    def public_tables(self, database: str) -> int:
+        with self.server.connect(database) as conn:
+            row = conn.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'")
+            found = row.fetchone()
+        return int(str(found[0])) if found else -1
+
+    def databases_like(self, like: str) -> list[str]:
+        with self.server.connect() as conn:
+            rows = conn.execute("SELECT datname FROM pg_database WHERE datname LIKE %s", (like,))
+            return sorted(str(r[0]) for r in rows)
+
+    def drop_databases(self) -> None:
+        with self.server.connect() as conn:
+            for name in self.databases_like(f"test\\_{self.name}%"):
+                conn.execute(
+                    sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+                )
+
+
+def make(tmp_path: Path, server: Server, *, recorder: bool = True) -> DjangoProject:
+    root = tmp_path / "djangoshop"
+    shutil.copytree(EXAMPLE, root, ignore=shutil.ignore_patterns("__pycache__", ".pytest_cache"))
+    if recorder:
+        (root / "tests" / "conftest.py").write_text(RECORDER_CONFTEST)
+    name = f"shoalt_{token()}_shop"
+    url = conninfo.with_params(server.admin_url, dbname=name)
+    env = {"SHOP_DATABASE_URL": url}
+    return DjangoProject(root=root, server=server, name=name, env=env)

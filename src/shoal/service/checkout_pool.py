@@ -140,7 +140,7 @@ class CheckoutPool:
             stale = [n for n in self._names() if not n.startswith(f"{commit}-{self.key}-")]
         for name in stale:
             if not name.startswith(BUILDING):  # a build in progress checks the target itself
-                self.discard(self.root / name)
+                self._to_trash(self.root / name)  # deleted by the thread, off this path
         self.poke()
 
     @property

@@ -172,3 +172,27 @@ async def test_an_unknown_query_parameter_is_422_naming_it(serve: ServeFactory) 
         v1 = await s.client.get("/v1/models", params={"x": "1"})
         assert v1.status_code == 422
         assert v1.json()["error"]["param"] == "x"
+
+
+async def test_an_idempotency_key_outlives_a_restart_and_an_interrupted_job_runs_anew(
+    serve: ServeFactory,
+) -> None:
+    keyed = {"Idempotency-Key": "nightly-7"}
+    async with serve(shutdown_grace_s=0) as s:
+        done = await s.client.post("/execute", json={"prompt": "print once"}, headers=keyed)
+        await s.wait(done.json()["job_id"])
+        cut = {"Idempotency-Key": "cut-short"}
+        prompt = {"prompt": f"touch {s.path('a')}\nwait {s.path('go')}"}
+        first = (await s.client.post("/execute", json=prompt, headers=cut)).json()["job_id"]
+        await s.wait_file("a")
+        s.transport.app.state.service.begin_shutdown()  # type: ignore[attr-defined]
+        assert (await s.wait(first))["status"] == "interrupted"
+    s.path("go").touch()
+    async with serve() as s:
+        again = await s.client.post("/execute", json={"prompt": "print once"}, headers=keyed)
+        assert again.json()["job_id"] == done.json()["job_id"]
+        assert again.headers["Idempotent-Replayed"] == "true"
+        rerun = await s.client.post("/execute", json=prompt, headers=cut)
+        assert "Idempotent-Replayed" not in rerun.headers
+        assert rerun.json()["job_id"] != first
+        assert (await s.wait(rerun.json()["job_id"]))["status"] == "completed"

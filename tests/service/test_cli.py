@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -219,4 +221,50 @@ def test_store_lists_every_job_unless_asked_for_a_page(tmp_path: Path) -> None:
     assert len(everything) == 1_205
     page = store.list(JobStatus.queued, after_seq=everything[99].seq, limit=10)
     assert [job.id for job in page] == [f"j{n}" for n in range(100, 110)]
+    store.close()
+
+
+def test_a_job_database_of_the_first_release_gains_the_new_columns(tmp_path: Path) -> None:
+    path = tmp_path / "jobs.sqlite3"
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        db.execute(
+            "CREATE TABLE jobs (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT UNIQUE NOT NULL,"
+            " kind TEXT NOT NULL, status TEXT NOT NULL, prompt TEXT NOT NULL, agent TEXT NOT NULL,"
+            " model TEXT, ref TEXT, timeout_s REAL NOT NULL, metadata TEXT,"
+            " save_branch INTEGER NOT NULL, exit_code INTEGER, output TEXT NOT NULL DEFAULT '',"
+            " output_truncated INTEGER NOT NULL DEFAULT 0, stderr TEXT NOT NULL DEFAULT '',"
+            " error TEXT, queued_at REAL NOT NULL, started_at REAL, finished_at REAL,"
+            " workspace TEXT, pid INTEGER, pid_started REAL, diff TEXT, branch TEXT)"
+        )
+        db.execute(
+            "INSERT INTO jobs (id, kind, status, prompt, agent, timeout_s, save_branch, queued_at)"
+            " VALUES ('old', 'execute', 'queued', 'p', 'a', 1, 0, 1)"
+        )
+        db.commit()
+    store = JobStore(path)
+    old = store.get("old")
+    assert old is not None
+    assert (old.idem_key, old.messages) == (None, None)
+    store.add(
+        Job(
+            id="new",
+            kind="chat",
+            status=JobStatus.queued,
+            prompt="p",
+            agent="a",
+            model=None,
+            ref=None,
+            timeout_s=1,
+            metadata=None,
+            save_branch=False,
+            queued_at=time.time(),
+            idem_key="chat:k",
+            request_hash="h",
+            messages=[{"role": "user", "content": "p"}],
+        )
+    )
+    found = store.by_key("chat:k")
+    assert found is not None
+    assert found.messages == [{"role": "user", "content": "p"}]
+    assert [job.id for job in store.list(JobStatus.queued)] == ["old", "new"]
     store.close()

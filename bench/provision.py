@@ -73,7 +73,7 @@ from shoal import conninfo, naming, setups
 from shoal.conninfo import sqlalchemy_url
 from shoal.embedded import EmbeddedServer
 from shoal.namespace import fresh
-from shoal.pg import pool
+from shoal.pg import pool, verify
 from shoal.pg.slots import (
     LOCKS_PER_DDL,
     MAX_AUTO_SLOTS,
@@ -188,6 +188,8 @@ class Spec:
     timeout_s: float
     jitter_s: float
     ddl_slots: int | str
+    lock_capacity: int = 0
+    lock_footprint: int | None = None  # as shoal records it per fingerprint after a build
 
 
 @dataclass
@@ -266,12 +268,14 @@ def run_shoal(spec: Spec, metadata: MetaData, barrier: Any) -> WorkerResult:
         extensions=(),
         export_env=(),
         embedded=False,
+        lock_capacity=spec.lock_capacity,
+        lock_footprint=spec.lock_footprint,
     )
     schemas = WorkerSchemas(
         [target], spec.namespace, spec.worker, ddl_slots=spec.ddl_slots, pool=spec.mode == "pool"
     )
     schemas.check()  # as the plugin does, before the clock starts
-    schemas.prepare_pool()  # so does a worker's prepare()
+    schemas.prepare()  # so does a worker's prepare()
     started = start_clock(spec, barrier)
     try:
         schemas.provision()
@@ -505,6 +509,8 @@ def make_specs(
                 timeout_s=args.worker_timeout,
                 jitter_s=args.jitter,
                 ddl_slots=args.ddl_slots,
+                lock_capacity=target_capacity(server),
+                lock_footprint=None if args.no_footprint else args.footprint,
             )
             for number in range(scenario.workers)
         ]
@@ -693,8 +699,9 @@ def drop_leftovers(url: str, names: list[str], specs: list[Spec]) -> list[str]:
     return found
 
 
-def warm_up(server: Server, tables: int) -> tuple[float, int, int]:
-    """One create_all alone (seconds, locks held at commit) and its drop's lock count."""
+def warm_up(server: Server, tables: int) -> tuple[float, int, int, int]:
+    """One create_all alone (seconds, locks held at commit), its drop's lock count, and
+    shoal's estimate of the footprint (what it records per fingerprint after a build)."""
     metadata = build_metadata(tables)
     bound = conninfo.with_params(server.url, options=f"-c search_path={WARMUP_SCHEMA}")
     engine = create_engine(sqlalchemy_url(bound), poolclass=NullPool)
@@ -708,6 +715,8 @@ def warm_up(server: Server, tables: int) -> tuple[float, int, int]:
             metadata.create_all(conn)
             create_locks = int(conn.exec_driver_sql(count).scalar_one())
         elapsed = time.perf_counter() - started
+        with bench_connect(server.url, "footprint") as measuring:
+            estimate = verify.lock_footprint(measuring, WARMUP_SCHEMA)
         with engine.begin() as conn:
             conn.exec_driver_sql(f"DROP SCHEMA {WARMUP_SCHEMA} CASCADE")
             drop_locks = int(conn.exec_driver_sql(count).scalar_one())
@@ -715,7 +724,7 @@ def warm_up(server: Server, tables: int) -> tuple[float, int, int]:
         with engine.begin() as conn:
             conn.exec_driver_sql(f"DROP SCHEMA IF EXISTS {WARMUP_SCHEMA} CASCADE")
         engine.dispose()
-    return elapsed, create_locks, drop_locks
+    return elapsed, create_locks, drop_locks, estimate
 
 
 # -- reporting -----------------------------------------------------------------------------
@@ -875,6 +884,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--ddl-slots", type=parse_slots, default="auto", help="shoal mode's ddl_slots (N or auto)"
     )
+    parser.add_argument(
+        "--no-footprint",
+        action="store_true",
+        help="size auto DDL slots without a recorded footprint (a setup's first build)",
+    )
     parser.add_argument("--hold", type=float, default=1.0, help="seconds a worker keeps its schema")
     parser.add_argument("--worker-timeout", type=float, default=150.0, help="seconds per worker")
     parser.add_argument(
@@ -887,6 +901,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="runs per scenario and mode, pooled (order alternates)",
     )
     return parser.parse_args(argv)
+
+
+def target_capacity(server: Server) -> int:
+    return server.max_locks * (server.max_connections + server.max_prepared)
 
 
 def machine() -> str:
@@ -902,7 +920,17 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     print(f"machine: {machine()}", flush=True)
     warm = warm_up(server, args.tables)
-    print("\n".join(server_report(server, warm, args.tables, args.ddl_slots)), flush=True)
+    args.footprint = warm[3]
+    print("\n".join(server_report(server, warm[:3], args.tables, args.ddl_slots)), flush=True)
+    slots = slot_count(args.ddl_slots, target_capacity(server), args.footprint)
+    unknown = slot_count(args.ddl_slots, target_capacity(server))
+    used = "without it (--no-footprint)" if args.no_footprint else "with it"
+    print(
+        f"lock footprint of a {args.tables}-table build, as shoal records it: {warm[3]}"
+        f" (measured: {warm[1]} at create commit, {warm[2]} at drop); auto DDL slots with"
+        f" it: {slots}, without it: {unknown}; this run sizes them {used}",
+        flush=True,
+    )
     names = {WARMUP_SCHEMA}
     try:
         for index, scenario in enumerate(args.scenarios):

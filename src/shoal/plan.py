@@ -51,6 +51,8 @@ class Target:
     fingerprint: str | None = None
     server_version: int = 0  # server_version_num; 0 when not probed
     lock_capacity: int = 0  # locks per transaction * (connections + prepared)
+    # Locks a build of this setup takes, as the last recorded build measured it.
+    lock_footprint: int | None = None
 
     def __post_init__(self) -> None:
         if self.setup is not None and self.setup_spec is None:

@@ -20,7 +20,7 @@ from shoal.config import Settings
 from shoal.embedded import EmbeddedServer
 from shoal.errors import ExtensionUnavailable, ServerUnreachable, UsageError
 from shoal.namespace import Namespace
-from shoal.pg import schemas
+from shoal.pg import pool, schemas
 from shoal.pg.connect import admin_connect
 from shoal.pg.slots import control_url, lock_settings
 from shoal.plan import RunPlan, Target
@@ -168,17 +168,27 @@ def resolve_targets(
         database = settings.databases[name]
         scheme, url = conninfo.split_scheme(raw)
         key = f"databases.{name}.url"
+        setup = parsed[name]
+        fingerprint = (
+            setups.fingerprint(
+                setup, tail=settings.search_path_tail, extensions=database.extensions
+            )
+            if fingerprinted
+            else None
+        )
         try:
             with admin_connect(
                 url, naming.tool_label("probe"), timeout=settings.connect_timeout
             ) as conn:
                 version, capacity = probe(conn)
+                # What the last recorded build of this setup measured: the DDL slots
+                # are sized by it (a small schema need not queue behind a large one's).
+                footprint = pool.recorded_footprint(conn, fingerprint) if fingerprint else None
         except ServerUnreachable as exc:
             raise UsageError(key, conninfo.mask(raw), settings.source_of(key), str(exc)) from None
         cluster = conninfo.cluster_key(url)
         if cluster not in controls:
             controls[cluster] = control_url(url, settings.connect_timeout)
-        setup = parsed[name]
         targets.append(
             Target(
                 name=name,
@@ -189,15 +199,10 @@ def resolve_targets(
                 export_env=database.export_env,
                 embedded=embedded,
                 scheme=scheme,
-                fingerprint=(
-                    setups.fingerprint(
-                        setup, tail=settings.search_path_tail, extensions=database.extensions
-                    )
-                    if fingerprinted
-                    else None
-                ),
+                fingerprint=fingerprint,
                 server_version=version,
                 lock_capacity=capacity,
+                lock_footprint=footprint,
             )
         )
     return targets

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from shoal.pg.slots import slots_for_capacity
+from shoal.pg.slots import slot_count, slots_for_capacity
 
 
 @pytest.mark.parametrize(
@@ -35,3 +35,13 @@ def test_more_capacity_never_means_fewer_slots() -> None:
     assert counts == sorted(counts)
     assert counts[0] == 1
     assert counts[-1] == 8
+
+
+def test_a_small_setup_gets_more_slots_than_a_large_one_on_a_stock_server() -> None:
+    stock = 64 * 100  # PostgreSQL 15's defaults: 64 locks per transaction, 100 connections
+    assert slot_count("auto", stock) == 1  # unknown footprint: the 220-table figure
+    assert slot_count("auto", stock, 4000) == 1
+    assert slot_count("auto", stock, 60) == 8  # a 3-table schema (capped at 8)
+    assert slot_count("auto", stock, 400) == 8
+    assert slot_count("auto", stock, 1000) == 3
+    assert slot_count(2, stock, 60) == 2  # a configured count wins

@@ -38,7 +38,7 @@ from shoal.binding import DatabaseHandle
 from shoal.errors import SetupError
 from shoal.pg import schemas, verify
 from shoal.pg.connect import admin_connect
-from shoal.pg.slots import Lease
+from shoal.pg.slots import Lease, slot_count
 from shoal.plan import Target
 
 Conn = psycopg.Connection[tuple[Any, ...]]
@@ -143,6 +143,12 @@ def list_pool(conn: Conn, database: str) -> list[PoolSchema]:
             if entry is not None:
                 found.append(entry)
     return found
+
+
+def recorded_footprint(conn: Conn, fingerprint: str) -> int | None:
+    """The lock footprint a recorded build of ``fingerprint`` measured, if any."""
+    shape = recorded_shape(conn, fingerprint)
+    return shape.locks if shape is not None and shape.locks else None
 
 
 def recorded_shape(conn: Conn, fingerprint: str) -> verify.Shape | None:
@@ -416,7 +422,10 @@ def warm(
             return result
         # Lease before create (DESIGN invariant 4): the building schemas belong to this
         # namespace, live while the lease is held.
-        lease = Lease.open(target.control_url, namespace, "pool", ddl_slots, timeout)
+        slots: int | str = ddl_slots
+        if ddl_slots == "auto" and target.lock_capacity:
+            slots = slot_count("auto", target.lock_capacity, target.lock_footprint)
+        lease = Lease.open(target.control_url, namespace, "pool", slots, timeout)
         try:
             while (
                 len(result.built) < size

@@ -27,6 +27,8 @@ from shoal.pg.connect import admin_connect
 # of the same takes more at once. Budget half the lock table for concurrent DDL.
 LOCKS_PER_DDL = 4000
 MAX_AUTO_SLOTS = 8
+# No DDL counts as taking fewer locks than this: catalog rows, the schema itself.
+MIN_FOOTPRINT = 64
 # How often a held lease is checked (and re-opened after a server restart).
 KEEP_ALIVE_S = 2.0
 _FIRST_PAUSE_S = 0.01
@@ -74,11 +76,15 @@ def lock_settings(conn: psycopg.Connection[tuple[object, ...]]) -> LockSettings:
     return LockSettings(*(int(str(value)) for value in row))
 
 
-def slot_count(ddl_slots: int | str, lock_capacity: int) -> int:
-    """The configured count, or one derived from the server's lock table."""
+def slot_count(ddl_slots: int | str, lock_capacity: int, footprint: int | None = None) -> int:
+    """The configured count, or as many as half the server's lock table holds DDL of
+    this setup's lock ``footprint`` (measured when it was last built; unknown: the
+    4,000 locks of a 220-table schema). A 3-table schema does not queue behind the
+    slot count a 220-table one needs."""
     if isinstance(ddl_slots, int):
         return ddl_slots
-    return max(1, min(MAX_AUTO_SLOTS, lock_capacity // 2 // LOCKS_PER_DDL))
+    per_ddl = max(footprint or LOCKS_PER_DDL, MIN_FOOTPRINT)
+    return max(1, min(MAX_AUTO_SLOTS, lock_capacity // 2 // per_ddl))
 
 
 class Lease:

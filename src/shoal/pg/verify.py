@@ -90,24 +90,48 @@ class Shape:
 
     objects: int
     digest: str
+    locks: int = 0  # lock_footprint of the build
 
     def as_json(self) -> dict[str, object]:
-        return {"objects": self.objects, "digest": self.digest}
+        return {"objects": self.objects, "digest": self.digest, "locks": self.locks}
 
     @classmethod
     def from_json(cls, data: object) -> Shape | None:
         if not isinstance(data, dict):
             return None
         objects, digest = data.get("objects"), data.get("digest")
+        locks = data.get("locks")
         if isinstance(objects, int) and isinstance(digest, str):
-            return cls(objects, digest)
+            return cls(objects, digest, locks if isinstance(locks, int) else 0)
         return None
+
+
+_FOOTPRINT_SQL = """
+SELECT (SELECT count(*) FROM pg_class c WHERE c.relnamespace = n.oid)
+     + (SELECT count(*) FROM pg_type t WHERE t.typnamespace = n.oid)
+     + (SELECT count(*) FROM pg_constraint k WHERE k.connamespace = n.oid)
+     + (SELECT count(*) FROM pg_proc p WHERE p.pronamespace = n.oid)
+FROM pg_namespace n WHERE n.nspname = %(schema)s
+"""
+
+
+# Locks a DROP SCHEMA … CASCADE took per catalog object of the schema, measured on
+# PostgreSQL 15: 69 for 35 objects (3 tables), 5,286 for 2,682 (220 tables).
+LOCKS_PER_OBJECT = 2
+
+
+def lock_footprint(conn: Conn, schema: str) -> int:
+    """About how many locks building or dropping ``schema`` takes at once, from the
+    objects in it (relations with their indexes and toast tables, types, constraints,
+    functions): the drop, the larger of the two, takes two per object."""
+    row = conn.execute(_FOOTPRINT_SQL, {"schema": schema}).fetchone()
+    return LOCKS_PER_OBJECT * int(str(row[0])) if row else 0
 
 
 def shape(conn: Conn, schema: str) -> Shape:
     rows = sorted((str(a), str(b)) for a, b in conn.execute(_INSIDE_SQL, {"schema": schema}))
     digest = hashlib.sha256("\n".join(f"{k} {n}" for n, k in rows).encode()).hexdigest()
-    return Shape(objects=len(rows), digest=digest[:16])
+    return Shape(objects=len(rows), digest=digest[:16], locks=lock_footprint(conn, schema))
 
 
 def check(
@@ -148,7 +172,10 @@ def check(
             "or type. If it connects on its own, it went to another database (e.g. one "
             "named by a variable that is not in export_env)"
         )
-    if expected is not None and expected != built:
+    if expected is not None and (expected.objects, expected.digest) != (
+        built.objects,
+        built.digest,
+    ):
         raise SetupError(
             f"{what} built {built.objects} objects in schema {schema}, unlike an earlier "
             f"build of the same setup ({expected.objects} objects, another set of names): "

@@ -193,7 +193,10 @@ class WorkerSchemas:
             if slots == "auto" and target.lock_capacity:
                 from shoal.pg.slots import slot_count
 
-                slots = slot_count("auto", target.lock_capacity)
+                # The heaviest setup of the cluster's databases decides.
+                footprints = [t.lock_footprint for t in self.targets if t.cluster == target.cluster]
+                known = [f for f in footprints if f]
+                slots = slot_count("auto", target.lock_capacity, max(known) if known else None)
             lease = Lease.open(target.control_url, self.namespace, self.worker, slots, self.timeout)
             lease.keep_alive()  # held through the tests: seen live again after a restart
             self._leases[target.cluster] = lease

@@ -90,6 +90,7 @@ def agents(tmp_path: Path) -> dict[str, list[str]]:
         "stdin": [python, str(FAKE_AGENT)],
         "dump": [python, str(FAKE_AGENT), "--dump", str(dumps / "{job_id}"), "{prompt}"],
         "dump-stdin": [python, str(FAKE_AGENT), "--dump", str(dumps / "{job_id}")],
+        "dump-file": [python, str(FAKE_AGENT), "--dump", str(dumps / "{job_id}"), "@{prompt_file}"],
         # No interpreter to start: for tests where many jobs run at once on two cores.
         "tee": ["tee", "out.txt"],
     }

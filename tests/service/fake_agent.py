@@ -13,8 +13,8 @@
     copy SRC DST          copy file SRC (``~`` is this process's HOME) to DST
     exit CODE             exit with CODE
 
-``--dump PATH`` instead writes the prompt (the last argument, or stdin when there is none)
-to PATH byte for byte and does nothing else.
+``--dump PATH`` instead writes the prompt (the last argument, the file named by an
+``@FILE`` argument, or stdin when there is none) to PATH byte for byte and does nothing else.
 """
 
 from __future__ import annotations
@@ -27,7 +27,10 @@ from pathlib import Path
 
 
 def _dump(path: str, args: list[str]) -> None:
-    data = os.fsencode(args[0]) if args else sys.stdin.buffer.read()
+    if args and args[0].startswith("@"):
+        data = Path(args[0][1:]).read_bytes()
+    else:
+        data = os.fsencode(args[0]) if args else sys.stdin.buffer.read()
     Path(path).write_bytes(data)
 
 

@@ -109,10 +109,15 @@ async def test_a_prompt_too_long_for_one_argument_is_refused_or_sent_on_stdin(
         )
         assert chat.status_code == 422
         assert chat.json()["error"]["param"] == "messages"
-        job_id = await s.submit(prompt, agent="dump-stdin")
-        assert (await s.wait(job_id))["status"] == "completed"
-        assert (await s.client.get("/jobs")).json()["jobs"][0]["job_id"] == job_id
-    assert (tmp_path / "dumps" / job_id).read_text() == prompt
+        delivered = [await s.submit(prompt, agent=name) for name in ("dump-stdin", "dump-file")]
+        for job_id in delivered:
+            job = await s.wait(job_id)
+            assert job["status"] == "completed"
+            assert job["diff"]["files_changed"] == 0  # the prompt file is not in the checkout
+        jobs = (await s.client.get("/jobs")).json()["jobs"]
+        assert [job["job_id"] for job in jobs] == delivered
+    for job_id in delivered:
+        assert (tmp_path / "dumps" / job_id).read_text() == prompt
 
 
 async def test_ref_and_model_refuse_a_trailing_newline(serve: ServeFactory) -> None:

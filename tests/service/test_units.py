@@ -10,7 +10,7 @@ import pytest
 
 from shoal.service.models import JobStatus
 from shoal.service.queue import QueueFull, Scheduler
-from shoal.service.runner import render_argv
+from shoal.service.runner import MAX_ARG_BYTES, argv_problem, render_argv
 from shoal.service.store import Job, JobStore
 
 pytestmark = pytest.mark.anyio
@@ -77,3 +77,20 @@ def test_placeholders_are_filled_once_and_the_prompt_is_one_argument() -> None:
     )
     assert argv == ["agent", "--model", "{prompt}"]
     assert on_stdin
+
+
+def test_prompt_file_and_stdin_json_are_placeholders_not_arguments() -> None:
+    argv, on_stdin = render_argv(
+        ["agent", "--message-file", "{prompt_file}"],
+        prompt="p",
+        model="m",
+        job_id="j",
+        prompt_file="/jobs/j/prompt.txt",
+    )
+    assert (argv, on_stdin) == (["agent", "--message-file", "/jobs/j/prompt.txt"], False)
+    argv, on_stdin = render_argv(["agent", "{stdin_json}", "-q"], prompt="p", model="m", job_id="j")
+    assert (argv, on_stdin) == (["agent", "-q"], True)
+    assert argv_problem(["agent", "x" * MAX_ARG_BYTES]) is None
+    problem = argv_problem(["agent", "é" * (MAX_ARG_BYTES // 2 + 1)])
+    assert problem is not None
+    assert f"{MAX_ARG_BYTES // 2 * 2 + 2} bytes" in problem

@@ -16,7 +16,7 @@ import psutil
 
 from shoal.service.models import JobStatus
 from shoal.service.output import Live, Outputs
-from shoal.service.runner import Outcome, Process, render_argv, takes_json
+from shoal.service.runner import Outcome, Process, render_argv, takes_file, takes_json
 from shoal.service.settings import ENV_PREFIX, ServeSettings
 from shoal.service.store import Job, JobStore
 from shoal.service.workspaces import Workspace, WorkspaceError, Workspaces
@@ -103,8 +103,17 @@ class Execution:
         if cancel.is_set():
             return {"status": JobStatus.cancelled}
         template = self._settings.agents[job.agent]
+        prompt_file = space.root / "prompt.txt"  # beside the checkout: never in its diff
+        if takes_file(template):
+            descriptor = os.open(prompt_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+                handle.write(job.prompt)
         argv, on_stdin = render_argv(
-            template, prompt=job.prompt, model=job.model or job.agent, job_id=job.id
+            template,
+            prompt=job.prompt,
+            model=job.model or job.agent,
+            job_id=job.id,
+            prompt_file=str(prompt_file),
         )
         stdin = stdin_json(job) if takes_json(template) else job.prompt
         try:

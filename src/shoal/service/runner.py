@@ -26,29 +26,35 @@ class Outcome:
     cancelled: bool
 
 
-_PLACEHOLDER = re.compile(r"\{(prompt|model|job_id)\}")
+_PLACEHOLDER = re.compile(r"\{(prompt|prompt_file|model|job_id)\}")
+PROMPT_FILE = "{prompt_file}"
 # Linux caps one argument at 32 pages (MAX_ARG_STRLEN, its NUL included): a longer one
 # fails the exec with E2BIG, after the checkout was made.
 MAX_ARG_BYTES = 32 * 4096 - 1
 
 
 def render_argv(
-    template: Sequence[str], *, prompt: str, model: str, job_id: str
+    template: Sequence[str], *, prompt: str, model: str, job_id: str, prompt_file: str = ""
 ) -> tuple[list[str], bool]:
     """The argv for one job, and whether the prompt goes on stdin.
 
     One pass over each argument, so text that came in (a prompt holding ``{model}``) is
     never substituted again, and other braces in the template are left alone. A
     ``{stdin_json}`` argument is a marker, not an argument: stdin carries the request as
-    JSON instead of the plain prompt.
+    JSON instead of the plain prompt. ``{prompt_file}`` is the path of a file holding the
+    prompt, for agents that read it from there (no length limit, nothing on stdin).
     """
-    values = {"prompt": prompt, "model": model, "job_id": job_id}
+    values = {"prompt": prompt, "model": model, "job_id": job_id, "prompt_file": prompt_file}
     argv = [
         _PLACEHOLDER.sub(lambda m: values[m.group(1)], part)
         for part in template
         if part != STDIN_JSON
     ]
-    return argv, not any(PROMPT in part for part in template)
+    return argv, not any(PROMPT in part or PROMPT_FILE in part for part in template)
+
+
+def takes_file(template: Sequence[str]) -> bool:
+    return any(PROMPT_FILE in part for part in template)
 
 
 def takes_json(template: Sequence[str]) -> bool:

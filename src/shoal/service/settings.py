@@ -57,8 +57,9 @@ class ServeSettings(BaseSettings):
     repo: str = Field(description="repository path or URL the jobs check out")
     agents: dict[str, tuple[str, ...]] = Field(
         description="agent name → argv template; `{prompt}` in an argument passes the prompt "
-        "there, otherwise it goes on stdin (as JSON with the whole conversation when an "
-        "argument is `{stdin_json}`); `{model}` and `{job_id}` are substituted too",
+        "there, `{prompt_file}` the path of a file holding it, otherwise it goes on stdin (as "
+        "JSON with the whole conversation when an argument is `{stdin_json}`); `{model}` and "
+        "`{job_id}` are substituted too",
     )
     default_agent: str | None = Field(
         default=None, description="agent for requests that name none (default: the first)"

@@ -68,7 +68,7 @@ def argv_problem(argv: Sequence[str]) -> str | None:
         if size > MAX_ARG_BYTES:
             return (
                 f"makes a command-line argument of {size} bytes; Linux takes at most "
-                f"{MAX_ARG_BYTES} in one argument (use an agent that reads the prompt on stdin)"
+                f"{MAX_ARG_BYTES} in one argument (pass it on stdin or with {{prompt_file}})"
             )
     total = sum(len(part.encode("utf-8", "surrogateescape")) + 1 for part in argv)
     total += sum(len(k) + len(v) + 2 for k, v in os.environ.items())

@@ -248,3 +248,22 @@ async def test_checkouts_run_at_most_checkout_concurrency_at_once(
     counts = [int(line) for line in log.read_text().split()]
     assert len(counts) == 6
     assert max(counts) == 2
+
+
+async def test_a_failing_prepare_command_is_not_retried_in_a_loop(
+    serve: ServeFactory, tmp_path: Path
+) -> None:
+    runs = tmp_path / "prepare-runs"
+    script = f"open({str(runs)!r}, 'a').write('x'); raise SystemExit(3)"
+    async with serve(pool_size=2, prepare=[sys.executable, "-c", script]) as s:
+        deadline = time.monotonic() + 20
+        while not runs.exists():  # the pool's first build
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.02)
+        job = await s.wait(await s.submit("print x"))
+        await asyncio.sleep(0.5)
+        assert spaces_of(s).pool.ready() == 0
+    assert job["status"] == "failed"
+    assert "prepare command exited 3" in job["error"]
+    # One try by the pool, one by the job: the job's checkout woke the pool, which waited.
+    assert runs.read_text() == "xx"

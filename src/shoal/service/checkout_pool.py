@@ -26,6 +26,7 @@ import os
 import secrets
 import shutil
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -34,6 +35,7 @@ from shoal.service.git import Processes, WorkspaceError
 log = logging.getLogger("shoal.serve")
 Build = Callable[[Path, str, Processes], None]
 BUILDING = ".build-"
+MAX_BACKOFF_S = 300.0
 
 
 def pool_key(*parts: object) -> str:
@@ -87,6 +89,8 @@ class CheckoutPool:
         self._woken = False
         self._target: str | None = None
         self._entry_bytes = 0  # of the last entry built: what one more would cost
+        self._failures = 0  # builds failed in a row (e.g. the prepare command fails)
+        self._retry_at = 0.0
         self._processes = Processes()
         self._thread: threading.Thread | None = None
         self.claimed = 0
@@ -203,10 +207,13 @@ class CheckoutPool:
             built = False
             try:
                 built = self._fill_one()
+                self._failures = 0 if built else self._failures
             except (WorkspaceError, OSError) as exc:
                 if not self._processes.stopped:
+                    self._failed()
                     log.warning("checkout pool: could not build a checkout: %s", exc)
             except Exception:  # a bug: say so, and keep deleting and serving what is there
+                self._failed()
                 log.exception("checkout pool: building a checkout failed")
             if built:
                 continue
@@ -214,6 +221,12 @@ class CheckoutPool:
                 if not self._woken and not self._processes.stopped:
                     self._wake.wait(self._period_s)
                 self._woken = False
+
+    def _failed(self) -> None:
+        # What failed once will likely fail again: back off to one try in 5 minutes.
+        self._failures += 1
+        backoff = min(self._period_s * 2 ** min(self._failures, 10), MAX_BACKOFF_S)
+        self._retry_at = time.monotonic() + backoff
 
     def _capacity(self) -> int:
         if self.max_bytes <= 0:
@@ -226,7 +239,7 @@ class CheckoutPool:
         target = self._target
         if self.size == 0 or target is None or self.ready() >= self._capacity():
             return False
-        if not self._may_build():
+        if not self._may_build() or time.monotonic() < self._retry_at:
             return False
         nonce = secrets.token_hex(6)
         building = self.root / f"{BUILDING}{nonce}"

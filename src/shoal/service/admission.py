@@ -44,7 +44,7 @@ class Admission:
         self,
         settings: ServeSettings,
         store: JobStore,
-        scheduler: Scheduler,
+        scheduler: Scheduler[Job],
         outputs: Outputs,
         callers: Callers,
     ) -> None:

@@ -11,19 +11,24 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Protocol
+from typing import Generic, Protocol, TypeVar
 
-if TYPE_CHECKING:
-    from shoal.service.store import Job
 
-Run = Callable[["Job"], Awaitable[None]]
+class Identified(Protocol):
+    @property
+    def id(self) -> str: ...
+
+
+# What the line holds: the job store's records on one host (kept apart from the store,
+# so that the store depends on this protocol and not the other way round).
+Job = TypeVar("Job", bound=Identified)
 
 
 class QueueFull(Exception):
     """Running + queued jobs already reach the depth limit."""
 
 
-class JobQueue(Protocol):
+class JobQueue(Protocol[Job]):
     def enqueue(self, job: Job, *, max_depth: int) -> int:
         """Put ``job`` at the end of the line; its position (1 = next to start).
 
@@ -44,10 +49,12 @@ class JobQueue(Protocol):
         """How many jobs wait."""
 
 
-class Scheduler:
+class Scheduler(Generic[Job]):
     """``capacity`` slots on this host, filled from the queue in its order."""
 
-    def __init__(self, queue: JobQueue, run: Run, *, capacity: int) -> None:
+    def __init__(
+        self, queue: JobQueue[Job], run: Callable[[Job], Awaitable[None]], *, capacity: int
+    ) -> None:
         self.queue = queue
         self._run = run
         self.capacity = capacity

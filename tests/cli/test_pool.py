@@ -61,7 +61,9 @@ def test_warm_status_ps_clear(pooled: tuple[Path, str]) -> None:
 
     shown = CliRunner().invoke(ps_command, ["--json"])
     assert shown.exit_code == 0, shown.output
-    (count,) = json.loads(shown.output)["pool"]
+    counts = json.loads(shown.output)["pool"]
+    assert len(counts) == 1, counts
+    (count,) = counts
     assert count["database"] == "app"
     assert count["fingerprint"] == row["fingerprint"][: naming.POOL_FINGERPRINT_CHARS]
     assert count["ready"] == 2

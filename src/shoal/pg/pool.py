@@ -487,20 +487,32 @@ def decide(
     if not complete:
         return "active_detection_incomplete"
     age = None if entry.created is None or now is None else (now - entry.created).total_seconds()
-    foreign = project is not None and entry.project != project
-    if entry.state == "ready" and foreign:
-        if policy == "clear" or age is None or age < foreign_after_s:
-            return "pool_foreign"
-    elif entry.state == "ready":
-        if policy == "sweep" and current is None:
-            return "pool_fingerprint_unknown"
-        if policy == "sweep" and current is not None and entry.fingerprint in current:
-            return "pool_current"
-    elif entry.namespace is None or entry.namespace in live:
-        return "live"
-    if policy == "sweep" and age is not None and age < grace_s:
+    if entry.state == "ready":
+        reason = _ready_stays(entry, policy, current, project, age, foreign_after_s)
+    else:
+        reason = "live" if entry.namespace is None or entry.namespace in live else None
+    if reason is None and policy == "sweep" and age is not None and age < grace_s:
         return "too_young"
-    return None
+    return reason
+
+
+def _ready_stays(
+    entry: PoolSchema,
+    policy: Policy,
+    current: frozenset[str] | None,
+    project: str | None,
+    age: float | None,
+    foreign_after_s: float,
+) -> Reason | None:
+    """Why a ready pool schema stays (see :func:`decide`), or None."""
+    if project is not None and entry.project != project:
+        unused_long = policy == "sweep" and age is not None and age >= foreign_after_s
+        return None if unused_long else "pool_foreign"
+    if policy == "clear":
+        return None
+    if current is None:
+        return "pool_fingerprint_unknown"
+    return "pool_current" if entry.fingerprint in current else None
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""shoal.pg.conninfo: masking, parsing and rebuilding libpq connection strings."""
+"""shoal.conninfo: masking, parsing and rebuilding libpq connection strings."""
 
 from __future__ import annotations
 

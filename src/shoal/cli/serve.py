@@ -8,8 +8,8 @@ from typing import Any
 
 import click
 
+from shoal.conninfo import mask
 from shoal.errors import UsageError
-from shoal.pg.conninfo import mask
 from shoal.service.settings import TOKEN_ENV, load_serve_settings
 
 

@@ -13,8 +13,8 @@ import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from shoal.conninfo import mask
 from shoal.errors import ShoalError
-from shoal.pg.conninfo import mask
 from shoal.service.runner import kill_group
 
 _GIT_ENV = {"GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "", "SSH_ASKPASS": ""}

@@ -24,8 +24,8 @@ from pydantic_settings import (
     SettingsError,
 )
 
+from shoal.conninfo import mask
 from shoal.errors import ConfigError, UsageError
-from shoal.pg.conninfo import mask
 
 ENV_PREFIX = "SHOAL_SERVE_"
 TOKEN_ENV = ENV_PREFIX + "TOKEN"

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from shoal.pg.conninfo import mask
+from shoal.conninfo import mask
 from shoal.service.checkout_pool import CheckoutPool, pool_key
 from shoal.service.git import Processes, WorkspaceError, git, run
 

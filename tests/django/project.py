@@ -28,15 +28,20 @@ def _record_binding(django_db_setup, django_db_blocker):
     worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
     with django_db_blocker.unblock():
         for alias in ("default", "ledger"):
+            if not str(connections[alias].settings_dict["NAME"]).startswith("test_"):
+                continue  # no test of this run uses it: Django did not set it up
             with connections[alias].cursor() as cursor:
                 cursor.execute(
                     "SELECT current_database(), current_schemas(false),"
-                    " current_setting('application_name')"
+                    " current_setting('application_name'),"
+                    " (SELECT obj_description(oid, 'pg_namespace') FROM pg_namespace"
+                    "  WHERE nspname = current_schema())"
                 )
-                database, schemas, label = cursor.fetchone()
+                database, schemas, label, owner = cursor.fetchone()
             with open(out / f"{worker}.jsonl", "a") as fh:
                 fh.write(json.dumps({"alias": alias, "database": database,
-                                     "schemas": list(schemas), "label": label}) + "\\n")
+                                     "schemas": list(schemas), "label": label,
+                                     "owner": owner}) + "\\n")
 """
 
 
@@ -54,8 +59,12 @@ class DjangoProject:
     def start(self, *args: str, env: dict[str, str] | None = None) -> object:
         return inner.start(self.root, *args, env={**self.env, **(env or {})})
 
-    def run_together(self, runs: int, *args: str, env: dict[str, str] | None = None) -> list[inner.InnerRun]:
-        procs = [inner.start(self.root, *args, env={**self.env, **(env or {})}) for _ in range(runs)]
+    def run_together(
+        self, runs: int, *args: str, env: dict[str, str] | None = None
+    ) -> list[inner.InnerRun]:
+        procs = [
+            inner.start(self.root, *args, env={**self.env, **(env or {})}) for _ in range(runs)
+        ]
         return [inner.finish(self.root, proc) for proc in procs]
 
     def catalog(self, database: str, like: str = "%") -> list[str]:

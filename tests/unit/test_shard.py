@@ -231,3 +231,10 @@ def test_a_merge_of_unsharded_runs_keeps_them_all() -> None:
     chosen = shard.choose(runs, ["a", "b"])
     assert chosen.runs == tuple(runs)
     assert chosen.labels == ("a", "b")
+
+
+def test_a_report_written_before_sharding_reads_as_no_shard() -> None:
+    written = run("2/3", [1.0], 1.0).model_dump(mode="json")
+    assert written["shard"] == "2/3"
+    del written["shard"]
+    assert RunReport.model_validate(written).shard is None

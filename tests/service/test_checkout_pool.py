@@ -267,3 +267,25 @@ async def test_a_failing_prepare_command_is_not_retried_in_a_loop(
     assert "prepare command exited 3" in job["error"]
     # One try by the pool, one by the job: the job's checkout woke the pool, which waited.
     assert runs.read_text() == "xx"
+
+
+async def test_prepared_entries_and_an_old_home_template_are_not_taken_after_a_restart(
+    serve: ServeFactory, tmp_path: Path
+) -> None:
+    template = tmp_path / "home-template"
+    template.mkdir()
+    (template / "config").write_text("one\n")
+    prepare = [sys.executable, "-c", "pass"]
+    async with serve(pool_size=1, home_template=template, prepare=prepare) as s:
+        (before,) = await pool_ready(s, 1)
+    async with serve(pool_size=1, home_template=template, prepare=prepare) as s:
+        (after,) = await pool_ready(s, 1)
+        assert not before.exists()  # what the old process's prepare did is not trusted
+    async with serve(pool_size=1, home_template=template) as s:
+        (kept,) = await pool_ready(s, 1)
+    (template / "config").write_text("two, longer\n")
+    async with serve(pool_size=1, home_template=template) as s:
+        (fresh,) = await pool_ready(s, 1)
+        assert not kept.exists()
+        assert (fresh / "home" / "config").read_text() == "two, longer\n"
+    assert after != before

@@ -10,8 +10,11 @@ An entry gets its ready name only by the rename that ends its build, and a job t
 by renaming it to ``jobs/<id>``. Both renames are atomic, so no half-built entry is ever
 taken and no two jobs get the same one; a job that finds none makes its own checkout.
 ``key`` fingerprints what an entry was built with besides the commit (sparse paths,
-prepare command, HOME template) and the machine's boot: after a reboot an entry may hold
-files the kernel never wrote out, so entries from before one no longer match and go.
+prepare command, the HOME template's files) and the machine's boot: after a reboot an
+entry may hold files the kernel never wrote out, so entries from before one no longer
+match and go. With a prepare command the key is new in every process: what the command
+did depends on things no fingerprint sees (its scripts, keys, the network), so only
+entries prepared by this process are taken, and a restart builds the pool anew.
 
 One thread builds the entries, one at a time, and only while no job waits for a
 checkout slot: building is CPU work (2,000 files: ~0.2 s of a core), and a job's own
@@ -20,6 +23,7 @@ checkout comes first. The same thread deletes removed checkouts, off the jobs' p
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -45,6 +49,20 @@ def pool_key(*parts: object) -> str:
     except OSError:  # not Linux: entries survive a reboot there, as they would a crash
         boot = ""
     return hashlib.sha256(repr((boot, *parts)).encode()).hexdigest()[:12]
+
+
+def tree_stamp(root: Path | None) -> list[tuple[str, int, int]]:
+    """Path, size and mtime of every file under ``root``: changes when its content does."""
+    if root is None:
+        return []
+    stamp = []
+    for folder, _, names in os.walk(root):
+        for name in sorted(names):
+            path = os.path.join(folder, name)
+            with contextlib.suppress(OSError):
+                info = os.lstat(path)
+                stamp.append((os.path.relpath(path, root), info.st_size, info.st_mtime_ns))
+    return sorted(stamp)
 
 
 def disk_bytes(root: Path) -> int:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import secrets
 import shutil
 import subprocess
 import threading
@@ -35,7 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from shoal.conninfo import mask
-from shoal.service.checkout_pool import CheckoutPool, pool_key
+from shoal.service.checkout_pool import CheckoutPool, pool_key, tree_stamp
 from shoal.service.git import Processes, WorkspaceError, git, run
 
 if TYPE_CHECKING:
@@ -126,7 +127,13 @@ class Workspaces:
             state_dir / "trash",
             size=pool_size,
             max_bytes=pool_max_bytes,
-            key=pool_key(self.sparse_paths, self._prepare, str(home_template or "")),
+            key=pool_key(
+                self.sparse_paths,
+                self._prepare,
+                tree_stamp(home_template),
+                # See checkout_pool: prepared entries are never taken by another process.
+                secrets.token_hex(8) if self._prepare else "",
+            ),
             build=self._build_entry,
             tick=lambda: self.refresh(every=max(self._refresh_s, POOL_PERIOD_S)),
             may_build=lambda: self._waiting == 0,

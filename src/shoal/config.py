@@ -7,20 +7,17 @@ Every value remembers which layer it came from, so an error can say where to fix
 
 from __future__ import annotations
 
-import json
 import os
 import tomllib
-import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
 from shoal import conninfo, naming
 from shoal.errors import ConfigError, UsageError
-from shoal.words import did_you_mean, validation_message
+from shoal.layers import Layers, environment, environment_source
 
 DEFAULT_DATABASE = "default"
 POOL_SIZE_MAX = 64  # ready schemas per database: a refill builds at most this many
@@ -53,16 +50,13 @@ class DatabaseConfig(BaseModel):
     @field_validator("export_env", "extensions", mode="before")
     @classmethod
     def _one_or_many(cls, value: object) -> object:
-        # `export_env = "DATABASE_URL"` means the one variable, not its characters.
-        return (value,) if isinstance(value, str) else value
+        return words(value)
 
 
-class Settings(BaseSettings):
+class Settings(BaseModel):
     """Everything shoal can be told. Build it with :func:`load_settings`."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="SHOAL_", env_nested_delimiter="__", frozen=True, extra="forbid"
-    )
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     databases: dict[str, DatabaseConfig] = Field(
         default_factory=lambda: {DEFAULT_DATABASE: DatabaseConfig()},
@@ -110,7 +104,7 @@ class Settings(BaseSettings):
     @field_validator("search_path_tail", mode="before")
     @classmethod
     def _tail(cls, value: object) -> object:
-        return (value,) if isinstance(value, str) else value
+        return words(value)
 
     @field_validator("ddl_slots", mode="before")
     @classmethod
@@ -131,7 +125,13 @@ class Settings(BaseSettings):
 
     def source_of(self, key: str) -> str:
         """Where the value at dotted ``key`` came from (longest known prefix wins)."""
-        return _source_for(self._sources, key)
+        parts = key.split(".")
+        while parts:
+            found = self._sources.get(".".join(parts))
+            if found is not None:
+                return found
+            parts.pop()
+        return "default"
 
     def sources(self) -> dict[str, str]:
         """Every dotted key given by a layer → that layer."""
@@ -176,106 +176,23 @@ def _read_pyproject(path: Path) -> dict[str, Any]:
     return table
 
 
-# SHOAL_* variables that are not settings: what shoal passes between its own processes.
-_NOT_SETTINGS = ("SHOAL_NAMESPACE", "SHOAL_RUNNER", "SHOAL_PLAN", "SHOAL_REFILL_LOG")
+# SHOAL_* variables that are not settings of this loader: what shoal passes between its
+# own processes, `shoal serve`'s settings, options read where they are used.
+_NOT_SETTINGS = (
+    "SHOAL_NAMESPACE",
+    "SHOAL_RUNNER",
+    "SHOAL_PLAN",
+    "SHOAL_REFILL_LOG",
+    "SHOAL_SERVE_",
+    "SHOAL_SHARD",
+    "SHOAL_TEST_",
+)
 
 
-def _read_env(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """``SHOAL_<KEY>`` and ``SHOAL_DATABASES__<NAME>__<KEY>`` variables, as settings values.
-
-    A list may be JSON (``["public", "ext"]``) or plain words (``public,ext``); the
-    databases table is JSON. A value that cannot be read is an error naming the variable.
-    """
-    environ = os.environ if environ is None else environ
-    values: dict[str, Any] = {}
-    for variable, raw in environ.items():
-        if not variable.startswith("SHOAL_"):
-            continue
-        path = variable.removeprefix("SHOAL_").lower().split("__")
-        if path[0] not in Settings.model_fields or path[0] == "project_root":
-            continue
-        model = DatabaseConfig if path[0] == "databases" and len(path) == 3 else Settings
-        kind = (
-            typing.get_origin(model.model_fields[path[-1]].annotation)
-            if path[-1] in model.model_fields
-            else None
-        )
-        target = values
-        for part in path[:-1]:
-            target = target.setdefault(part, {})
-        target[path[-1]] = _decode(variable, raw, kind)
-    _refuse_near_misses(environ)
-    return values
-
-
-def _decode(variable: str, raw: str, kind: object) -> Any:
-    if kind is dict or (kind is tuple and raw.lstrip().startswith("[")):
-        try:
-            return json.loads(raw)
-        except ValueError:
-            example = (
-                '{"app": {"url": "postgresql://localhost/app"}}' if kind is dict else '["public"]'
-            )
-            problem = UsageError(
-                variable.removeprefix("SHOAL_").lower().replace("__", "."),
-                raw,
-                f"environment {variable}",
-                f"expected JSON, e.g. {example}",
-            )
-            raise ConfigError([problem]) from None
-    if kind is tuple:
-        return tuple(raw.replace(",", " ").split())
-    return raw
-
-
-def _refuse_near_misses(environ: Mapping[str, str]) -> None:
-    """A SHOAL_* variable one typo away from a setting is a mistake, not someone else's."""
-    names = [f"SHOAL_{name.upper()}" for name in Settings.model_fields if name != "project_root"]
-    problems = []
-    for variable, value in environ.items():
-        head = variable.split("__")[0]
-        if not variable.startswith("SHOAL_") or head in names or head in _NOT_SETTINGS:
-            continue
-        hint = did_you_mean(head, names)
-        if hint:
-            problems.append(
-                UsageError(variable, value, f"environment {variable}", f"not a setting{hint}")
-            )
-    if problems:
-        raise ConfigError(problems)
-
-
-def _record(
-    sources: dict[str, str], values: Mapping[str, Any], source: str, prefix: str = ""
-) -> None:
-    for key, value in values.items():
-        dotted = f"{prefix}{key}"
-        if source == "environment":
-            sources[dotted] = "environment SHOAL_" + dotted.replace(".", "__").upper()
-        else:
-            sources[dotted] = source
-        if isinstance(value, Mapping):
-            _record(sources, value, source, f"{dotted}.")
-
-
-def _merge(base: dict[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in top.items():
-        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
-            merged[key] = _merge(dict(merged[key]), value)
-        else:
-            merged[key] = value
-    return merged
-
-
-def _value_at(values: Mapping[str, Any], loc: tuple[int | str, ...]) -> Any:
-    current: Any = values
-    for part in loc:
-        if isinstance(current, Mapping) and part in current:
-            current = current[part]
-        else:
-            return None
-    return current
+def words(value: object) -> object:
+    """A plain string as the list it names: ``"public, ext"`` → ``("public", "ext")``;
+    ``export_env = "DATABASE_URL"`` means the one variable, not its characters."""
+    return tuple(value.replace(",", " ").split()) if isinstance(value, str) else value
 
 
 def load_settings(
@@ -286,77 +203,35 @@ def load_settings(
     project_root: Path | None = None,
 ) -> Settings:
     """Build the settings from every layer, or raise ConfigError naming each bad value."""
-    layers: list[tuple[str, Mapping[str, Any]]] = []
+    layers = Layers()
     if pyproject is not None:
-        layers.append((f"{pyproject.name} [tool.shoal]", _read_pyproject(pyproject)))
+        layers.add(_read_pyproject(pyproject), f"{pyproject.name} [tool.shoal]")
     if ini:
-        layers.append(("pytest ini", {k: v for k, v in ini.items() if v is not None}))
-    layers.append(("environment", _read_env()))
+        layers.add(ini, "pytest ini")
+    env = environment(
+        "SHOAL_",
+        Settings,
+        os.environ,
+        tables={"databases": DatabaseConfig},
+        not_settings=_NOT_SETTINGS,
+        examples={"databases": '{"app": {"url": "postgresql://localhost/app"}}'},
+    )
+    env.pop("project_root", None)
+    layers.add(env, environment_source("SHOAL_"))
     if flags:
-        layers.append(("command line", {k: v for k, v in flags.items() if v is not None}))
-
-    merged: dict[str, Any] = {}
-    sources: dict[str, str] = {}
-    for label, values in layers:
-        merged = _merge(merged, values)
-        _record(sources, values, label)
-
+        layers.add(flags, "command line")
     root = project_root or (pyproject.parent if pyproject else Path.cwd())
-    try:
-        # init kwargs only: the layers above already include the environment.
-        settings = _Validated(**merged, project_root=root)
-    except ValidationError as exc:
-        raise ConfigError(_problems(exc, merged, sources)) from None
-    settings._sources.update(sources)
+    settings = layers.validate(Settings, known=_known_keys, extra={"project_root": root})
+    settings._sources.update(layers.sources)
     _check_semantics(settings)
     return settings
 
 
-class _Validated(Settings):
-    """Settings validated from explicit values only (no second read of the environment)."""
-
-    @classmethod
-    def settings_customise_sources(cls, settings_cls, init_settings, *args, **kwargs):  # type: ignore[no-untyped-def]
-        return (init_settings,)
-
-
-def _problems(
-    exc: ValidationError, values: Mapping[str, Any], sources: Mapping[str, str]
-) -> list[UsageError]:
-    # pydantic reports one error per union member, with the member's type in the location;
-    # keep the part of the location that exists in the input and join the messages.
-    grouped: dict[tuple[int | str, ...], list[str]] = {}
-    for error in exc.errors():
-        loc = tuple(error["loc"])
-        while loc and _value_at(values, loc) is None and len(loc) > 1:
-            loc = loc[:-1]
-        known = _known_keys(loc)
-        message = validation_message(error, known)
-        grouped.setdefault(loc, [])
-        if message not in grouped[loc]:
-            grouped[loc].append(message)
-    problems = []
-    for loc, messages in grouped.items():
-        key = ".".join(str(p) for p in loc)
-        value = _value_at(values, loc)
-        problems.append(UsageError(key, value, _source_for(sources, key), "; or ".join(messages)))
-    return problems
-
-
 def _known_keys(loc: tuple[int | str, ...]) -> list[str]:
     """The keys that could have been meant at ``loc``: a database's, or the top level's."""
-    fields = DatabaseConfig.model_fields if len(loc) >= 3 and loc[0] == "databases" else None
-    return list((fields or Settings.model_fields).keys())
-
-
-def _source_for(sources: Mapping[str, str], key: str) -> str:
-    parts = key.split(".")
-    while parts:
-        found = sources.get(".".join(parts))
-        if found is not None:
-            return found
-        parts.pop()
-    return "default"
+    nested = len(loc) >= 3 and loc[0] == "databases"
+    fields = DatabaseConfig.model_fields if nested else Settings.model_fields
+    return [name for name in fields if name != "project_root"]
 
 
 def _check_semantics(settings: Settings) -> None:

@@ -8,24 +8,17 @@ a token on the command line would be visible to every user in ``ps``.
 from __future__ import annotations
 
 import ipaddress
-import json
 import os
 import shlex
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import (
-    BaseSettings,
-    EnvSettingsSource,
-    NoDecode,
-    SettingsConfigDict,
-    SettingsError,
-)
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from shoal.conninfo import mask
 from shoal.errors import ConfigError, UsageError
+from shoal.layers import Layers, environment, environment_source
 
 ENV_PREFIX = "SHOAL_SERVE_"
 TOKEN_ENV = ENV_PREFIX + "TOKEN"
@@ -49,10 +42,10 @@ def parse_argv(template: object) -> tuple[str, ...]:
     return tuple(parts)
 
 
-class ServeSettings(BaseSettings):
+class ServeSettings(BaseModel):
     """Everything ``shoal serve`` can be told. Build it with :func:`load_serve_settings`."""
 
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     repo: str = Field(description="repository path or URL the jobs check out")
     agents: dict[str, tuple[str, ...]] = Field(
@@ -99,7 +92,7 @@ class ServeSettings(BaseSettings):
     checkout_concurrency: int | None = Field(
         default=None, ge=1, le=64, description="checkouts made at once (default: CPU cores)"
     )
-    sparse_paths: Annotated[tuple[str, ...] | None, NoDecode] = Field(
+    sparse_paths: tuple[str, ...] | None = Field(
         default=None,
         description="directories each checkout holds, comma-separated (git sparse-checkout, "
         "cone mode: top-level files always come along); default: the whole tree",
@@ -131,7 +124,7 @@ class ServeSettings(BaseSettings):
         ge=0,
         description="on SIGTERM, running jobs get this long to finish before they are interrupted",
     )
-    cors_origins: Annotated[tuple[str, ...], NoDecode] = Field(
+    cors_origins: tuple[str, ...] = Field(
         default=(),
         description="browser origins allowed to call the API, comma-separated (default: none, "
         "CORS off)",
@@ -210,52 +203,32 @@ def _flag_name(key: str) -> str:
 
 def load_serve_settings(flags: Mapping[str, Any] | None = None) -> ServeSettings:
     """Settings from flags over ``SHOAL_SERVE_*`` over defaults, or ConfigError naming each."""
-    try:
-        env = dict(EnvSettingsSource(ServeSettings)())
-    except SettingsError:
-        raise ConfigError(_undecodable_environment()) from None
-    given = {k: v for k, v in (flags or {}).items() if v is not None}
-    sources = {key: "environment " + ENV_PREFIX + key.upper() for key in env}
-    sources.update({key: "command line " + _flag_name(key) for key in given})
-    merged = {**env, **given}
-    try:
-        settings = _Validated(**merged)
-    except ValidationError as exc:
-        problems = []
-        for error in exc.errors():
-            key = str(error["loc"][0]) if error["loc"] else "settings"
-            value = merged.get(key)
-            if key == "token":
-                value = "***"
-            elif isinstance(value, str):
-                value = mask(value)
-            message = error["msg"].removeprefix("Value error, ")
-            if error["type"] == "missing":
-                message = f"required: give {_flag_name(key)} or set {ENV_PREFIX}{key.upper()}"
-            problems.append(UsageError(key, value, sources.get(key, "default"), message))
-        raise ConfigError(problems) from None
-    _check(settings, sources)
+    layers = Layers()
+    layers.add(
+        environment(
+            ENV_PREFIX,
+            ServeSettings,
+            os.environ,
+            examples={"agents": '{"name": ["tool", "{prompt}"]}'},
+        ),
+        environment_source(ENV_PREFIX),
+    )
+    layers.add(flags or {}, lambda key: "command line " + _flag_name(key), whole=True)
+    settings = layers.validate(
+        ServeSettings,
+        known=lambda _loc: list(ServeSettings.model_fields),
+        shown=_shown,
+        missing=lambda key: f"required: give {_flag_name(key)} or set {ENV_PREFIX}{key.upper()}",
+    )
+    _check(settings, layers.sources)
     return settings
 
 
-def _undecodable_environment() -> list[UsageError]:
-    """The mapping setting pydantic-settings decodes as JSON, when it is not JSON."""
-    name = ENV_PREFIX + "AGENTS"
-    raw = os.environ.get(name, "")
-    try:
-        json.loads(raw)
-    except ValueError:
-        expected = 'expected JSON, e.g. {"name": ["tool", "{prompt}"]}'
-        return [UsageError("agents", mask(raw), "environment " + name, expected)]
-    return [UsageError("environment", ENV_PREFIX + "*", "environment", "unreadable")]
-
-
-class _Validated(ServeSettings):
-    """Validated from explicit values only: the loader has already read the environment."""
-
-    @classmethod
-    def settings_customise_sources(cls, settings_cls, init_settings, *args, **kwargs):  # type: ignore[no-untyped-def]
-        return (init_settings,)
+def _shown(key: str, value: object) -> object:
+    """A value as a message may show it: never the token, passwords masked."""
+    if key == "token":
+        return "***"
+    return mask(value) if isinstance(value, str) else value
 
 
 def _check(settings: ServeSettings, sources: Mapping[str, str]) -> None:
@@ -268,14 +241,18 @@ def _check(settings: ServeSettings, sources: Mapping[str, str]) -> None:
         problem("default_agent", settings.default_agent, f"expected one of {list(settings.agents)}")
     if settings.no_auth and not settings.loopback:
         problem(
-            "no_auth", True, f"serving without a token is allowed on loopback only, not on "
-            f"{settings.host!r}; set {TOKEN_ENV} instead",
-        )  # fmt: skip
+            "no_auth",
+            True,
+            f"serving without a token is allowed on loopback only, not on {settings.host!r}; "
+            f"set {TOKEN_ENV} instead",
+        )
     if not settings.no_auth and (settings.token is None or not settings.token.get_secret_value()):
         problem(
-            "token", None, f"set {TOKEN_ENV} to a secret clients send as 'Authorization: "
-            "Bearer <token>' (or bind to 127.0.0.1 with --no-auth)",
-        )  # fmt: skip
+            "token",
+            None,
+            f"set {TOKEN_ENV} to a secret clients send as 'Authorization: Bearer <token>' "
+            "(or bind to 127.0.0.1 with --no-auth)",
+        )
     if settings.home_template is not None and not settings.home_template.is_dir():
         problem("home_template", str(settings.home_template), "expected an existing directory")
     local = "://" not in settings.repo and ":" not in settings.repo.split("/")[0]

@@ -313,6 +313,32 @@ def _print_startups(rows: dict[str, Startup], args: argparse.Namespace) -> None:
         )
 
 
+def _print_overhead(over: dict[str, float], args: argparse.Namespace) -> None:
+    print(f"## {args.jobs} no-op jobs at capacity {args.capacity} "
+          f"({args.small_files}-file repository)\n")  # fmt: skip
+    print("| job time p50 | job time p95 | throughput | bare `true` floor | failed |")
+    print("|---|---|---|---|---|")
+    print(f"| {over['p50']:.0f} ms | {over['p95']:.0f} ms | {over['throughput']:.1f} jobs/s | "
+          f"{over['floor_throughput']:.0f} procs/s | {over['failed']:.0f} |")  # fmt: skip
+
+
+def _print_workspaces(spaces: dict[str, Row], args: argparse.Namespace) -> None:
+    print(f"\n## Workspace preparation, {args.files}-file repository\n")
+    print(f"| strategy | alone (median of {args.repeat}) | ratio | {args.parallel} at once "
+          f"(median wall of {args.rounds}) | ratio | failures |")  # fmt: skip
+    print("|---|---|---|---|---|---|")
+    ref = spaces["clone --local"]
+    for name, row in spaces.items():
+        print(
+            f"| {name} | {row.alone * 1000:.0f} ms | {row.alone / ref.alone:.2f}× | "
+            f"{row.parallel_wall:.2f} s | {row.parallel_wall / ref.parallel_wall:.2f}× | "
+            f"{row.failures}/{row.attempts} |"
+        )
+    for name, row in spaces.items():
+        if row.example:
+            print(f"\n{name} failure, e.g.: `{row.example}`")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=200)
@@ -329,39 +355,21 @@ def main() -> None:
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="shoal-bench-service-"))
     try:
-        if args.only == "startup":
+        # Each part prints as soon as it is done: part 2 alone takes minutes.
+        if args.only in (None, "overhead"):
+            over = asyncio.run(_overhead(work, args.jobs, args.capacity, args.small_files))
+            _print_overhead(over, args)
+        if args.only in (None, "workspaces"):
+            spaces = _workspaces(work, args.files, args.repeat, args.parallel, args.rounds)
+            _print_workspaces(spaces, args)
+        if args.only in (None, "startup"):
             rows = _startups(
                 work, args.startup_jobs, args.capacity, args.startup_files, args.job_ms
             )
             _print_startups(rows, args)
-            return
-        over = asyncio.run(_overhead(work, args.jobs, args.capacity, args.small_files))
-        spaces = _workspaces(work, args.files, args.repeat, args.parallel, args.rounds)
-        rows = _startups(work, args.startup_jobs, args.capacity, args.startup_files, args.job_ms)
+        sys.stdout.flush()
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    print(f"## {args.jobs} no-op jobs at capacity {args.capacity} "
-          f"({args.small_files}-file repository)\n")  # fmt: skip
-    print("| job time p50 | job time p95 | throughput | bare `true` floor | failed |")
-    print("|---|---|---|---|---|")
-    print(f"| {over['p50']:.0f} ms | {over['p95']:.0f} ms | {over['throughput']:.1f} jobs/s | "
-          f"{over['floor_throughput']:.0f} procs/s | {over['failed']:.0f} |")  # fmt: skip
-    print(f"\n## Workspace preparation, {args.files}-file repository\n")
-    print(f"| strategy | alone (median of {args.repeat}) | ratio | {args.parallel} at once "
-          f"(median wall of {args.rounds}) | ratio | failures |")  # fmt: skip
-    print("|---|---|---|---|---|---|")
-    ref = spaces["clone --local"]
-    for name, row in spaces.items():
-        print(
-            f"| {name} | {row.alone * 1000:.0f} ms | {row.alone / ref.alone:.2f}× | "
-            f"{row.parallel_wall:.2f} s | {row.parallel_wall / ref.parallel_wall:.2f}× | "
-            f"{row.failures}/{row.attempts} |"
-        )
-    for name, row in spaces.items():
-        if row.example:
-            print(f"\n{name} failure, e.g.: `{row.example}`")
-    _print_startups(rows, args)
-    sys.stdout.flush()
 
 
 if __name__ == "__main__":

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from shoal.errors import ConfigError
+from shoal.service.settings import load_serve_settings
 from shoal.service.workspaces import Workspaces
 from tests.service.conftest import Serve, ServeFactory, git, make_repo
 
@@ -289,3 +291,27 @@ async def test_prepared_entries_and_an_old_home_template_are_not_taken_after_a_r
         assert not kept.exists()
         assert (fresh / "home" / "config").read_text() == "two, longer\n"
     assert after != before
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("src, docs/", ("src", "docs")),
+        ('["src", "lib/core"]', ("src", "lib/core")),
+        ("", None),
+    ],
+)
+def test_sparse_paths_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, given: str, expected: object
+) -> None:
+    monkeypatch.setenv("SHOAL_SERVE_SPARSE_PATHS", given)
+    flags = {"repo": str(tmp_path), "agents": {"a": "true"}, "no_auth": True}
+    assert load_serve_settings(flags).sparse_paths == expected
+
+
+@pytest.mark.parametrize("given", ["../up", "/abs", "-flag", "[broken", "a/../../b"])
+def test_sparse_paths_outside_the_repository_are_refused(tmp_path: Path, given: str) -> None:
+    with pytest.raises(ConfigError, match="sparse_paths"):
+        load_serve_settings(
+            {"repo": str(tmp_path), "agents": {"a": "true"}, "no_auth": True, "sparse_paths": given}
+        )

@@ -8,6 +8,7 @@ a token on the command line would be visible to every user in ``ps``.
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import shlex
 from collections.abc import Mapping
@@ -162,7 +163,12 @@ class ServeSettings(BaseModel):
     @field_validator("sparse_paths", mode="before")
     @classmethod
     def _sparse_paths(cls, value: object) -> object:
-        if isinstance(value, str):
+        if isinstance(value, str) and value.lstrip().startswith("["):
+            try:  # a JSON list, as other list settings take it from the environment
+                value = json.loads(value)
+            except ValueError:
+                raise ValueError("expected a JSON list or comma-separated directories") from None
+        elif isinstance(value, str):
             value = [part.strip() for part in value.split(",") if part.strip()]
         if not isinstance(value, list | tuple):
             return value

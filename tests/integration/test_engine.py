@@ -7,7 +7,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import psycopg
 import pytest
@@ -24,7 +24,7 @@ from shoal.setups import Setup
 from tests.conftest import Databases, Server
 
 
-def SetupHook(kind: str, spec: str, target: object) -> Setup:
+def make_setup(kind: str, spec: str, target: object) -> Setup:
     return Setup(setups.kind_named(kind), spec, target)
 
 
@@ -48,7 +48,7 @@ def public_relations(server: Server, database: str) -> set[str]:
             "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
             " WHERE n.nspname = 'public'"
         ).fetchall()
-    return {r[0] for r in rows}
+    return {cast(str, r[0]) for r in rows}
 
 
 def schema_exists(server: Server, database: str, schema: str) -> bool:
@@ -75,9 +75,11 @@ def test_provision_creates_labelled_bound_schema_with_owner_metadata(
     handles = worker.provision()
     handle = handles["app"]
     with handle.connect("probe") as conn:
-        path, app = conn.execute(
+        row = conn.execute(
             "SELECT current_schemas(false), current_setting('application_name')"
-        ).fetchone()  # type: ignore[misc]
+        ).fetchone()
+        assert row is not None
+        path, app = row
         assert path == [worker.schema]
         assert app == naming.connection_label("gw0", worker.namespace, "probe")
     with server.connect(database) as conn:
@@ -85,7 +87,7 @@ def test_provision_creates_labelled_bound_schema_with_owner_metadata(
             "SELECT obj_description(oid, 'pg_namespace') FROM pg_namespace WHERE nspname = %s",
             (worker.schema,),
         ).fetchone()
-    owner = schemas.parse_owner_comment(row[0] if row else None)
+    owner = schemas.parse_owner_comment(cast(str | None, row[0]) if row else None)
     assert owner is not None
     assert (owner["namespace"], owner["worker"]) == (worker.namespace, "gw0")
     assert {"host", "pid", "created"} <= owner.keys()
@@ -115,7 +117,7 @@ def test_failing_setup_leaves_nothing_behind(server: Server, database: str) -> N
         conn.execute("CREATE TABLE half (id int)")
         raise RuntimeError("seed data is broken")
 
-    hook = SetupHook(kind="callable", spec="tests:seeder", target=seeder)
+    hook = make_setup(kind="callable", spec="tests:seeder", target=seeder)
     worker = WorkerSchemas([target(server, database, setup=hook)], fresh().token, "gw1")
     worker.check()
     with pytest.raises(SetupError, match="seed data is broken"):
@@ -130,10 +132,12 @@ def test_admin_connections_ignore_the_exported_worker_environment(
     monkeypatch.setenv("PGOPTIONS", "-c search_path=test_nowhere_gw0")
     monkeypatch.setenv("PGAPPNAME", "pytest_gw0_nowhere")
     with admin_connect(server.admin_url, "shoal_admin_probe") as conn:
-        path, app = conn.execute(
+        row = conn.execute(
             "SELECT current_setting('search_path'), current_setting('application_name')"
-        ).fetchone()  # type: ignore[misc]
-    assert "test_nowhere" not in path
+        ).fetchone()
+    assert row is not None
+    path, app = row
+    assert "test_nowhere" not in cast(str, path)
     assert app == "shoal_admin_probe"
 
 
@@ -147,7 +151,7 @@ def held_slots(server: Server, database: str) -> tuple[int, int]:
             (naming.LOCK_CLASS, database),
         ).fetchone()
     assert row is not None
-    return int(row[0]), int(row[1])
+    return cast(int, row[0]), cast(int, row[1])
 
 
 def test_slots_bound_concurrent_ddl_across_runs(server: Server, databases: Databases) -> None:
@@ -174,7 +178,7 @@ def test_slots_bound_concurrent_ddl_across_runs(server: Server, databases: Datab
                 .fetchone()
             )
             assert row is not None
-            slot_of[i] = int(row[0])
+            slot_of[i] = cast(int, row[0])
             entered.append(i)
             release[i].wait(30)
 
@@ -231,8 +235,8 @@ def test_sql_and_callable_setup_run_inside_the_worker_schema(
     def seed(conn: psycopg.Connection[Any]) -> None:
         conn.execute("INSERT INTO orgs (name) VALUES ('acme'), ('globex')")
 
-    sql_hook = SetupHook(kind="sql", spec="sql:schema.sql", target=schema_sql)
-    seed_hook = SetupHook(kind="callable", spec="tests:seed", target=seed)
+    sql_hook = make_setup(kind="sql", spec="sql:schema.sql", target=schema_sql)
+    seed_hook = make_setup(kind="callable", spec="tests:seed", target=seed)
     worker = WorkerSchemas([target(server, database, setup=sql_hook)], fresh().token, "gw3")
     worker.check()
     before = public_relations(server, database)

@@ -6,7 +6,7 @@ import multiprocessing as mp
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, cast
 
 import psycopg
 import pytest
@@ -24,7 +24,7 @@ from shoal.setups import Setup, fingerprint
 from tests.conftest import Databases, Server
 
 
-def SetupHook(kind: str, spec: str, target: object) -> Setup:
+def make_setup(kind: str, spec: str, target: object) -> Setup:
     return Setup(setups.kind_named(kind), spec, target)
 
 
@@ -36,7 +36,7 @@ CREATE FUNCTION item_count() RETURNS bigint LANGUAGE sql AS 'SELECT count(*) FRO
 """
 
 
-def target(server: Server, database: str, setup: SetupHook | None) -> Target:
+def target(server: Server, database: str, setup: Setup | None) -> Target:
     return Target(
         name="app",
         url=server.url(database),
@@ -49,10 +49,10 @@ def target(server: Server, database: str, setup: SetupHook | None) -> Target:
 
 
 @pytest.fixture
-def sql_hook(tmp_path: Path) -> SetupHook:
+def sql_hook(tmp_path: Path) -> Setup:
     path = tmp_path / "schema.sql"
     path.write_text(SCHEMA_SQL)
-    return SetupHook("sql", "sql:schema.sql", path)
+    return make_setup("sql", "sql:schema.sql", path)
 
 
 @pytest.fixture
@@ -86,12 +86,10 @@ def owner(server: Server, database: str, schema: str) -> dict[str, Any] | None:
             "SELECT obj_description(oid, 'pg_namespace') FROM pg_namespace WHERE nspname = %s",
             (schema,),
         ).fetchone()
-    return None if row is None else schemas.parse_owner_comment(row[0])
+    return None if row is None else schemas.parse_owner_comment(cast(str | None, row[0]))
 
 
-def test_claimed_schema_works_end_to_end(
-    server: Server, database: str, sql_hook: SetupHook
-) -> None:
+def test_claimed_schema_works_end_to_end(server: Server, database: str, sql_hook: Setup) -> None:
     app = target(server, database, sql_hook)
     built = warm(app, 1)
     assert len(built.built) == 1
@@ -122,7 +120,7 @@ def test_claimed_schema_works_end_to_end(
 
 
 def test_empty_pool_falls_back_to_building_in_place(
-    server: Server, database: str, sql_hook: SetupHook
+    server: Server, database: str, sql_hook: Setup
 ) -> None:
     app = target(server, database, sql_hook)
     worker = WorkerSchemas([app], fresh().token, "gw0", ddl_slots=2, pool=True)
@@ -137,7 +135,7 @@ def test_empty_pool_falls_back_to_building_in_place(
 
 
 def test_half_built_pool_schema_is_never_claimed(
-    server: Server, database: str, sql_hook: SetupHook
+    server: Server, database: str, sql_hook: Setup
 ) -> None:
     app = target(server, database, sql_hook)
     current = fingerprint(sql_hook)
@@ -161,7 +159,7 @@ def test_half_built_pool_schema_is_never_claimed(
 
 
 def test_a_leftover_worker_schema_makes_the_claim_give_way(
-    server: Server, database: str, sql_hook: SetupHook
+    server: Server, database: str, sql_hook: Setup
 ) -> None:
     app = target(server, database, sql_hook)
     (ready,) = warm(app, 1).built
@@ -175,7 +173,7 @@ def test_a_leftover_worker_schema_makes_the_claim_give_way(
 
 
 def test_a_schema_being_claimed_is_passed_over_then_taken(
-    server: Server, database: str, sql_hook: SetupHook
+    server: Server, database: str, sql_hook: Setup
 ) -> None:
     app = target(server, database, sql_hook)
     (ready,) = warm(app, 1).built
@@ -213,7 +211,7 @@ def _claimer(url: str, current: str, namespace: str, worker: str, barrier: Any, 
 
 
 def test_a_claim_is_atomic_under_eight_concurrent_processes(
-    server: Server, database: str, sql_hook: SetupHook
+    server: Server, database: str, sql_hook: Setup
 ) -> None:
     app = target(server, database, sql_hook)
     ready = set(warm(app, 5).built)
@@ -265,8 +263,8 @@ def models(extra: bool) -> MetaData:
 def test_changed_model_gets_a_new_fingerprint_and_the_stale_pool_is_swept(
     server: Server, database: str
 ) -> None:
-    old = target(server, database, SetupHook("metadata", "m:metadata", models(False)))
-    new = target(server, database, SetupHook("metadata", "m:metadata", models(True)))
+    old = target(server, database, make_setup("metadata", "m:metadata", models(False)))
+    new = target(server, database, make_setup("metadata", "m:metadata", models(True)))
     old_fp, new_fp = fingerprint(old.setup), fingerprint(new.setup)
     assert old_fp is not None
     assert new_fp is not None
@@ -301,9 +299,7 @@ def test_changed_model_gets_a_new_fingerprint_and_the_stale_pool_is_swept(
         worker.teardown(keep=False)
 
 
-def test_concurrent_refills_do_not_overfill(
-    server: Server, database: str, sql_hook: SetupHook
-) -> None:
+def test_concurrent_refills_do_not_overfill(server: Server, database: str, sql_hook: Setup) -> None:
     app = target(server, database, sql_hook)
     results: list[pool.WarmResult] = []
     threads = [threading.Thread(target=lambda: results.append(warm(app, 2))) for _ in range(3)]
@@ -314,6 +310,14 @@ def test_concurrent_refills_do_not_overfill(
     assert sum(len(r.built) for r in results) == 2
     assert len([e for e in pool_entries(server, database) if e.state == "ready"]) == 2
     assert warm(app, 2).built == []  # full: nothing more to build
+
+
+class _Fingerprinted(Protocol):
+    """A setup function with the attribute users set to supply its fingerprint."""
+
+    shoal_fingerprint: object
+
+    def __call__(self, conn: psycopg.Connection[Any]) -> None: ...
 
 
 def _embeds_its_schema_name(conn: psycopg.Connection[Any]) -> None:
@@ -327,11 +331,11 @@ def _embeds_its_schema_name(conn: psycopg.Connection[Any]) -> None:
     conn.commit()
 
 
-_embeds_its_schema_name.shoal_fingerprint = "v1"  # type: ignore[attr-defined]
+cast(_Fingerprinted, _embeds_its_schema_name).shoal_fingerprint = "v1"
 
 
 def test_a_setup_that_embeds_its_schema_name_is_refused(server: Server, database: str) -> None:
-    app = target(server, database, SetupHook("callable", "m:f", _embeds_its_schema_name))
+    app = target(server, database, make_setup("callable", "m:f", _embeds_its_schema_name))
     with pytest.raises(SetupError, match="names its schema"):
         warm(app, 1)
     assert pool_entries(server, database) == []

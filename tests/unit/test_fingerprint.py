@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, cast
 
 import pytest
 from sqlalchemy import Column, Index, Integer, MetaData, String, Table
@@ -14,7 +14,7 @@ from shoal import setups
 from shoal.setups import Setup, fingerprint
 
 
-def SetupHook(kind: str, spec: str, target: object) -> Setup:
+def make_setup(kind: str, spec: str, target: object) -> Setup:
     return Setup(setups.kind_named(kind), spec, target)
 
 
@@ -33,7 +33,7 @@ def models(extra_column: bool = False, index: bool = True) -> MetaData:
 
 
 def metadata_fp(metadata: MetaData, **kwargs: Any) -> str | None:
-    return fingerprint(SetupHook("metadata", "m:metadata", metadata), **kwargs)
+    return fingerprint(make_setup("metadata", "m:metadata", metadata), **kwargs)
 
 
 def test_metadata_fingerprint_is_stable_and_follows_the_model() -> None:
@@ -63,7 +63,7 @@ def test_tail_and_extensions_are_part_of_it() -> None:
 def test_sql_fingerprint_is_the_file(tmp_path: Path) -> None:
     path = tmp_path / "schema.sql"
     path.write_text("CREATE TABLE t (id int);\n")
-    hook = SetupHook("sql", "sql:schema.sql", path)
+    hook = make_setup("sql", "sql:schema.sql", path)
     first = fingerprint(hook)
     assert fingerprint(hook) == first
     path.write_text("CREATE TABLE t (id bigint);\n")
@@ -91,27 +91,35 @@ def alembic_project(root: Path) -> Path:
 
 def test_alembic_fingerprint_follows_the_scripts_not_the_checkout(tmp_path: Path) -> None:
     ini = alembic_project(tmp_path / "a")
-    first = fingerprint(SetupHook("alembic", "alembic:alembic.ini", ini))
+    first = fingerprint(make_setup("alembic", "alembic:alembic.ini", ini))
     assert first is not None
     # The same project elsewhere (another checkout) hashes the same; caches do not count.
     shutil.copytree(tmp_path / "a", tmp_path / "b")
     (tmp_path / "b" / "migrations" / "__pycache__").mkdir()
     (tmp_path / "b" / "migrations" / "__pycache__" / "env.cpython-311.pyc").write_bytes(b"x")
     other = tmp_path / "b" / "alembic.ini"
-    assert fingerprint(SetupHook("alembic", "alembic:alembic.ini", other)) == first
+    assert fingerprint(make_setup("alembic", "alembic:alembic.ini", other)) == first
     (tmp_path / "b" / "migrations" / "versions" / "0002_more.py").write_text("# new\n")
-    assert fingerprint(SetupHook("alembic", "alembic:alembic.ini", other)) != first
+    assert fingerprint(make_setup("alembic", "alembic:alembic.ini", other)) != first
 
 
 def _setup(conn: object) -> None:
     """A callable setup without a fingerprint."""
 
 
+class _Fingerprinted(Protocol):
+    """A setup function with the attribute users set to supply its fingerprint."""
+
+    shoal_fingerprint: object
+
+    def __call__(self, conn: object) -> None: ...
+
+
 def _with(value: object) -> Callable[[object], None]:
     def setup(conn: object) -> None:
         """A callable setup carrying a user-supplied fingerprint."""
 
-    setup.shoal_fingerprint = value  # type: ignore[attr-defined]
+    cast(_Fingerprinted, setup).shoal_fingerprint = value
     return setup
 
 
@@ -120,13 +128,13 @@ def _with(value: object) -> Callable[[object], None]:
     [(_setup, False), (_with("v1"), True), (_with(""), False), (_with(lambda: "v1"), True)],
 )
 def test_callable_needs_a_supplied_fingerprint(target: Any, has: bool) -> None:
-    assert (fingerprint(SetupHook("callable", "m:f", target)) is not None) is has
+    assert (fingerprint(make_setup("callable", "m:f", target)) is not None) is has
 
 
 def test_callable_fingerprint_follows_the_supplied_value() -> None:
-    one = fingerprint(SetupHook("callable", "m:f", _with("v1")))
-    assert one == fingerprint(SetupHook("callable", "m:f", _with(lambda: "v1")))
-    assert one != fingerprint(SetupHook("callable", "m:f", _with("v2")))
+    one = fingerprint(make_setup("callable", "m:f", _with("v1")))
+    assert one == fingerprint(make_setup("callable", "m:f", _with(lambda: "v1")))
+    assert one != fingerprint(make_setup("callable", "m:f", _with("v2")))
 
 
 def test_no_setup_no_fingerprint() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import stat
 import sys
 import threading
@@ -315,3 +316,44 @@ def test_sparse_paths_outside_the_repository_are_refused(tmp_path: Path, given: 
         load_serve_settings(
             {"repo": str(tmp_path), "agents": {"a": "true"}, "no_auth": True, "sparse_paths": given}
         )
+
+
+def test_kill_9_with_a_claimed_entry_and_one_being_built(tmp_path: Path, origin: Path) -> None:
+    from tests.service.test_server import Server, wait_until
+
+    sync = tmp_path / "sync"
+    sync.mkdir()
+    pool_dir = tmp_path / "state" / "pool"
+    server = Server(tmp_path, origin)  # capacity 1: a pool of one by default
+
+    def ready() -> list[Path]:
+        return [p for p in pool_dir.iterdir() if not p.name.startswith(".")]
+
+    try:
+        server.start()
+        wait_until(ready, "the first pool entry")
+        (entry,) = ready()
+        inode = os.stat(entry).st_ino
+        running = server.submit(f"write app.py mine\ntouch {sync / 'a'}\nwait {sync / 'never'}")
+        wait_until((sync / "a").exists, "the job to start")
+        workspace = Path(server.job(running)["workspace"])
+        assert os.stat(workspace.parent).st_ino == inode
+        # Killed while the pool refills behind the job (or just after).
+        server.kill(signal.SIGKILL)
+        server.start()
+        assert server.job(running)["status"] == "interrupted"
+        assert not workspace.exists()
+        assert not [p for p in pool_dir.iterdir() if p.name.startswith(".build-")]
+        wait_until(ready, "a pool entry after the restart")
+        (waiting,) = ready()
+        later = server.submit(f"write app.py later\npwd {sync / 'pwd'}")
+        job = server.wait(later)
+        assert job["status"] == "completed"
+        assert Path((sync / "pwd").read_text()).parent.name == later
+        assert not waiting.exists()  # the job took it: nothing else removes a current entry
+        assert job["diff"]["files"] == [{"path": "app.py", "insertions": 1, "deletions": 2}]
+        assert list((tmp_path / "state" / "jobs").iterdir()) == []
+    finally:
+        (sync / "never").touch()  # no agent left waiting through the shutdown grace
+        server.kill(signal.SIGTERM)
+        server.client.close()

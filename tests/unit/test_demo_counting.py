@@ -26,5 +26,18 @@ def test_a_test_whose_teardown_errors_after_it_passed_counts_once_as_failed() ->
     assert run.progress == {"passed": 1, "failed": 2}
 
 
+def test_xdist_lines_count_too() -> None:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    run = DemoRun(index=1, proc=proc, started=0.0)
+    for line in [
+        "[gw1] [ 25%] PASSED tests/test_ledger.py::test_memo[2] ",
+        "[gw0] [100%] FAILED tests/test_ledger.py::test_memo[0] ",
+        "[gw0] [100%] ERROR tests/test_ledger.py::test_memo[0] ",
+    ]:
+        run.note(line)
+    assert run.progress == {"passed": 1, "failed": 1}
+
+
 def test_plural() -> None:
     assert [plural(n, "schema") for n in (0, 1, 2)] == ["0 schemas", "1 schema", "2 schemas"]

@@ -20,7 +20,11 @@ def _database(name: str) -> dict[str, object]:
 
 
 _name = str(_server.get("dbname") or "shop")
-DATABASES = {"default": _database(_name), "ledger": _database(f"{_name}_ledger")}
+DATABASES = {
+    "default": _database(_name),
+    # The ledger's tables do not depend on the default database's: it can be set up alone.
+    "ledger": {**_database(f"{_name}_ledger"), "TEST": {"DEPENDENCIES": []}},
+}
 DATABASE_ROUTERS = ["shop.routers.LedgerRouter"]
 INSTALLED_APPS = [
     "django.contrib.contenttypes",

@@ -26,7 +26,7 @@ from shoal import naming
 from shoal.cli.render import console as render_console
 from shoal.cli.settings import chosen_home, home_option
 from shoal.config import find_pyproject, load_settings
-from shoal.errors import UsageError
+from shoal.errors import ShoalError, UsageError
 from shoal.pg import schemas
 from shoal.pg.connect import admin_connect
 from shoal.targets import urls as configured_urls
@@ -36,9 +36,26 @@ from shoal.words import plural
 SHARED_NAMESPACE = "shared"
 
 
-def default_suite() -> Path:
-    # A checkout (or editable install) has the example next to src/.
-    return Path(__file__).resolve().parents[3] / "examples" / "multitenant"
+EXAMPLES = ("multitenant", "django")
+# The Django example's databases on the embedded server: Django's test databases of
+# `shop` and `shop_ledger` are where its runs' schemas go.
+DJANGO_DATABASE = "shop"
+DJANGO_TEST_DATABASES = ("test_shop", "test_shop_ledger")
+
+
+def default_suite(example: str = "multitenant") -> Path:
+    # A checkout (or editable install) has the examples next to src/.
+    return Path(__file__).resolve().parents[3] / "examples" / example
+
+
+def django_urls() -> tuple[dict[str, str], dict[str, str]]:
+    """The Django example's environment (its server) and its test databases' URLs."""
+    from shoal.embedded import EmbeddedServer
+
+    server = EmbeddedServer(chosen_home())
+    server.ensure_running()
+    env = {"SHOP_DATABASE_URL": server.url(DJANGO_DATABASE)}
+    return env, {name: server.url(name) for name in DJANGO_TEST_DATABASES}
 
 
 @dataclass
@@ -68,11 +85,13 @@ class DemoRun:
     def note(self, line: str) -> None:
         """Record the outcome a ``pytest -v`` line reports, if it reports one."""
         words = line.split()
-        if len(words) < 2 or "::" not in words[0]:
+        if len(words) < 2:
             return
-        outcome = {"PASSED": "passed", "FAILED": "failed", "ERROR": "failed"}.get(words[1])
-        if outcome is not None and self.outcomes.get(words[0]) != "failed":
-            self.outcomes[words[0]] = outcome
+        # `node OUTCOME`, or under xdist `[gw0] [ 25%] OUTCOME node`.
+        node, word = (words[0], words[1]) if "::" in words[0] else (words[-1], words[-2])
+        outcome = {"PASSED": "passed", "FAILED": "failed", "ERROR": "failed"}.get(word)
+        if "::" in node and outcome is not None and self.outcomes.get(node) != "failed":
+            self.outcomes[node] = outcome
 
     @property
     def namespace(self) -> str | None:
@@ -93,8 +112,16 @@ class DemoRun:
         return "passed" if self.proc.returncode == 0 else f"failed (exit {self.proc.returncode})"
 
 
-def start_runs(suite: Path, runs: int, workers: int, shared: bool) -> list[DemoRun]:
+def start_runs(
+    suite: Path,
+    runs: int,
+    workers: int,
+    shared: bool,
+    extra_env: dict[str, str] | None = None,
+    extra_args: tuple[str, ...] = (),
+) -> list[DemoRun]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "SHOAL_NAMESPACE"))}
+    env.update(extra_env or {})
     home = chosen_home()
     if home is not None:
         env["SHOAL_HOME"] = str(home)
@@ -112,6 +139,7 @@ def start_runs(suite: Path, runs: int, workers: int, shared: bool) -> list[DemoR
             "-v",
             "-n",
             str(workers),
+            *extra_args,
             str(suite),
         ]
         proc = subprocess.Popen(
@@ -143,12 +171,20 @@ def progress_table(runs: list[DemoRun]) -> Table:
     return table
 
 
-def leftovers(suite: Path, namespaces: set[str]) -> tuple[int, int]:
+def leftovers(
+    suite: Path, namespaces: set[str], urls: dict[str, str] | None = None
+) -> tuple[int, int]:
     """(schemas of these runs still present, tables in `public`) across the suite's databases."""
-    settings = load_settings(flags={"home": chosen_home()}, pyproject=find_pyproject(suite))
+    if urls is None:
+        settings = load_settings(flags={"home": chosen_home()}, pyproject=find_pyproject(suite))
+        urls = configured_urls(settings)
     schemas_left = public_tables = 0
-    for url in configured_urls(settings).values():
-        with admin_connect(url, naming.tool_label("demo")) as conn:
+    for url in urls.values():
+        try:
+            conn = admin_connect(url, naming.tool_label("demo"))
+        except ShoalError:
+            continue  # a Django test database that no run created
+        with conn:
             for name, _comment in schemas.list_schemas(conn):
                 parsed = naming.parse_schema(name)
                 schemas_left += bool(parsed and parsed.namespace in namespaces)
@@ -167,27 +203,42 @@ def leftovers(suite: Path, namespaces: set[str]) -> tuple[int, int]:
     is_flag=True,
     help="Run without per-run namespaces: every run uses the same worker schemas.",
 )
+@click.option(
+    "--example",
+    type=click.Choice(EXAMPLES),
+    default="multitenant",
+    show_default=True,
+    help="Which example: SQLAlchemy multi-tenant, or Django with pytest-django and no config.",
+)
 @click.option("--suite", type=click.Path(path_type=Path), default=None, help="Suite to run.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
 @home_option
 def demo_command(
-    runs: int, workers: int, without_shoal: bool, suite: Path | None, as_json: bool
+    runs: int, workers: int, without_shoal: bool, example: str, suite: Path | None, as_json: bool
 ) -> None:
     """Run the example suite several times at once on the embedded server.
 
     Exit status 0 when the demo showed what it is for: with shoal, every run green,
     nothing in `public`, nothing left behind; with --without-shoal, runs colliding.
     """
-    suite = _suite(suite)
+    suite = _suite(suite, example)
     console = render_console(stderr=as_json)
-    demo = start_runs(suite, runs, workers, shared=without_shoal)
+    env: dict[str, str] = {}
+    urls = None
+    args: tuple[str, ...] = ()
+    if example == "django":
+        # Without shoal: pytest-django alone, as the project ships (--reuse-db).
+        env, urls = django_urls()
+        args = ("-p", "no:shoal") if without_shoal else ()
+    shared = without_shoal and example != "django"
+    demo = start_runs(suite, runs, workers, shared, env, args)
     with Live(progress_table(demo), console=console, refresh_per_second=4) as live:
         while any(run.finished is None for run in demo):
             time.sleep(0.25)
             live.update(progress_table(demo))
         live.update(progress_table(demo))
     console.print()
-    summary = summarise(demo, suite, without_shoal)
+    summary = summarise(demo, suite, without_shoal, urls)
     if as_json:
         click.echo(json.dumps(summary, indent=2))
     else:
@@ -195,9 +246,9 @@ def demo_command(
     raise SystemExit(0 if summary["shown"] else 1)
 
 
-def _suite(given: Path | None) -> Path:
-    source = "command line" if given else "default (the checkout's examples/multitenant)"
-    suite = (given or default_suite()).resolve()
+def _suite(given: Path | None, example: str = "multitenant") -> Path:
+    source = "command line" if given else f"default (the checkout's examples/{example})"
+    suite = (given or default_suite(example)).resolve()
     if not (suite / "pyproject.toml").is_file():
         raise UsageError(
             "--suite",
@@ -208,9 +259,11 @@ def _suite(given: Path | None) -> Path:
     return suite
 
 
-def summarise(demo: list[DemoRun], suite: Path, without_shoal: bool) -> dict[str, Any]:
+def summarise(
+    demo: list[DemoRun], suite: Path, without_shoal: bool, urls: dict[str, str] | None = None
+) -> dict[str, Any]:
     namespaces = {run.namespace for run in demo if run.namespace}
-    schemas_left, public_tables = leftovers(suite, namespaces)
+    schemas_left, public_tables = leftovers(suite, namespaces, urls)
     green = sum(run.proc.returncode == 0 for run in demo)
     clean = green == len(demo) and public_tables == 0 and schemas_left == 0
     return {

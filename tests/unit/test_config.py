@@ -210,7 +210,7 @@ def test_settings_are_frozen() -> None:
     with pytest.raises(ValidationError, match="frozen"):
         settings.ddl_slots = 3
     with pytest.raises(ValidationError, match="frozen"):
-        settings.databases["default"].url = "postgresql://h/db"  # type: ignore[misc]
+        settings.databases["default"].url = "postgresql://h/db"
     assert isinstance(settings, Settings)
 
 

@@ -10,7 +10,7 @@ from shoal.words import plural
 
 
 def test_a_test_whose_teardown_errors_after_it_passed_counts_once_as_failed() -> None:
-    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc = subprocess.Popen([sys.executable, "-c", "pass"], text=True)
     proc.wait()
     run = DemoRun(index=1, proc=proc, started=0.0)
     for line in [
@@ -27,7 +27,7 @@ def test_a_test_whose_teardown_errors_after_it_passed_counts_once_as_failed() ->
 
 
 def test_xdist_lines_count_too() -> None:
-    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc = subprocess.Popen([sys.executable, "-c", "pass"], text=True)
     proc.wait()
     run = DemoRun(index=1, proc=proc, started=0.0)
     for line in [

@@ -24,7 +24,7 @@ namespaces = st.one_of(auto_namespaces, forced_namespaces)
 worker_numbers = st.integers(min_value=0, max_value=10_000)
 workers = st.one_of(worker_numbers.map(lambda n: f"gw{n}"), st.just(naming.MAIN_WORKER))
 # Any text UTF-8 can encode (lone surrogates cannot be sent to PostgreSQL at all).
-suffixes = st.text(st.characters(exclude_categories=("Cs",)), max_size=80)
+suffixes = st.text(st.characters(exclude_categories=["Cs"]), max_size=80)
 
 # Derandomized: the same examples every run, so a failure here is never a fluke.
 fast = settings(max_examples=100, deadline=None, derandomize=True)

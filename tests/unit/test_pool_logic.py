@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from shoal import naming
-from shoal.pg.pool import PoolCount, parse_pool, pool_comment
+from shoal.pg.pool import PoolCount, State, parse_pool, pool_comment
 from shoal.pg.pool import counts as pool_counts
 from shoal.pg.sweep import Found, decide, decide_pool
 
@@ -16,9 +16,9 @@ FP_NEW = "b" * 64
 BUILDER = "p1t2r0badcafe"
 
 
-def found(fp: str, state: str, *, ready: bool, when: datetime = OLD, ns: str = BUILDER) -> Found:
+def found(fp: str, state: State, *, ready: bool, when: datetime = OLD, ns: str = BUILDER) -> Found:
     name = naming.pool_schema_name(fp, "0000beef", ready=ready)
-    return Found("app", name, pool_comment(state, fp, ns, now=when))  # type: ignore[arg-type]
+    return Found("app", name, pool_comment(state, fp, ns, now=when))
 
 
 def reason(

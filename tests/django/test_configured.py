@@ -27,3 +27,25 @@ def test_green_alone_with_a_configured_database(
     for database in shop.test_databases:
         assert shop.public_tables(database) == 0
     assert shop.catalog(other, naming.WORKER_SCHEMA_LIKE) == []  # provisioned, then dropped
+
+
+SQLITE_SETTINGS = """
+from shop.settings import *  # noqa: F403
+
+# The catalog on SQLite (in memory, one per worker), the ledger on PostgreSQL.
+DATABASES = {**DATABASES, "default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}}
+"""
+
+
+def test_a_sqlite_alias_is_left_alone_and_the_header_says_so(shop: DjangoProject) -> None:
+    (shop.root / "shop" / "settings_sqlite.py").write_text(SQLITE_SETTINGS)
+    result = inner.run(
+        shop.root, "-n", "2", "-k", "entries", "--ds", "shop.settings_sqlite", env=shop.env
+    )
+    assert result.returncode == 0, result.output[-3000:]
+    assert "Django alias 'default' not isolated: engine django.db.backends.sqlite3" in result.output
+    assert f"Django alias 'ledger' → test_{shop.name}_ledger" in result.output
+    records = inner.read_records(shop.root)
+    assert {r["alias"] for r in records} == {"ledger"}  # the recorder skips what is not test_*
+    assert all(naming.parse_schema(str(r["schemas"][0])) for r in records)  # type: ignore[index]
+    assert shop.public_tables(f"test_{shop.name}_ledger") == 0

@@ -51,6 +51,9 @@ WORKERINPUT_DJANGO_PLAN: Final = "shoal_django_plan"
 # Environment variables that carry names between processes.
 ENV_NAMESPACE: Final = "SHOAL_NAMESPACE"
 ENV_NAMESPACE_FORCE: Final = "SHOAL_NAMESPACE_FORCE"
+# Set to the forced namespace itself, lets runs share it (and collide): `shoal demo
+# --without-shoal` shows what that does. Never needed otherwise.
+ENV_NAMESPACE_SHARED: Final = "SHOAL_NAMESPACE_SHARED"
 ENV_RUNNER: Final = "SHOAL_RUNNER"
 # The log file a background refill writes to, so that its record can point at it.
 ENV_REFILL_LOG: Final = "SHOAL_REFILL_LOG"

@@ -26,6 +26,8 @@ from shoal.pg.slots import control_url, lock_settings
 from shoal.plan import RunPlan, Target
 from shoal.setups import Setup
 
+SERVER_VERSION = "SELECT current_setting('server_version_num')::int"
+
 
 def parse_setups(settings: Settings) -> dict[str, Setup | None]:
     """Every database's setup, imported and checked (no server needed)."""
@@ -210,7 +212,7 @@ def resolve_targets(
 
 def probe(conn: psycopg.Connection[tuple[object, ...]]) -> tuple[int, int]:
     """The server's version number and lock table capacity."""
-    row = conn.execute("SELECT current_setting('server_version_num')::int").fetchone()
+    row = conn.execute(SERVER_VERSION).fetchone()
     version = int(str(row[0])) if row else 0
     return version, lock_settings(conn).capacity
 

@@ -127,6 +127,7 @@ def start_runs(
         env["SHOAL_HOME"] = str(home)
     if shared:
         env[naming.ENV_NAMESPACE_FORCE] = SHARED_NAMESPACE
+        env[naming.ENV_NAMESPACE_SHARED] = SHARED_NAMESPACE
     started = []
     for index in range(runs):
         argv = [

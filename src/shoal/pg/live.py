@@ -21,6 +21,9 @@ from shoal import conninfo, naming
 from shoal.errors import ServerUnreachable, first_line
 from shoal.pg.connect import admin_connect
 
+LABELS = "SELECT application_name FROM pg_stat_activity WHERE application_name LIKE %s"
+SERVER_STARTED = "SELECT pg_postmaster_start_time()"
+
 
 @dataclass
 class ClusterLiveness:
@@ -45,11 +48,8 @@ def probe_cluster(urls: list[str], timeout: int) -> ClusterLiveness:
     for url in urls:
         try:
             with admin_connect(url, naming.tool_label("sweep"), timeout=timeout) as conn:
-                rows = conn.execute(
-                    "SELECT application_name FROM pg_stat_activity WHERE application_name LIKE %s",
-                    (naming.LABEL_LIKE,),
-                ).fetchall()
-                started = conn.execute("SELECT pg_postmaster_start_time()").fetchone()
+                rows = conn.execute(LABELS, (naming.LABEL_LIKE,)).fetchall()
+                started = conn.execute(SERVER_STARTED).fetchone()
         except (ServerUnreachable, psycopg.Error) as exc:
             result.error = first_line(exc)
             continue

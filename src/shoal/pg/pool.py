@@ -38,7 +38,7 @@ from shoal.binding import DatabaseHandle
 from shoal.errors import SetupError
 from shoal.pg import schemas, verify
 from shoal.pg.connect import admin_connect
-from shoal.pg.slots import Lease, slot_count
+from shoal.pg.slots import TRY_LOCK, UNLOCK, Lease, slot_count
 from shoal.plan import Target
 
 Conn = psycopg.Connection[tuple[Any, ...]]
@@ -58,6 +58,14 @@ Reason = Literal[
 ]
 # Another project's ready pool schemas are dropped by a sweep once this old (7 days).
 FOREIGN_POOL_S = 7 * 86400.0
+NAMES_STARTING = "SELECT nspname FROM pg_namespace WHERE starts_with(nspname, %s)"
+# A function of the schema whose body or settings spell out the schema's name.
+FUNCTION_NAMING = """
+SELECT p.proname FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+WHERE n.nspname = %s AND (strpos(p.prosrc, %s) > 0
+  OR strpos(coalesce(array_to_string(p.proconfig, ' '), ''), %s) > 0)
+LIMIT 1
+"""
 # A claim is a catalog update of one row; it should never wait long behind anything.
 CLAIM_LOCK_TIMEOUT = "2s"
 
@@ -243,8 +251,7 @@ def take(conn: Conn, schema: str, fingerprint: str, new_name: str, comment: str)
     finally:
         conn.remove_notice_handler(on_notice)
     if not outcomes:  # not expected (the block raises one on every path): ask the catalog
-        found = conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (new_name,))
-        return found.fetchone() is not None
+        return schemas.schema_exists(conn, new_name)
     return outcomes == ["taken"]
 
 
@@ -285,10 +292,7 @@ def claim(
 def candidate_names(conn: Conn, fingerprint: str) -> list[str]:
     """Names that may be ready schemas of ``fingerprint``; :func:`take` checks each under
     its lock. One catalog query: a claim is on every worker's provisioning clock."""
-    rows = conn.execute(
-        "SELECT nspname FROM pg_namespace WHERE starts_with(nspname, %s)",
-        (naming.pool_ready_prefix(fingerprint),),
-    ).fetchall()
+    rows = conn.execute(NAMES_STARTING, (naming.pool_ready_prefix(fingerprint),)).fetchall()
     names = [str(r[0]) for r in rows]
     return [n for n in names if naming.parse_pool_schema(n) is not None]
 
@@ -367,12 +371,7 @@ def _refuse_embedded_name(conn: Conn, schema: str, database: str) -> None:
     with a rename; a function body or a function's ``SET search_path`` is text, and would
     still point at the pool name after a worker claimed the schema.
     """
-    row = conn.execute(
-        "SELECT p.proname FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace"
-        " WHERE n.nspname = %s AND (strpos(p.prosrc, %s) > 0"
-        "   OR strpos(coalesce(array_to_string(p.proconfig, ' '), ''), %s) > 0) LIMIT 1",
-        (schema, schema, schema),
-    ).fetchone()
+    row = conn.execute(FUNCTION_NAMING, (schema, schema, schema)).fetchone()
     if row is not None:
         raise SetupError(
             f"database {database!r}: function {row[0]!r} names its schema {schema!r} in its "
@@ -414,9 +413,7 @@ def warm(
     with admin_connect(target.url, label, timeout=timeout) as conn:
         before = len(ready_schemas(conn, fingerprint))
         result = WarmResult(target.name, fingerprint, before, [], before)
-        row = conn.execute(
-            "SELECT pg_try_advisory_lock(%s, %s)", naming.pool_refill_lock(fingerprint)
-        ).fetchone()
+        row = conn.execute(TRY_LOCK, naming.pool_refill_lock(fingerprint)).fetchone()
         if not (row and row[0]):
             result.skipped = "another refill of this pool is under way"
             return result
@@ -435,7 +432,7 @@ def warm(
                 result.built.append(build(target, fingerprint, lease, namespace, tail, project))
         finally:
             lease.close()
-            conn.execute("SELECT pg_advisory_unlock(%s, %s)", naming.pool_refill_lock(fingerprint))
+            conn.execute(UNLOCK, naming.pool_refill_lock(fingerprint))
         result.ready_after = len(ready_schemas(conn, fingerprint))
     return result
 

@@ -26,6 +26,35 @@ DROP_STATEMENT_TIMEOUT = "30s"
 # relkinds a test could read or write through an unqualified name.
 _DATA_RELKINDS = ("r", "p", "v", "m", "S", "f")
 
+# The statements this module sends, by name.
+SCHEMAS_LIKE = """
+SELECT nspname, obj_description(oid, 'pg_namespace') FROM pg_namespace
+WHERE nspname LIKE %s ORDER BY nspname
+"""
+SCHEMA_EXISTS = "SELECT 1 FROM pg_namespace WHERE nspname = %s"
+TABLES_IN_SCHEMA = """
+SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = %s AND c.relkind IN ('r', 'p') ORDER BY c.oid LIMIT %s
+"""
+XACT_LOCK = "SELECT pg_advisory_xact_lock(%s, %s)"
+EXTENSION_HOME = """
+SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
+WHERE e.extname = %s
+"""
+EXTENSION_HOMES = """
+SELECT DISTINCT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
+WHERE e.extname = ANY(%s) ORDER BY 1
+"""
+# Relations a test could read or write in the tail, leaving out those of extensions.
+DATA_IN_SCHEMAS = """
+SELECT n.nspname, c.relname, c.relkind FROM pg_class c
+JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = ANY(%s) AND c.relkind = ANY(%s)
+  AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass
+                  AND d.objid = c.oid AND d.deptype = 'e')
+ORDER BY 1, 2
+"""
+
 
 def owner_comment(
     namespace: str, worker: str, now: datetime | None = None, *, pooled: str | None = None
@@ -111,11 +140,7 @@ DROP_CHUNK = 50
 def drop_schema_chunked(conn: Conn, schema: str, chunk: int = DROP_CHUNK) -> None:
     """Drop a possibly very large schema, holding at most ~DROP_CHUNK tables' locks at once."""
     while True:
-        rows = conn.execute(
-            "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
-            " WHERE n.nspname = %s AND c.relkind IN ('r', 'p') ORDER BY c.oid LIMIT %s",
-            (schema, chunk + 1),
-        ).fetchall()
+        rows = conn.execute(TABLES_IN_SCHEMA, (schema, chunk + 1)).fetchall()
         if len(rows) <= chunk:
             break
         tables = sql.SQL(", ").join(sql.Identifier(schema, r[0]) for r in rows[:chunk])
@@ -134,16 +159,12 @@ def _bounded(conn: Conn) -> None:
 
 def list_schemas(conn: Conn, like: str = naming.WORKER_SCHEMA_LIKE) -> list[tuple[str, str | None]]:
     """(name, owner comment) of every schema whose name matches ``like``."""
-    rows = conn.execute(
-        "SELECT nspname, obj_description(oid, 'pg_namespace') FROM pg_namespace"
-        " WHERE nspname LIKE %s ORDER BY nspname",
-        (like,),
-    ).fetchall()
+    rows = conn.execute(SCHEMAS_LIKE, (like,)).fetchall()
     return [(str(r[0]), r[1]) for r in rows]
 
 
 def schema_exists(conn: Conn, schema: str) -> bool:
-    row = conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,)).fetchone()
+    row = conn.execute(SCHEMA_EXISTS, (schema,)).fetchone()
     return row is not None
 
 
@@ -158,13 +179,9 @@ def ensure_extensions(conn: Conn, extensions: tuple[str, ...]) -> tuple[str, ...
     if not extensions:
         return ()
     with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", naming.extension_lock())
+        conn.execute(XACT_LOCK, naming.extension_lock())
         for extension in extensions:
-            row = conn.execute(
-                "SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace"
-                " WHERE e.extname = %s",
-                (extension,),
-            ).fetchone()
+            row = conn.execute(EXTENSION_HOME, (extension,)).fetchone()
             if row is None:
                 home = naming.extension_schema(extension)
                 conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(home)))
@@ -177,12 +194,7 @@ def ensure_extensions(conn: Conn, extensions: tuple[str, ...]) -> tuple[str, ...
                         )
                 except psycopg.Error as exc:
                     raise ExtensionUnavailable("", extension, first_line(exc)) from None
-        rows = conn.execute(
-            "SELECT DISTINCT n.nspname FROM pg_extension e"
-            " JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = ANY(%s)"
-            " ORDER BY 1",
-            (list(extensions),),
-        ).fetchall()
+        rows = conn.execute(EXTENSION_HOMES, (list(extensions),)).fetchall()
     return tuple(str(r[0]) for r in rows)
 
 
@@ -222,15 +234,7 @@ def check_tail(conn: Conn, tail: tuple[str, ...], database: str) -> None:
     """Refuse a search-path tail that holds tables, views or sequences."""
     if not tail:
         return
-    rows = conn.execute(
-        "SELECT n.nspname, c.relname, c.relkind FROM pg_class c"
-        " JOIN pg_namespace n ON n.oid = c.relnamespace"
-        " WHERE n.nspname = ANY(%s) AND c.relkind = ANY(%s)"
-        " AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass"
-        "   AND d.objid = c.oid AND d.deptype = 'e')"
-        " ORDER BY 1, 2",
-        (list(tail), list(_DATA_RELKINDS)),
-    ).fetchall()
+    rows = conn.execute(DATA_IN_SCHEMAS, (list(tail), list(_DATA_RELKINDS))).fetchall()
     if not rows:
         return
     by_schema: dict[str, list[str]] = {}

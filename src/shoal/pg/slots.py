@@ -50,6 +50,11 @@ def control_url(url: str, timeout: int) -> str:
     return candidate
 
 
+# Session advisory locks: DDL slots, a refill's hold on its pool, a forced namespace.
+TRY_LOCK = "SELECT pg_try_advisory_lock(%s, %s)"
+UNLOCK = "SELECT pg_advisory_unlock(%s, %s)"
+ALIVE = "SELECT 1"
+
 LOCK_SETTINGS_SQL = """
 SELECT current_setting('max_locks_per_transaction')::int,
        current_setting('max_connections')::int,
@@ -140,7 +145,7 @@ class Lease:
     def _ensure(self) -> None:
         if not self.conn.closed and not self.conn.broken:
             try:
-                self.conn.execute("SELECT 1")
+                self.conn.execute(ALIVE)
                 return
             except psycopg.OperationalError:
                 pass  # the server went away under us: open a new one below
@@ -194,16 +199,12 @@ class Lease:
             with self._lock, contextlib.suppress(psycopg.OperationalError):
                 # A lease lost meanwhile lost its locks with it.
                 if not self.conn.closed:
-                    self.conn.execute(
-                        "SELECT pg_advisory_unlock(%s, %s)", naming.ddl_slot_lock(held)
-                    )
+                    self.conn.execute(UNLOCK, naming.ddl_slot_lock(held))
 
     def _try(self, order: list[int]) -> int | None:
         with self._lock:
             for slot in order:
-                row = self.conn.execute(
-                    "SELECT pg_try_advisory_lock(%s, %s)", naming.ddl_slot_lock(slot)
-                ).fetchone()
+                row = self.conn.execute(TRY_LOCK, naming.ddl_slot_lock(slot)).fetchone()
                 if row and row[0]:
                     return slot
         return None
@@ -233,7 +234,7 @@ def hold_namespace(
 
     conn = admin_connect(control_url, naming.lease_label(namespace, "forced"), timeout=timeout)
     key = naming.namespace_lock(namespace)
-    row = conn.execute("SELECT pg_try_advisory_lock(%s, %s)", key).fetchone()
+    row = conn.execute(TRY_LOCK, key).fetchone()
     if row and row[0]:
         return conn
     holder = conn.execute(_HOLDER_SQL, key).fetchone()

@@ -20,6 +20,8 @@ from shoal.plan import RunPlan, Target
 from shoal.setups import Setup
 
 Conn = psycopg.Connection[tuple[Any, ...]]
+# A claim is a DO block: loading PL/pgSQL into a fresh backend takes it off the clock.
+WARM_PLPGSQL = "DO $$BEGIN NULL; END$$"
 
 
 @dataclass
@@ -149,7 +151,7 @@ class WorkerSchemas:
             # falls back to building in place.
             try:
                 self._candidates[target.name] = pool.candidate_names(conn, fingerprint)
-                conn.execute("DO $$BEGIN NULL; END$$")
+                conn.execute(WARM_PLPGSQL)
             except psycopg.Error:
                 pass
 

@@ -134,7 +134,8 @@ def _owner(config: pytest.Config) -> RunState:
     carried = [p for p in config.pluginmanager.get_plugins() if isinstance(p, PlanCarrier)]
     plan = build_plan(config, carried[0].namespace if carried else None)
     state = RunState(plan, naming.MAIN_WORKER, is_controller=_runs_workers(config))
-    if plan.origin == "forced":
+    shared = os.environ.get(naming.ENV_NAMESPACE_SHARED) == plan.namespace
+    if plan.origin == "forced" and not shared:
         state.hold_forced_namespace()
     if state.is_controller and plan.configured:
         state.set_environment({naming.ENV_PLAN: plan.to_json()})

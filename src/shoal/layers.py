@@ -46,14 +46,7 @@ class Layers:
         _record(self.sources, given, label)
 
     def source_of(self, key: str) -> str:
-        """The source of dotted ``key`` (its longest recorded prefix); "default" if none."""
-        parts = key.split(".")
-        while parts:
-            found = self.sources.get(".".join(parts))
-            if found is not None:
-                return found
-            parts.pop()
-        return "default"
+        return source_of(self.sources, key)
 
     def validate(
         self,
@@ -100,6 +93,17 @@ class Layers:
             value = shown(key, _value_at(self.values, loc))
             problems.append(UsageError(key, value, self.source_of(key), "; or ".join(messages)))
         return problems
+
+
+def source_of(sources: Mapping[str, str], key: str) -> str:
+    """The source of dotted ``key``: that of its longest recorded prefix; "default" if none."""
+    parts = key.split(".")
+    while parts:
+        found = sources.get(".".join(parts))
+        if found is not None:
+            return found
+        parts.pop()
+    return "default"
 
 
 def environment(

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Literal
 
-from shoal import conninfo, naming
+from shoal import conninfo, layers, naming
 from shoal.errors import ShoalError
 
 if TYPE_CHECKING:
@@ -106,13 +106,7 @@ class RunPlan:
         return Path(self.project_root)
 
     def source_of(self, key: str) -> str:
-        parts = key.split(".")
-        while parts:
-            found = self.sources.get(".".join(parts))
-            if found is not None:
-                return found
-            parts.pop()
-        return "default"
+        return layers.source_of(self.sources, key)
 
     def schema(self, worker: str) -> str:
         return naming.schema_name(self.namespace, worker)

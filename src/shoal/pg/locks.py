@@ -18,7 +18,7 @@ from psycopg.rows import dict_row
 from shoal import conninfo, naming
 from shoal.errors import ServerUnreachable, first_line
 from shoal.pg.connect import admin_connect
-from shoal.pg.slots import lock_settings
+from shoal.pg.slots import LockSettings, lock_settings
 
 QUERY_CHARS: Final = 120
 # A prepared transaction holding a conflicting lock: pg_blocking_pids reports it as pid 0.
@@ -157,9 +157,10 @@ class LockPressure:
 
     @property
     def capacity(self) -> int:
-        """The shared lock table's nominal size (PostgreSQL sizes it per connection slot)."""
-        slots = self.max_connections + self.max_prepared_transactions
-        return self.max_locks_per_transaction * slots
+        settings = LockSettings(
+            self.max_locks_per_transaction, self.max_connections, self.max_prepared_transactions
+        )
+        return settings.capacity
 
     @property
     def percent(self) -> float:

@@ -216,6 +216,14 @@ def test_without_history_the_split_is_stable_and_complete(project: Path) -> None
     assert "no duration history" in results[0].stdout
     assert len(digests(results)) == 1
     assert sorted(len(tests) for tests in by_run.values()) == [6, 6, 6]
+    # --co lists what the shard runs (and starts nothing).
+    listed = inner.run(project, "--co", "-q", "--shoal-shard", "2/3", "--shoal-history", str(empty))
+    assert listed.returncode == 0, listed.output
+    reports = [read_report(e.path) for e in list_reports(project / "out")]
+    (second,) = [r for r in reports if r.shard == "2/3"]
+    assert {line for line in listed.stdout.splitlines() if "::" in line} == {
+        t.nodeid for t in second.tests
+    }
 
 
 @pytest.mark.parametrize(

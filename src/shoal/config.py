@@ -101,6 +101,12 @@ class Settings(BaseModel):
         f"provisioned, up to {POOL_SIZE_MAX}; 0 turns the pool off",
     )
 
+    django_databases: dict[str, str] = Field(
+        default_factory=dict,
+        description="Django alias → the name its test database goes by in shoal (reports, "
+        "`shoal ps`, the sweep); default: the alias (pytest-django needs no config)",
+    )
+
     @field_validator("search_path_tail", mode="before")
     @classmethod
     def _tail(cls, value: object) -> object:
@@ -274,6 +280,10 @@ def _check_semantics(settings: Settings) -> None:
         why = naming.schema_name_problem(schema)
         if why:
             problem("search_path_tail", schema, why)
+    for alias, name in settings.django_databases.items():
+        why = naming.database_key_problem(name)
+        if why:
+            problem(f"django_databases.{alias}", name, f"not a usable database name: {why}")
     if problems:
         raise ConfigError(problems)
 
@@ -284,7 +294,11 @@ def settings_table() -> str:
     for name, info in Settings.model_fields.items():
         if name == "project_root":
             continue
-        default = "`{default: {}}`" if name == "databases" else f"`{info.get_default()}`"
+        default = (
+            "`{default: {}}`"
+            if name == "databases"
+            else f"`{info.get_default(call_default_factory=True)}`"
+        )
         env = f"`SHOAL_{name.upper()}`"
         rows.append(f"| `{name}` | {env} | {default} | {info.description} |")
     for name, info in DatabaseConfig.model_fields.items():

@@ -37,3 +37,14 @@ def test_home_reaches_the_embedded_server_commands(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["--home", str(home), "db", "status", "--json"])
     assert result.exit_code == 0, result.output
     assert str(home) in result.output
+
+
+def test_output_that_is_not_a_terminal_is_not_wrapped(project: Project, tmp_path: Path) -> None:
+    name = "a_database_whose_name_is_long_enough_to_wrap_at_eighty_columns"
+    project({})
+    (tmp_path / "pyproject.toml").write_text(f"[tool.shoal.databases.{name}]\n")
+    result = CliRunner().invoke(cli, ["--home", str(tmp_path / "home"), "sweep", "--dry-run"])
+    assert result.exit_code == 0, result.output
+    table = [line for line in result.output.splitlines() if name in line]
+    assert table, result.output  # the row holds the name whole, on one line
+    assert any(len(line) > 80 for line in result.output.splitlines())

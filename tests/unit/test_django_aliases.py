@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from shoal import conninfo
 from shoal.integrations.django import aliases as django_aliases
 from shoal.integrations.django.aliases import database_name, resolve
@@ -74,6 +76,15 @@ def test_names_a_project_chose_and_names_made_from_aliases() -> None:
     assert found.aliases == {"default": "platform", "Tenant-EU": "tenant_eu"}
     assert database_name("2nd", set()) == "django_2nd"
     assert database_name("default", {"default"}) == "default_2"
+
+
+def test_one_chosen_name_for_two_test_databases_is_refused() -> None:
+    with pytest.raises(django_aliases.NameClash, match="'main' already names"):
+        resolve(
+            {"default": alias("app"), "eu": alias("eu")},
+            {"default": "postgresql", "eu": "postgresql"},
+            names={"default": "main", "eu": "main"},
+        )
 
 
 def test_test_database_name_as_django_computes_it() -> None:

@@ -26,7 +26,7 @@ import pytest
 
 from shoal import naming
 from shoal.plugin.boundary import shoal_errors_as_usage_errors
-from shoal.plugin.state import STATE, RunState
+from shoal.plugin.state import STATE, RunState, load_settings
 
 if TYPE_CHECKING:
     from shoal.integrations.django.plan import DjangoPlan
@@ -88,10 +88,14 @@ class DjangoIntegration:
         from shoal.integrations.django.plan import build
 
         with shoal_errors_as_usage_errors():
+            # The owner's settings again (this process only): the names a project chose.
+            settings = load_settings(self.config)
             self.plan = build(
                 self.state.plan,
                 create_db=bool(self.config.getvalue("create_db")),
                 use_migrations=not self.config.getvalue("nomigrations"),
+                names=settings.django_databases,
+                names_source=settings.source_of("django_databases"),
             )
             if self.active:
                 assert self.plan is not None

@@ -32,6 +32,14 @@ _LIBPQ_OPTIONS = (
 _NOT_A_NAME = re.compile(r"[^a-z0-9_]")
 
 
+class NameClash(ValueError):
+    """Two aliases with different test databases were given one shoal database name."""
+
+    def __init__(self, alias: str, name: str) -> None:
+        self.alias, self.name = alias, name
+        super().__init__(f"{name!r} already names another alias's test database")
+
+
 @dataclass(frozen=True)
 class Resolution:
     """Which aliases shoal isolates, in which test database, and which it leaves alone."""
@@ -119,6 +127,8 @@ def resolve(
             result.aliases[alias] = by_signature[signature]
             continue
         wanted = (names or {}).get(alias)
+        if wanted is not None and wanted in result.targets:
+            raise NameClash(alias, wanted)
         name = wanted or database_name(alias, set(result.targets))
         by_signature[signature] = name
         result.targets[name] = url

@@ -84,8 +84,9 @@ class DjangoPlan:
         lines = []
         for alias, name in self.aliases.items():
             target = self.target(name)
+            named = "" if name == alias else f" (shoal database {name!r})"
             lines.append(
-                f"shoal: Django alias {alias!r} → {conninfo.dbname(target.url)}, "
+                f"shoal: Django alias {alias!r} → {conninfo.dbname(target.url)}{named}, "
                 f"a schema per worker ({conninfo.mask(target.url)})"
             )
         return lines + [f"shoal: {note}" for note in self.notes]
@@ -110,13 +111,34 @@ def build(
     create_db: bool = False,
     use_migrations: bool = True,
     names: Mapping[str, str] | None = None,
+    names_source: str = "default",
 ) -> DjangoPlan | None:
     """The Django plan of ``run`` from the loaded Django settings; None when no alias is
-    on PostgreSQL. Creates each test database that is missing (and only that)."""
+    on PostgreSQL. Creates each test database that is missing (and only that).
+
+    ``names``: alias → the shoal database name a project chose for its test database.
+    """
     from django.conf import settings
 
     databases = settings.DATABASES
-    resolution = django_aliases.resolve(databases, vendors(databases), names)
+    for alias, name in (names or {}).items():
+        if alias not in databases:
+            raise UsageError(
+                f"django_databases.{alias}",
+                name,
+                names_source,
+                f"settings.DATABASES has no alias {alias!r}; expected one of "
+                + ", ".join(repr(a) for a in databases),
+            )
+    try:
+        resolution = django_aliases.resolve(databases, vendors(databases), names)
+    except django_aliases.NameClash as exc:
+        raise UsageError(
+            f"django_databases.{exc.alias}",
+            exc.name,
+            names_source,
+            f"{exc}; expected one name per test database",
+        ) from None
     if not resolution.targets:
         notes = tuple(resolution.notes())
         return None if not notes else DjangoPlan(replace(run, targets=()), {}, notes)

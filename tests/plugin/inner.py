@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,9 +57,9 @@ def toml_value(value: object) -> str:
 
 def write_project(
     root: Path,
-    databases: dict[str, dict[str, object]],
-    files: dict[str, str],
-    shoal: dict[str, object] | None = None,
+    databases: Mapping[str, Mapping[str, object]],
+    files: Mapping[str, str],
+    shoal: Mapping[str, object] | None = None,
 ) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     lines = ["[tool.pytest.ini_options]", 'pythonpath = ["."]', "", "[tool.shoal]"]

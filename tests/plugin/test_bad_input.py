@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import cast
 
 import pytest
 
@@ -18,7 +19,7 @@ USAGE_ERROR = 4  # pytest's exit code for usage errors
 def worker_schemas(server: Server, database: str) -> list[str]:
     with server.connect(database) as conn:
         rows = conn.execute("SELECT nspname FROM pg_namespace WHERE nspname LIKE 'test\\_%'")
-        return [r[0] for r in rows]
+        return [cast(str, r[0]) for r in rows]
 
 
 @pytest.fixture

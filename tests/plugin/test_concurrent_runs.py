@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import cast
 
 from tests.conftest import Databases, Server
 from tests.plugin import inner
@@ -43,13 +44,14 @@ def public_tables(server: Server, database: str) -> int:
             " WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f')"
         ).fetchone()
     assert row is not None
-    return int(row[0])
+    return cast(int, row[0])
 
 
 def shoal_schemas(server: Server, database: str, namespaces: set[str]) -> list[str]:
     with server.connect(database) as conn:
         rows = conn.execute("SELECT nspname FROM pg_namespace WHERE nspname LIKE 'test\\_%'")
-        return [r[0] for r in rows if any(ns in r[0] for ns in namespaces)]
+        names = [cast(str, r[0]) for r in rows]
+    return [name for name in names if any(ns in name for ns in namespaces)]
 
 
 def test_four_invocations_at_once_see_only_their_own_rows(

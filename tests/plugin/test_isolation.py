@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import cast
 
 import pytest
 
@@ -43,7 +44,7 @@ def leftover_schemas(server: Server, database: str, namespace: str) -> list[str]
             "SELECT nspname FROM pg_namespace WHERE nspname LIKE %s",
             (f"test\\_{namespace}\\_%",),
         ).fetchall()
-    return [r[0] for r in rows]
+    return [cast(str, r[0]) for r in rows]
 
 
 @pytest.mark.parametrize("xdist_args", [["-n", "0"], ["-n", "2"]], ids=["n0", "n2"])

@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -31,7 +32,9 @@ def sqlalchemy_url(server: Server, database: str) -> str:
     return conninfo.with_scheme(server.url(database), "postgresql+psycopg")
 
 
-def catalog(server: Server, database: str) -> tuple[list[tuple[str, str]], list[tuple[object]]]:
+def catalog(
+    server: Server, database: str
+) -> tuple[list[tuple[str, str]], list[tuple[object, ...]]]:
     """Every schema and relation outside the system's, and the rows of the dev table."""
     with server.connect(database) as conn:
         relations = conn.execute(
@@ -78,8 +81,18 @@ def settled(server: Server, database: str, timeout: float = 120) -> None:
         time.sleep(0.25)
 
 
+@dataclass(frozen=True)
+class Shape:
+    """A fresh copy of the project, its test database and the developer's database beside it."""
+
+    root: Path
+    test_db: str
+    dev_db: str
+    env: dict[str, str]
+
+
 @pytest.fixture
-def shape(tmp_path: Path, embedded: Server, embedded_databases: Databases) -> dict[str, object]:
+def shape(tmp_path: Path, embedded: Server, embedded_databases: Databases) -> Shape:
     root = tmp_path / "appshape"
     shutil.copytree(PROJECT, root)
     test_db, dev_db = embedded_databases.new("shape"), embedded_databases.new("dev")
@@ -92,7 +105,7 @@ def shape(tmp_path: Path, embedded: Server, embedded_databases: Databases) -> di
         "SHOAL_POOL_SIZE": "2",
         "SHOAL_HOME": str(tmp_path / "home"),
     }
-    return {"root": root, "test_db": test_db, "dev_db": dev_db, "env": env}
+    return Shape(root=root, test_db=test_db, dev_db=dev_db, env=env)
 
 
 def run_together(root: Path, env: dict[str, str], *args: str) -> list[inner.InnerRun]:
@@ -101,10 +114,10 @@ def run_together(root: Path, env: dict[str, str], *args: str) -> list[inner.Inne
 
 
 def test_four_at_once_twice_beside_a_dev_database_touch_nothing_of_it(
-    shape: dict[str, object], embedded: Server
+    shape: Shape, embedded: Server
 ) -> None:
-    root, env = Path(str(shape["root"])), dict(shape["env"])  # type: ignore[call-overload]
-    test_db, dev_db = str(shape["test_db"]), str(shape["dev_db"])
+    root, env = shape.root, shape.env
+    test_db, dev_db = shape.test_db, shape.dev_db
     dev_before = catalog(embedded, dev_db)
 
     for _round in ("cold", "warm"):
@@ -131,9 +144,9 @@ def test_four_at_once_twice_beside_a_dev_database_touch_nothing_of_it(
 
 @pytest.mark.parametrize("how", ["-n 0", "shoal run"])
 def test_green_under_filterwarnings_error_alone_and_under_shoal_run(
-    shape: dict[str, object], embedded: Server, how: str
+    shape: Shape, embedded: Server, how: str
 ) -> None:
-    root, env = Path(str(shape["root"])), dict(shape["env"])  # type: ignore[call-overload]
+    root, env = shape.root, shape.env
     if how == "shoal run":
         records = root / ".records"
         records.mkdir(exist_ok=True)
@@ -153,4 +166,4 @@ def test_green_under_filterwarnings_error_alone_and_under_shoal_run(
     assert code == 0, output
     assert "warnings summary" not in output, output
     assert "Warning:" not in output, output
-    settled(embedded, str(shape["test_db"]))
+    settled(embedded, shape.test_db)

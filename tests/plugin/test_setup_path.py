@@ -154,7 +154,9 @@ def test_the_refill_builds_with_the_pool_schema_bound_in_its_environment(
     assert worker, seen
     refill = refills[0]
     building = refill["own_schema"]
-    assert naming.parse_pool_schema(building).ready is False  # type: ignore[union-attr]
+    parsed = naming.parse_pool_schema(building)
+    assert parsed is not None
+    assert parsed.ready is False
     assert f"search_path={building}" in refill["pgoptions"]
     assert f"search_path%3D{building}" in refill["database_url"].replace("=", "%3D")
     assert refill["database_url"] != shell_url

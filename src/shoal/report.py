@@ -28,8 +28,13 @@ from shoal.schedule import Distance
 
 Outcome = Literal["passed", "failed", "error", "skipped", "xfailed", "xpassed"]
 OUTCOMES: Final[tuple[Outcome, ...]] = (
-    "passed", "failed", "error", "skipped", "xfailed", "xpassed",
-)  # fmt: skip
+    "passed",
+    "failed",
+    "error",
+    "skipped",
+    "xfailed",
+    "xpassed",
+)
 REPORT_FORMAT: Final = 1
 
 

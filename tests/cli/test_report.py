@@ -133,12 +133,12 @@ def test_all_skips_a_broken_file_and_says_so(tmp_path: Path) -> None:
     assert "20260301T130000Z_broken.json" in result.stderr
 
 
-def test_no_reports_is_not_an_error(tmp_path: Path) -> None:
+def test_no_reports_says_how_to_make_one_and_exits_1(tmp_path: Path) -> None:
     result = invoke("--dir", str(tmp_path / "nothing-here"))
-    assert result.exit_code == 0
-    assert f"No reports in {tmp_path / 'nothing-here'}" in result.output
+    assert result.exit_code == 1
+    assert f"No reports in {tmp_path / 'nothing-here'}: `shoal run` writes one" in result.output
     result = invoke("--dir", str(tmp_path), "--all", "--json")
-    assert result.exit_code == 0
+    assert result.exit_code == 1
     assert json.loads(result.stdout) == []
 
 

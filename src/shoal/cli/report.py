@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import NoReturn
 
 import click
 from rich.console import Console
@@ -23,9 +24,13 @@ from shoal.report import (
 )
 
 _STYLES: dict[Outcome, str] = {
-    "passed": "green", "failed": "red", "error": "red", "skipped": "yellow",
-    "xfailed": "yellow", "xpassed": "yellow",
-}  # fmt: skip
+    "passed": "green",
+    "failed": "red",
+    "error": "red",
+    "skipped": "yellow",
+    "xfailed": "yellow",
+    "xpassed": "yellow",
+}
 
 
 @click.command("report")
@@ -77,13 +82,8 @@ def report_command(
 
     PATH is a report file; without it, the latest report in the reports directory.
     """
-    if not as_html and output is not None:
-        raise click.UsageError("-o/--output goes with --html")
-    if as_html and (as_json or show_all):
-        raise click.UsageError("--html does not go with --json or --all")
+    _refuse_combinations(paths, latest, show_all, as_json, as_html, merge, output)
     if merge:
-        if latest or show_all:
-            raise click.UsageError("--merge reads every PATH given; --latest and --all pick")
         if not as_html:
             from shoal.cli.merge import show_merged
 
@@ -91,37 +91,58 @@ def report_command(
             return
         _write_merged(paths, directory, output)
         return
-    if len(paths) > 1:
-        raise click.UsageError("give one PATH (or --html --merge for several)")
-    path = paths[0] if paths else None
-    if sum([path is not None, latest, show_all]) > 1:
-        raise click.UsageError("give at most one of PATH, --latest and --all")
-    if path is not None:
-        run = _read_path(path)
-    else:
-        directory = directory if directory is not None else _default_directory()
-        if show_all:
-            _show_all(directory, as_json)
-            return
-        newest = latest_report(directory)
-        if newest is None:
-            if as_html:
-                from shoal.timeline import TimelineError
-
-                raise TimelineError(
-                    f"no run reports in {directory} (expected *_<namespace>.json files)"
-                )
-            _no_reports(directory, as_json, "null")
-            return
-        path = newest.path
-        try:
-            run = read_report(path)
-        except ReportError as exc:
-            raise click.ClickException(str(exc)) from None
+    directory = directory if directory is not None else _default_directory()
+    if show_all:
+        _show_all(directory, as_json)
+        return
+    path, run = _chosen(paths[0] if paths else None, directory, as_json, as_html)
     if as_html:
         _write_timeline([run], output, default=path.with_suffix(".html"))
     else:
         _show(run, as_json)
+
+
+def _refuse_combinations(
+    paths: tuple[Path, ...],
+    latest: bool,
+    show_all: bool,
+    as_json: bool,
+    as_html: bool,
+    merge: bool,
+    output: Path | None,
+) -> None:
+    if not as_html and output is not None:
+        raise click.UsageError("-o/--output goes with --html")
+    if as_html and (as_json or show_all):
+        raise click.UsageError("--html does not go with --json or --all")
+    if merge and (latest or show_all):
+        raise click.UsageError("--merge reads every PATH given; --latest and --all pick")
+    if not merge and len(paths) > 1:
+        raise click.UsageError("give one PATH (or --html --merge for several)")
+    if not merge and sum([bool(paths), latest, show_all]) > 1:
+        raise click.UsageError("give at most one of PATH, --latest and --all")
+
+
+def _chosen(
+    path: Path | None, directory: Path, as_json: bool, as_html: bool
+) -> tuple[Path, RunReport]:
+    """The report PATH names, or the newest one in ``directory``."""
+    if path is not None:
+        return path, _read_path(path)
+    newest = latest_report(directory)
+    if newest is None:
+        if as_html:
+            from shoal.timeline import TimelineError
+
+            raise TimelineError(
+                f"no run reports in {directory} (expected *_<namespace>.json files)"
+            )
+        _no_reports(directory, as_json, "null")
+    assert newest is not None
+    try:
+        return newest.path, read_report(newest.path)
+    except ReportError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 def _write_merged(paths: tuple[Path, ...], directory: Path | None, output: Path | None) -> None:
@@ -170,11 +191,16 @@ def _read_path(path: Path) -> RunReport:
         raise click.BadParameter(str(exc), param_hint="PATH") from None
 
 
-def _no_reports(directory: Path, as_json: bool, empty: str) -> None:
+def _no_reports(directory: Path, as_json: bool, empty: str) -> NoReturn:
     # JSON consumers still get something that parses on stdout; people get the reason.
     if as_json:
         click.echo(empty)
-    click.echo(f"No reports in {directory}", err=as_json)
+    click.echo(
+        f"No reports in {directory}: `shoal run` writes one for every run, "
+        "`pytest --shoal-report` for a plain pytest run",
+        err=as_json,
+    )
+    raise SystemExit(1)
 
 
 def _show(run: RunReport, as_json: bool) -> None:
@@ -240,9 +266,12 @@ def render(console: Console, run: RunReport) -> None:
             table.add_column(column, justify="right" if column != "outcome" else "left")
         for test in slowest:
             table.add_row(
-                Text(test.nodeid), Text(test.outcome, style=_STYLES[test.outcome]), test.worker,
-                f"{test.duration_s:.2f}s", f"{test.setup_s + test.teardown_s:.2f}s",
-            )  # fmt: skip
+                Text(test.nodeid),
+                Text(test.outcome, style=_STYLES[test.outcome]),
+                test.worker,
+                f"{test.duration_s:.2f}s",
+                f"{test.setup_s + test.teardown_s:.2f}s",
+            )
         console.print(table)
 
     if run.workers:
@@ -251,9 +280,12 @@ def render(console: Console, run: RunReport) -> None:
             table.add_column(column, justify="left" if column == "worker" else "right")
         for usage in run.workers:
             table.add_row(
-                usage.worker, str(usage.tests), f"{usage.busy_s:.2f}s", f"{usage.idle_s:.2f}s",
+                usage.worker,
+                str(usage.tests),
+                f"{usage.busy_s:.2f}s",
+                f"{usage.idle_s:.2f}s",
                 f"{usage.utilisation:.0%}",
-            )  # fmt: skip
+            )
         console.print(table)
 
     stats = run.provisioning_by_database()
@@ -268,9 +300,13 @@ def render(console: Console, run: RunReport) -> None:
             )
         for row in stats:
             table.add_row(
-                row.database, str(row.schemas), _spread(row.total), _spread(row.slot_wait),
-                _spread(row.create), _spread(row.setup),
-            )  # fmt: skip
+                row.database,
+                str(row.schemas),
+                _spread(row.total),
+                _spread(row.slot_wait),
+                _spread(row.create),
+                _spread(row.setup),
+            )
         console.print(table)
 
 

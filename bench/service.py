@@ -57,8 +57,13 @@ class Row:
 
 
 def git(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "GIT_AUTHOR_NAME": "b", "GIT_AUTHOR_EMAIL": "b@b",
-           "GIT_COMMITTER_NAME": "b", "GIT_COMMITTER_EMAIL": "b@b"}  # fmt: skip
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "b",
+        "GIT_AUTHOR_EMAIL": "b@b",
+        "GIT_COMMITTER_NAME": "b",
+        "GIT_COMMITTER_EMAIL": "b@b",
+    }
     return subprocess.run(["git", *args], cwd=cwd, env=env, capture_output=True, text=True)
 
 
@@ -79,11 +84,17 @@ def make_repo(path: Path, files: int) -> Path:
 
 async def _overhead(work: Path, jobs: int, capacity: int, files: int) -> dict[str, float]:
     repo = make_repo(work / "small", files)
-    settings = load_serve_settings({
-        "repo": str(repo), "agents": {"noop": ["true"]}, "state_dir": work / "state",
-        "max_concurrency": capacity, "max_queue_depth": jobs, "no_auth": True,
-        "base_refresh_s": 3600,
-    })  # fmt: skip
+    settings = load_serve_settings(
+        {
+            "repo": str(repo),
+            "agents": {"noop": ["true"]},
+            "state_dir": work / "state",
+            "max_concurrency": capacity,
+            "max_queue_depth": jobs,
+            "no_auth": True,
+            "base_refresh_s": 3600,
+        }
+    )
     app = create_app(settings)
     transport = httpx.ASGITransport(app=app)
     async with (
@@ -107,10 +118,13 @@ async def _overhead(work: Path, jobs: int, capacity: int, files: int) -> dict[st
     spans = sorted(r["finished_at"] - r["started_at"] for r in records)
     floor = await _bare_processes(jobs, capacity)
     return {
-        "wall": wall, "p50": statistics.median(spans) * 1000,
-        "p95": spans[int(len(spans) * 0.95) - 1] * 1000, "failed": len(failed),
-        "throughput": jobs / wall, "floor_throughput": jobs / floor,
-    }  # fmt: skip
+        "wall": wall,
+        "p50": statistics.median(spans) * 1000,
+        "p95": spans[int(len(spans) * 0.95) - 1] * 1000,
+        "failed": len(failed),
+        "throughput": jobs / wall,
+        "floor_throughput": jobs / floor,
+    }
 
 
 async def _bare_processes(jobs: int, capacity: int) -> float:
@@ -144,8 +158,11 @@ def worktree_add(base: Path, shared: Path, dest: Path, name: str) -> list[list[s
     return [["git", "-C", str(shared), "worktree", "add", "--quiet", "-b", name, str(dest)]]
 
 
-STRATEGIES = {"clone --local": clone_local, "plain clone": plain_clone,
-              "worktree add": worktree_add}  # fmt: skip
+STRATEGIES = {
+    "clone --local": clone_local,
+    "plain clone": plain_clone,
+    "worktree add": worktree_add,
+}
 
 
 def _prepare(strategy: str, base: Path, shared: Path, dest: Path, name: str) -> tuple[float, str]:
@@ -158,9 +175,14 @@ def _prepare(strategy: str, base: Path, shared: Path, dest: Path, name: str) -> 
 
 
 def _race(
-    strategy: str, base: Path, shared: Path, dest: Path, name: str,
-    barrier: threading.Barrier, outcomes: list[tuple[float, str]],
-) -> None:  # fmt: skip
+    strategy: str,
+    base: Path,
+    shared: Path,
+    dest: Path,
+    name: str,
+    barrier: threading.Barrier,
+    outcomes: list[tuple[float, str]],
+) -> None:
     barrier.wait()
     outcomes.append(_prepare(strategy, base, shared, dest, name))
 
@@ -204,9 +226,12 @@ def _workspaces(work: Path, files: int, repeat: int, parallel: int, rounds: int)
             for dest in dests:
                 _remove(strategy, shared, dest)
         results[strategy] = Row(
-            statistics.median(alone), statistics.median(walls), len(errors), parallel * rounds,
+            statistics.median(alone),
+            statistics.median(walls),
+            len(errors),
+            parallel * rounds,
             errors[0] if errors else "",
-        )  # fmt: skip
+        )
     return results
 
 
@@ -247,11 +272,16 @@ async def _startup(
     # The agent notes when it started, then works for job_ms: sh starts in ~1 ms.
     agent = ["sh", "-c", f'date +%s.%N > {marks}/"$SHOAL_JOB_ID"; sleep {job_ms / 1000}']
     flags = {
-        "repo": str(repo), "agents": {"agent": agent}, "state_dir": marks.with_suffix(".state"),
-        "max_concurrency": capacity, "max_queue_depth": jobs, "no_auth": True,
-        "base_refresh_s": 3600, "pool_size": jobs if pool == -1 else pool,
+        "repo": str(repo),
+        "agents": {"agent": agent},
+        "state_dir": marks.with_suffix(".state"),
+        "max_concurrency": capacity,
+        "max_queue_depth": jobs,
+        "no_auth": True,
+        "base_refresh_s": 3600,
+        "pool_size": jobs if pool == -1 else pool,
         "checkout_concurrency": slots,
-    }  # fmt: skip
+    }
     app = create_app(load_serve_settings(flags))
     transport = httpx.ASGITransport(app=app)
     async with (
@@ -284,9 +314,13 @@ async def _startup(
         if (marks / r["job_id"]).exists()
     )
     return Startup(
-        statistics.median(delays) * 1000, delays[int(len(delays) * 0.95) - 1] * 1000,
-        jobs / wall, warm_s, claimed, len(failed),
-    )  # fmt: skip
+        statistics.median(delays) * 1000,
+        delays[int(len(delays) * 0.95) - 1] * 1000,
+        jobs / wall,
+        warm_s,
+        claimed,
+        len(failed),
+    )
 
 
 def _startups(work: Path, jobs: int, capacity: int, files: int, job_ms: int) -> dict[str, Startup]:
@@ -298,10 +332,14 @@ def _startups(work: Path, jobs: int, capacity: int, files: int, job_ms: int) -> 
 
 
 def _print_startups(rows: dict[str, Startup], args: argparse.Namespace) -> None:
-    print(f"\n## Start-up: {args.startup_jobs} jobs of {args.job_ms} ms at capacity "
-          f"{args.capacity} ({args.startup_files}-file repository)\n")  # fmt: skip
-    print("| configuration | slot → agent p50 | ratio | p95 | ratio | throughput | ratio | "
-          "pool filled in | taken from the pool | failed |")  # fmt: skip
+    print(
+        f"\n## Start-up: {args.startup_jobs} jobs of {args.job_ms} ms at capacity "
+        f"{args.capacity} ({args.startup_files}-file repository)\n"
+    )
+    print(
+        "| configuration | slot → agent p50 | ratio | p95 | ratio | throughput | ratio | "
+        "pool filled in | taken from the pool | failed |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|")
     ref = rows["no pool, checkouts <= cores"]
     for name, row in rows.items():
@@ -314,18 +352,24 @@ def _print_startups(rows: dict[str, Startup], args: argparse.Namespace) -> None:
 
 
 def _print_overhead(over: dict[str, float], args: argparse.Namespace) -> None:
-    print(f"## {args.jobs} no-op jobs at capacity {args.capacity} "
-          f"({args.small_files}-file repository)\n")  # fmt: skip
+    print(
+        f"## {args.jobs} no-op jobs at capacity {args.capacity} "
+        f"({args.small_files}-file repository)\n"
+    )
     print("| job time p50 | job time p95 | throughput | bare `true` floor | failed |")
     print("|---|---|---|---|---|")
-    print(f"| {over['p50']:.0f} ms | {over['p95']:.0f} ms | {over['throughput']:.1f} jobs/s | "
-          f"{over['floor_throughput']:.0f} procs/s | {over['failed']:.0f} |")  # fmt: skip
+    print(
+        f"| {over['p50']:.0f} ms | {over['p95']:.0f} ms | {over['throughput']:.1f} jobs/s | "
+        f"{over['floor_throughput']:.0f} procs/s | {over['failed']:.0f} |"
+    )
 
 
 def _print_workspaces(spaces: dict[str, Row], args: argparse.Namespace) -> None:
     print(f"\n## Workspace preparation, {args.files}-file repository\n")
-    print(f"| strategy | alone (median of {args.repeat}) | ratio | {args.parallel} at once "
-          f"(median wall of {args.rounds}) | ratio | failures |")  # fmt: skip
+    print(
+        f"| strategy | alone (median of {args.repeat}) | ratio | {args.parallel} at once "
+        f"(median wall of {args.rounds}) | ratio | failures |"
+    )
     print("|---|---|---|---|---|---|")
     ref = spaces["clone --local"]
     for name, row in spaces.items():

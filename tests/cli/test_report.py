@@ -61,11 +61,17 @@ def sample(namespace: str, started: datetime = STARTED, slow: int = 12) -> RunRe
         tests=tuple(tests),
         workers=worker_usage(tests, finished.timestamp()),
         provisioning=tuple(
-            ProvisioningTiming(worker=w, database="platform", slot_wait_s=0.1, create_s=0.01,
-                               setup_s=t, total_s=t + 0.11)
+            ProvisioningTiming(
+                worker=w,
+                database="platform",
+                slot_wait_s=0.1,
+                create_s=0.01,
+                setup_s=t,
+                total_s=t + 0.11,
+            )
             for w, t in (("gw0", 0.5), ("gw1", 0.9))
         ),
-    )  # fmt: skip
+    )
 
 
 def invoke(*args: str) -> Result:
@@ -153,8 +159,11 @@ def test_bad_path_is_a_usage_error_naming_it(tmp_path: Path, kind: str) -> None:
     assert result.exit_code == 2
     assert str(path) in result.output
     assert "Traceback" not in result.output
-    expected = {"missing": "no such file", "not-a-report": "is not a shoal run report",
-                "directory": "is a directory"}[kind]  # fmt: skip
+    expected = {
+        "missing": "no such file",
+        "not-a-report": "is not a shoal run report",
+        "directory": "is a directory",
+    }[kind]
     assert expected in result.output
 
 

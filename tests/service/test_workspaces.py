@@ -21,11 +21,13 @@ async def test_each_job_gets_its_own_workspace_home_and_job_id(
     async with serve() as s:
         ids = []
         for name in ("a", "b"):
-            ids.append(await s.submit(
-                f"pwd {s.path(name + '.pwd')}\nenv HOME {s.path(name + '.home')}\n"
-                f"env SHOAL_JOB_ID {s.path(name + '.id')}\n"
-                f"env SHOAL_SERVE_TOKEN {s.path(name + '.token')}"
-            ))  # fmt: skip
+            ids.append(
+                await s.submit(
+                    f"pwd {s.path(name + '.pwd')}\nenv HOME {s.path(name + '.home')}\n"
+                    f"env SHOAL_JOB_ID {s.path(name + '.id')}\n"
+                    f"env SHOAL_SERVE_TOKEN {s.path(name + '.token')}"
+                )
+            )
         for job_id in ids:
             assert (await s.wait(job_id))["status"] == "completed"
         pwds = {s.path(n + ".pwd").read_text() for n in "ab"}
@@ -53,8 +55,9 @@ async def test_two_jobs_edit_the_same_file_in_isolation_with_hardlinked_objects(
         assert (work_a / "app.py").read_text() == "from a\n"
         assert (Path((await s.job(b))["workspace"]) / "app.py").read_text() == "from b\n"
         # Object files of the checkout are the base's own files, not copies.
-        objects = [p for p in (base / "objects").rglob("*") if p.is_file() and
-                   len(p.parent.name) == 2]  # fmt: skip
+        objects = [
+            p for p in (base / "objects").rglob("*") if p.is_file() and len(p.parent.name) == 2
+        ]
         assert objects
         for path in objects:
             twin = work_a / ".git" / "objects" / path.relative_to(base / "objects")
@@ -95,8 +98,7 @@ async def test_ref_selects_what_is_checked_out(serve: ServeFactory) -> None:
         on_feature = await s.wait(await s.submit("write feature.txt changed", ref="feature"))
         on_main = await s.wait(await s.submit("write feature.txt changed"))
         missing = await s.wait(await s.submit("print x", ref="no-such-branch"))
-    assert on_feature["diff"]["files"] == [{"path": "feature.txt", "insertions": 1,
-                                            "deletions": 1}]  # fmt: skip
+    assert on_feature["diff"]["files"] == [{"path": "feature.txt", "insertions": 1, "deletions": 1}]
     assert on_main["diff"]["files"] == [{"path": "feature.txt", "insertions": 1, "deletions": 0}]
     assert missing["status"] == "failed"
     assert "'no-such-branch' was not found" in missing["error"]
@@ -134,9 +136,9 @@ async def test_home_template_is_copied_into_each_home(serve: ServeFactory, tmp_p
     (template / ".agent").mkdir(parents=True)
     (template / ".agent" / "config").write_text("shared\n")
     async with serve(home_template=template) as s:
-        job = await s.wait(await s.submit(
-            f"copy ~/.agent/config {s.path('seen')}\nwrite ~/.agent/config mine"
-        ))  # fmt: skip
+        job = await s.wait(
+            await s.submit(f"copy ~/.agent/config {s.path('seen')}\nwrite ~/.agent/config mine")
+        )
         assert job["status"] == "completed"
         assert s.path("seen").read_text() == "shared\n"
     assert (template / ".agent" / "config").read_text() == "shared\n"

@@ -48,9 +48,14 @@ def timing(
     worker: str, database: str, total: float, start: float | None = None
 ) -> ProvisioningTiming:
     return ProvisioningTiming(
-        worker=worker, database=database, slot_wait_s=0.0, create_s=0.1,
-        setup_s=total - 0.1, total_s=total, start=None if start is None else T0 + start,
-    )  # fmt: skip
+        worker=worker,
+        database=database,
+        slot_wait_s=0.0,
+        create_s=0.1,
+        setup_s=total - 0.1,
+        total_s=total,
+        start=None if start is None else T0 + start,
+    )
 
 
 def spans(run: RunReport, worker: str, kind: str) -> list[tuple[float, float]]:

@@ -77,12 +77,16 @@ class DjangoIntegration:
 
         with shoal_errors_as_usage_errors():
             self.plan = DjangoPlan.from_json(workerinput[naming.WORKERINPUT_DJANGO_PLAN])
-        self.bind()
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_sessionstart(self, session: pytest.Session) -> None:
-        # Before xdist starts its workers (its sessionstart is trylast): they get the plan.
-        if hasattr(self.config, "workerinput") or not _django_configured():
+        # At session start, not configure: a conftest may configure Django's settings in
+        # its own pytest_configure. Before xdist starts its workers (its sessionstart is
+        # trylast), so they get the plan.
+        if not _django_configured():
+            return
+        if hasattr(self.config, "workerinput"):
+            self.bind()
             return
         from shoal.integrations.django import known
         from shoal.integrations.django.plan import build

@@ -88,7 +88,12 @@ def ps_command(as_json: bool) -> None:
     settings = cli_settings()
     existing = existing_urls(settings)
     urls = existing.urls
-    urls = {**urls, **django_known.for_commands(settings.home, urls, settings.connect_timeout)}
+    urls = {
+        **urls,
+        **django_known.for_commands(
+            settings.home, settings.project, urls, settings.connect_timeout
+        ),
+    }
     result = ps(urls, settings.connect_timeout, datetime.now(UTC))
     if as_json:
         click.echo(json.dumps({**result.as_json(), "not_looked_at": existing.absent}, indent=2))

@@ -87,7 +87,12 @@ def sweep_command(dry_run: bool, as_json: bool, grace: float) -> None:
     existing = existing_urls(settings) if dry_run else None
     urls = existing.urls if existing is not None else configured_urls(settings)
     # Django's test databases, which a project without [tool.shoal] names nowhere else.
-    urls = {**urls, **django_known.for_commands(settings.home, urls, settings.connect_timeout)}
+    urls = {
+        **urls,
+        **django_known.for_commands(
+            settings.home, settings.project, urls, settings.connect_timeout
+        ),
+    }
     result = sweep(
         urls,
         grace_s=grace,

@@ -103,7 +103,10 @@ class DjangoIntegration:
             )
             if self.active:
                 assert self.plan is not None
-                known.remember(_home(self.state), {t.name: t.url for t in self.plan.plan.targets})
+                project = self.plan.plan.project or naming.project_key(self.plan.plan.project_root)
+                known.remember(
+                    _home(self.state), project, {t.name: t.url for t in self.plan.plan.targets}
+                )
         self.bind()
 
     @pytest.hookimpl(optionalhook=True)

@@ -1,8 +1,10 @@
 """The Django test databases shoal has put schemas in, remembered for ``shoal sweep`` and
 ``shoal ps``: a project that configures no ``[tool.shoal]`` names them nowhere else.
 
-One small JSON file under shoal's home, written under a file lock; a database stays
-listed until it is gone (a sweep then finds nothing there to drop, and says nothing).
+One small JSON file per project (``naming.project_key`` of its root) under shoal's home,
+written under a file lock: a sweep in one project never looks at another's databases
+(an unreachable one would make it drop nothing). A database stays listed until it is
+gone.
 """
 
 from __future__ import annotations
@@ -16,20 +18,20 @@ from filelock import FileLock
 
 from shoal import conninfo
 
-FILENAME = "django-databases.json"
+DIRECTORY = "django-databases"
 
 
-def path(home: Path) -> Path:
-    return home / FILENAME
+def path(home: Path, project: str) -> Path:
+    return home / DIRECTORY / f"{project}.json"
 
 
-def remember(home: Path, databases: dict[str, str]) -> None:
+def remember(home: Path, project: str, databases: dict[str, str]) -> None:
     """Add ``databases`` (name → libpq URL) to the list; the file is private to its user
     (a URL may carry a password, as Django's settings do)."""
-    home.mkdir(parents=True, exist_ok=True)
-    file = path(home)
+    file = path(home, project)
+    file.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(file) + ".lock", timeout=10):
-        known = read(home)
+        known = read(home, project)
         changed = False
         for name, url in databases.items():
             if url not in known.values():
@@ -44,10 +46,10 @@ def remember(home: Path, databases: dict[str, str]) -> None:
             os.replace(tmp, file)
 
 
-def read(home: Path) -> dict[str, str]:
-    """name → libpq URL of every Django test database remembered under ``home``."""
+def read(home: Path, project: str) -> dict[str, str]:
+    """name → libpq URL of every Django test database remembered for ``project``."""
     try:
-        data = json.loads(path(home).read_text())
+        data = json.loads(path(home, project).read_text())
     except (OSError, ValueError):
         return {}
     if not isinstance(data, dict):
@@ -55,15 +57,17 @@ def read(home: Path) -> dict[str, str]:
     return {str(k): str(v) for k, v in data.items() if isinstance(v, str)}
 
 
-def named(home: Path, taken: set[str]) -> dict[str, str]:
+def named(home: Path, project: str, taken: set[str]) -> dict[str, str]:
     """The remembered databases under names that do not clash with ``taken`` (the
     project's configured databases), as ``django:<name>``."""
     return {
-        f"django:{name}": url for name, url in read(home).items() if f"django:{name}" not in taken
+        f"django:{name}": url
+        for name, url in read(home, project).items()
+        if f"django:{name}" not in taken
     }
 
 
-def reachable(home: Path, taken: set[str], timeout: int) -> dict[str, str]:
+def reachable(home: Path, project: str, taken: set[str], timeout: int) -> dict[str, str]:
     """Like :func:`named`, less the databases that are gone (forgotten for good).
 
     A server that does not answer keeps its databases listed: the sweep must then see
@@ -73,7 +77,7 @@ def reachable(home: Path, taken: set[str], timeout: int) -> dict[str, str]:
 
     from shoal import naming
 
-    found = named(home, taken)
+    found = named(home, project, taken)
     gone = []
     for name, url in found.items():
         try:
@@ -87,14 +91,14 @@ def reachable(home: Path, taken: set[str], timeout: int) -> dict[str, str]:
             if "does not exist" in str(exc):
                 gone.append(name)
     if gone:
-        forget(home, {found[name] for name in gone})
+        forget(home, project, {found[name] for name in gone})
     return {name: url for name, url in found.items() if name not in gone}
 
 
-def forget(home: Path, urls: set[str]) -> None:
-    file = path(home)
+def forget(home: Path, project: str, urls: set[str]) -> None:
+    file = path(home, project)
     with FileLock(str(file) + ".lock", timeout=10):
-        known = {k: v for k, v in read(home).items() if v not in urls}
+        known = {k: v for k, v in read(home, project).items() if v not in urls}
         tmp = file.with_suffix(f".{os.getpid()}.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as out:
@@ -102,11 +106,13 @@ def forget(home: Path, urls: set[str]) -> None:
         os.replace(tmp, file)
 
 
-def for_commands(home: Path | None, taken: Mapping[str, str], timeout: int) -> dict[str, str]:
-    """The Django test databases for ``shoal sweep`` and ``shoal ps`` to look at too,
-    beside the configured databases ``taken`` (name → URL), none of them twice."""
+def for_commands(
+    home: Path | None, project: str, taken: Mapping[str, str], timeout: int
+) -> dict[str, str]:
+    """The project's Django test databases for ``shoal sweep`` and ``shoal ps`` to look
+    at too, beside the configured databases ``taken`` (name → URL), none of them twice."""
     from shoal.embedded import default_home
 
     urls = set(taken.values())
-    found = reachable(home or default_home(), set(taken), timeout)
+    found = reachable(home or default_home(), project, set(taken), timeout)
     return {name: url for name, url in found.items() if url not in urls}

@@ -8,6 +8,7 @@ import shutil
 import socket
 import tempfile
 from pathlib import Path
+from typing import cast
 
 import click
 import psycopg
@@ -66,7 +67,7 @@ def test_a_database_not_created_yet_is_reported_not_created(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # The quiet server's socket lives in <home>/run.
-    home = Path(conninfo_to_dict(quiet_server)["host"]).parent
+    home = Path(cast(str, conninfo_to_dict(quiet_server)["host"])).parent
     embedded_project(tmp_path, home, monkeypatch)
     result = CliRunner().invoke(command, args)
     assert result.exit_code == 0, result.output

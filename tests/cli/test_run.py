@@ -45,6 +45,12 @@ def reports(root: Path) -> list[Path]:
     return sorted((root / "reports").glob("*.json")) if (root / "reports").exists() else []
 
 
+def report_namespace(report: Path) -> str:
+    parsed = naming.parse_report_filename(report.name)
+    assert parsed is not None, report
+    return parsed[1]
+
+
 def test_stale_namespace_in_the_shell_gets_a_fresh_one(
     tmp_path: Path, embedded: Server, embedded_databases: Databases
 ) -> None:
@@ -93,7 +99,7 @@ def test_two_runs_started_together_write_two_reports_and_keep_exit_status(
     files = reports(root)
     assert len(files) == 2
     names = {r["namespace"] for r in inner.read_records(root)}
-    assert {naming.parse_report_filename(f.name)[1] for f in files} == names  # type: ignore[index]
+    assert {report_namespace(f) for f in files} == names
     assert all("shoal: sweep:" not in err for _, err in outputs)
 
 
@@ -109,7 +115,7 @@ def test_on_github_actions_the_run_appends_its_summary_and_stamps_its_exit(
     text = summary.read_text()
     assert text.startswith("# earlier step\n")
     [report] = reports(root)
-    namespace = naming.parse_report_filename(report.name)[1]  # type: ignore[index]
+    namespace = report_namespace(report)
     assert namespace in text
     assert "1 passed" in text
     written = json.loads(report.read_text())

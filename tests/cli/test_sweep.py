@@ -8,6 +8,7 @@ import signal
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import NotRequired, TypedDict
 
 import pytest
 from click.testing import CliRunner
@@ -45,9 +46,35 @@ def project_for(tmp_path: Path, databases: dict[str, str]) -> Path:
     return tmp_path
 
 
-def sweep_json(*args: str) -> tuple[int, dict[str, object]]:
+class Cluster(TypedDict):
+    url: str
+    reachable: bool
+    error: str | None
+
+
+class Outcome(TypedDict):
+    dropped: NotRequired[list[str]]
+    would_drop: NotRequired[list[str]]  # instead of `dropped` on a dry run
+    failed: list[dict[str, str]]
+    skipped: list[dict[str, str]]
+
+
+class SweepReport(TypedDict):
+    """What `shoal sweep --json` prints."""
+
+    clusters: list[Cluster]
+    live_namespaces: list[str]
+    active_detection_complete: bool
+    dry_run: bool
+    ok: bool
+    databases: dict[str, Outcome]
+    not_looked_at: list[str]
+
+
+def sweep_json(*args: str) -> tuple[int, SweepReport]:
     result = CliRunner().invoke(sweep_command, ["--json", *args])
-    return result.exit_code, json.loads(result.output)
+    report: SweepReport = json.loads(result.output)
+    return result.exit_code, report
 
 
 def test_decide_is_fail_closed() -> None:
@@ -113,7 +140,7 @@ def test_other(shoal_databases):
         deadline = time.monotonic() + 10
         while True:  # the server notices the dead connections within moments
             code, report = sweep_json("--grace", "0")
-            dropped = [s for o in report["databases"].values() for s in o["dropped"]]  # type: ignore[attr-defined]
+            dropped = [s for o in report["databases"].values() for s in o["dropped"]]
             if len(dropped) == 4 or time.monotonic() > deadline:
                 break
             time.sleep(0.2)
@@ -125,7 +152,7 @@ def test_other(shoal_databases):
             remaining = existing(server, db)
             assert remaining < before[db]
             assert len(remaining) == 2  # the survivor's two workers
-        skipped = [s for o in report["databases"].values() for s in o["skipped"]]  # type: ignore[attr-defined]
+        skipped = [s for o in report["databases"].values() for s in o["skipped"]]
         assert {s["reason"] for s in skipped} == {"live"}
     finally:
         (flags / "survivor").touch()
@@ -152,10 +179,10 @@ def test_unreachable_database_means_nothing_is_dropped(
     assert isinstance(clusters, list)
     assert [c["reachable"] for c in clusters if "127.0.0.1:1" in c["url"]] == [False]
     assert "hunter2" not in json.dumps(report)
-    assert report["databases"]["here"]["dropped"] == []  # type: ignore[index]
+    assert report["databases"]["here"]["dropped"] == []
     assert {"schema": stale, "reason": "active_detection_incomplete"} in report["databases"][
         "here"
-    ]["skipped"]  # type: ignore[index]
+    ]["skipped"]
     assert stale in existing(server, database)
     human = CliRunner().invoke(sweep_command, ["--grace", "0"])
     assert "Dropped nothing" in human.output
@@ -178,7 +205,7 @@ def test_a_drop_that_hits_lock_timeout_is_recorded_and_the_rest_continue(
     finally:
         holder.rollback()
         holder.close()
-    outcome = report["databases"]["app"]  # type: ignore[index]
+    outcome = report["databases"]["app"]
     assert code == 1
     assert sorted(outcome["dropped"]) == sorted(free)
     assert [f["schema"] for f in outcome["failed"]] == [locked]
@@ -199,8 +226,8 @@ def test_dry_run_drops_nothing_and_young_schemas_wait(
     monkeypatch.chdir(tmp_path)
     code, report = sweep_json("--dry-run")
     assert code == 0
-    assert report["databases"]["app"]["would_drop"] == [stale]  # type: ignore[index]
-    assert {"schema": young, "reason": "too_young"} in report["databases"]["app"]["skipped"]  # type: ignore[index]
+    assert report["databases"]["app"]["would_drop"] == [stale]
+    assert {"schema": young, "reason": "too_young"} in report["databases"]["app"]["skipped"]
     assert existing(embedded, database) == {stale, young}
 
 

@@ -6,7 +6,7 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
-from shoal.report import list_reports, read_report
+from shoal.report import RunReport, list_reports, read_report
 from shoal.timeline import write
 from tests.browser import Page, browser_page  # noqa: F401
 from tests.cli.timeline_reports import HOSTILE, STARTED, synthetic
@@ -22,8 +22,8 @@ LANES = """
 """
 
 
-def open_timeline(page: Page, tmp_path: Path, *runs: object) -> Path:
-    out = write(list(runs), tmp_path / "timeline.html")  # type: ignore[arg-type]
+def open_timeline(page: Page, tmp_path: Path, *runs: RunReport) -> Path:
+    out = write(list(runs), tmp_path / "timeline.html")
     page.open_file(out)
     return out
 

@@ -25,8 +25,10 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
+from fastapi import FastAPI
 
 from shoal.service.app import create_app
+from shoal.service.jobs import JobService
 from shoal.service.settings import ServeSettings, load_serve_settings
 
 FAKE_AGENT = Path(__file__).with_name("fake_agent.py")
@@ -118,11 +120,19 @@ class Serve:
         transport: httpx.ASGITransport,
         settings: ServeSettings,
         sync: Path,
+        app: FastAPI,
     ) -> None:
         self.client = client
         self.transport = transport
         self.settings = settings
         self.sync = sync
+        self.app = app
+
+    @property
+    def service(self) -> JobService:
+        """The job service the app's lifespan started."""
+        service: JobService = self.app.state.service
+        return service
 
     def path(self, name: str) -> Path:
         return self.sync / name
@@ -181,7 +191,7 @@ def serve(tmp_path: Path, origin: Path) -> ServeFactory:
                 transport=transport, base_url="http://shoal", headers=headers, timeout=30
             ) as client,
         ):
-            yield Serve(client, transport, settings, sync)
+            yield Serve(client, transport, settings, sync, app)
 
     return start
 

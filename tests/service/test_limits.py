@@ -150,7 +150,7 @@ async def test_a_stopping_service_admits_nothing_and_starts_no_queued_job(
         running = await s.submit(f"touch {s.path('a')}\nsleep 30")
         queued = await s.submit(f"touch {s.path('b')}")
         await s.wait_file("a")
-        service = s.transport.app.state.service  # type: ignore[attr-defined]
+        service = s.service
         service.begin_shutdown()
         refused = await s.client.post("/execute", json={"prompt": "print late"})
         assert refused.status_code == 503
@@ -190,7 +190,7 @@ async def test_an_idempotency_key_outlives_a_restart_and_an_interrupted_job_runs
         prompt = {"prompt": f"touch {s.path('a')}\nwait {s.path('go')}"}
         first = (await s.client.post("/execute", json=prompt, headers=cut)).json()["job_id"]
         await s.wait_file("a")
-        s.transport.app.state.service.begin_shutdown()  # type: ignore[attr-defined]
+        s.service.begin_shutdown()
         assert (await s.wait(first))["status"] == "interrupted"
     s.path("go").touch()
     async with serve() as s:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import schemathesis
@@ -96,7 +97,7 @@ def test_every_answer_is_one_the_document_lists(
         database=None,
         derandomize=True,
     )
-    def answers(case: schemathesis.Case) -> None:
+    def answers(case: schemathesis.Case[Any]) -> None:
         case.call_and_validate(headers=AUTH, checks=EVERY_CHECK, timeout=30)
 
     answers()

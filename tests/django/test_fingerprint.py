@@ -26,7 +26,21 @@ def pool(shop: DjangoProject) -> set[str]:
     return set(shop.catalog(shop.test_databases[0], naming.POOL_READY_LIKE))
 
 
-def settled(shop: DjangoProject, minimum: int) -> set[str]:
+def refill_log(run: inner.InnerRun) -> str:
+    """The log of the refill the run started, for a message when it did not fill the pool."""
+    from shoal.config import load_settings
+    from shoal.embedded import default_home
+
+    home = load_settings().home or default_home()
+    for line in run.output.splitlines():
+        if line.startswith("shoal: namespace "):
+            token = line.split()[2]
+            path = home / "logs" / naming.pool_log_filename(token)
+            return path.read_text() if path.exists() else f"no refill log {path}"
+    return "no namespace in the run's output"
+
+
+def settled(shop: DjangoProject, minimum: int, run: inner.InnerRun) -> set[str]:
     """The ready pool once the background refills are done."""
     deadline = time.monotonic() + 120
     while True:
@@ -40,7 +54,7 @@ def settled(shop: DjangoProject, minimum: int) -> set[str]:
         ready = pool(shop)
         if len(ready) >= minimum and not building and row is not None and row[0] == 0:
             return ready
-        assert time.monotonic() < deadline, (ready, building)
+        assert time.monotonic() < deadline, (ready, building, refill_log(run))
         time.sleep(0.25)
 
 
@@ -60,7 +74,7 @@ def test_claimed_when_unchanged_never_after_a_migration_changed(shop: DjangoProj
     first = inner.run(shop.root, "-n", "0", "-k", "stock", env={**shop.env, **env})
     assert first.returncode == 0, first.output[-3000:]
     assert pooled(first, shop) == [False]  # a cold pool: built in place
-    old = settled(shop, 2)
+    old = settled(shop, 2, first)
     fingerprints = {naming.parse_pool_schema(s).fingerprint for s in old}  # type: ignore[union-attr]
     assert len(fingerprints) == 1
 
@@ -68,7 +82,7 @@ def test_claimed_when_unchanged_never_after_a_migration_changed(shop: DjangoProj
     second = inner.run(shop.root, "-n", "0", "-k", "stock", env={**shop.env, **env})
     assert second.returncode == 0, second.output[-3000:]
     assert pooled(second, shop) == [True]  # migrated schemas, migrate a no-op
-    old = settled(shop, 2)
+    old = settled(shop, 2, second)
 
     (shop.root / "catalog" / "migrations" / "0002_colour.py").write_text(MIGRATION)
     models = shop.root / "catalog" / "models.py"
@@ -84,7 +98,7 @@ def test_claimed_when_unchanged_never_after_a_migration_changed(shop: DjangoProj
     third = inner.run(shop.root, "-n", "0", "-k", "stock", env={**shop.env, **env})
     assert third.returncode == 0, third.output[-3000:]
     assert pooled(third, shop)[0] is False  # default: built in place, with the new column
-    new = settled(shop, 4) - old
+    new = settled(shop, 4, third) - old
     assert old <= pool(shop)  # none of the old fingerprint's schemas was claimed
     new_fingerprints = {naming.parse_pool_schema(s).fingerprint for s in new}  # type: ignore[union-attr]
     assert new_fingerprints

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -34,7 +36,10 @@ def test_slow_and_quiet(shoal_databases, shoal_schema):
 
 
 def test_a_run_survives_a_restart_and_a_sweep_with_no_grace(tmp_path: Path) -> None:
-    server = EmbeddedServer(tmp_path / "server")
+    # A server of its own, to restart; not under pytest's tmp_path: as root the server
+    # runs as its own user, which must reach its home.
+    home = Path(tempfile.mkdtemp(prefix="shoal-test-restart-"))
+    server = EmbeddedServer(home)
     server.ensure_running()
     database = f"shoalt_{token()}_restart"
     with psycopg.connect(server.url(), autocommit=True) as conn:
@@ -69,6 +74,7 @@ def test_a_run_survives_a_restart_and_a_sweep_with_no_grace(tmp_path: Path) -> N
             assert not schemas.schema_exists(conn, schema)  # the run dropped it itself
     finally:
         server.stop()
+        shutil.rmtree(home, ignore_errors=True)
 
 
 def test_no_lease_seen_just_after_a_restart_is_not_proof_of_death() -> None:

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
 from shoal import conninfo, naming
 from shoal.errors import ConfigError, UsageError
-from shoal.layers import Layers, environment, environment_source
+from shoal.layers import Layers, environment, environment_source, source_of
 
 DEFAULT_DATABASE = "default"
 POOL_SIZE_MAX = 64  # ready schemas per database: a refill builds at most this many
@@ -131,13 +131,7 @@ class Settings(BaseModel):
 
     def source_of(self, key: str) -> str:
         """Where the value at dotted ``key`` came from (longest known prefix wins)."""
-        parts = key.split(".")
-        while parts:
-            found = self._sources.get(".".join(parts))
-            if found is not None:
-                return found
-            parts.pop()
-        return "default"
+        return source_of(self._sources, key)
 
     def sources(self) -> dict[str, str]:
         """Every dotted key given by a layer → that layer."""

@@ -319,6 +319,21 @@ def latest_report(directory: Path) -> ReportFile | None:
     return reports[-1] if reports else None
 
 
+def recent_reports(directory: Path, count: int) -> list[RunReport]:
+    """The newest ``count`` readable reports in ``directory`` that ran a test, oldest
+    first: the history the duration order and the shard split learn from."""
+    chosen: list[RunReport] = []
+    for entry in reversed(list_reports(directory)):
+        # A broken or foreign file only costs its own samples.
+        with contextlib.suppress(ReportError):
+            report = read_report(entry.path)
+            if report.tests:
+                chosen.append(report)
+        if len(chosen) == count:
+            break
+    return chosen[::-1]
+
+
 def record_exit(path: Path, when: datetime | None = None) -> RunReport:
     """Stamp ``exited`` (default: now, UTC) into the report at ``path``, atomically.
 

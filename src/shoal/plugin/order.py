@@ -15,7 +15,6 @@ lock or lost updates, for no information the reports do not already carry.
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
@@ -55,19 +54,9 @@ def read_history(
     from ``directory`` (default: the reports directory)."""
     # Here, not at module level: only the controller reads reports, and every import in
     # an xdist worker delays its first test.
-    from shoal.report import ReportError, list_reports, read_report
+    from shoal.report import recent_reports
 
-    directory = directory if directory is not None else Path(state.plan.reports_dir)
-    chosen: list[RunReport] = []
-    for entry in reversed(list_reports(directory)):
-        # A broken or foreign file only costs its own samples.
-        with contextlib.suppress(ReportError):
-            report = read_report(entry.path)
-            if report.tests:
-                chosen.append(report)
-        if len(chosen) == count:
-            break
-    return chosen[::-1]
+    return recent_reports(directory or Path(state.plan.reports_dir), count)
 
 
 class ControllerOrder:

@@ -15,7 +15,6 @@ reports, so N times as many are read as for the order: the same number of runs.
 
 from __future__ import annotations
 
-import contextlib
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -28,7 +27,6 @@ from shoal.shard import Partition, ShardSpec, history_digest, parse_spec, partit
 
 if TYPE_CHECKING:
     from shoal.plugin.state import RunState
-    from shoal.report import RunReport
 
 ENV: Final = "SHOAL_SHARD"
 OPTION: Final = "--shoal-shard"
@@ -110,21 +108,6 @@ def _history_dir(config: pytest.Config, state: RunState | None) -> Path:
     return settings.resolve_path(settings.reports_dir)
 
 
-def read_reports(directory: Path, count: int) -> list[RunReport]:
-    """The newest ``count`` readable reports in ``directory`` that ran a test, oldest first."""
-    from shoal.report import ReportError, list_reports, read_report
-
-    chosen: list[RunReport] = []
-    for entry in reversed(list_reports(directory)):
-        with contextlib.suppress(ReportError):  # a broken file only costs its own samples
-            report = read_report(entry.path)
-            if report.tests:
-                chosen.append(report)
-        if len(chosen) == count:
-            break
-    return chosen[::-1]
-
-
 class ShardOwner:
     """In the process that owns the run: reads the history once, hands it to workers."""
 
@@ -138,7 +121,9 @@ class ShardOwner:
         """(reports read, node id → seconds): read on first use, then fixed for the run,
         so that a worker xdist starts later gets the numbers the first ones got."""
         if self._history is None:
-            reports = read_reports(self.directory, schedule.HISTORY_REPORTS * self.spec.total)
+            from shoal.report import recent_reports
+
+            reports = recent_reports(self.directory, schedule.HISTORY_REPORTS * self.spec.total)
             self._history = (len(reports), schedule.durations(reports))
         return self._history
 

@@ -361,10 +361,9 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
 def _last_refill(state: RunState) -> list[str]:
     """Lines on the project's last background refill, when it failed."""
     from shoal import refill_log
-    from shoal.embedded import default_home
+    from shoal.plugin.refill import home_of
 
-    home = Path(state.plan.home) if state.plan.home else default_home()
-    record = refill_log.read(home, Path(state.plan.project_root))
+    record = refill_log.read(home_of(state), Path(state.plan.project_root))
     if record is None or not record.failed:
         return []
     lines = [f"shoal: the last pool refill ({record.finished}) failed; the pool stays empty:"]

@@ -15,17 +15,16 @@ no schema.
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Iterator
 from dataclasses import asdict
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from shoal import naming
 from shoal.plugin.boundary import shoal_errors_as_usage_errors
+from shoal.plugin.refill import home_of
 from shoal.plugin.state import STATE, RunState, load_settings
 
 if TYPE_CHECKING:
@@ -105,7 +104,7 @@ class DjangoIntegration:
                 assert self.plan is not None
                 project = self.plan.plan.project or naming.project_key(self.plan.plan.project_root)
                 known.remember(
-                    _home(self.state), project, {t.name: t.url for t in self.plan.plan.targets}
+                    home_of(self.state), project, {t.name: t.url for t in self.plan.plan.targets}
                 )
         self.bind()
 
@@ -145,37 +144,11 @@ class DjangoIntegration:
             or state.every_build_failed
         ):
             return None
-        from shoal.config import POOL_SIZE_MAX
+        from shoal.plugin.refill import refill_size, spawn
 
-        size = min(max(plan.plan.pool_size, len(state.timings_by_worker())), POOL_SIZE_MAX)
-        logs = _home(state) / "logs"
-        try:
-            logs.mkdir(parents=True, exist_ok=True)
-            log = logs / naming.pool_log_filename(plan.plan.namespace)
-            env = dict(os.environ)
-            env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
-            env[naming.ENV_DJANGO_PLAN] = plan.to_json()
-            argv = [sys.executable, "-m", "shoal.integrations.django.warm", "--size", str(size)]
-            # posix_spawn, as the run's own refill: no Popen left to warn when collected.
-            return os.posix_spawn(
-                sys.executable,
-                argv,
-                env,
-                file_actions=[
-                    (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-                    (
-                        os.POSIX_SPAWN_OPEN,
-                        1,
-                        str(log),
-                        os.O_WRONLY | os.O_CREAT | os.O_APPEND,
-                        0o600,
-                    ),
-                    (os.POSIX_SPAWN_DUP2, 1, 2),
-                ],
-                setsid=True,
-            )
-        except OSError:
-            return None
+        argv = ["-m", "shoal.integrations.django.warm"]
+        argv += ["--size", str(refill_size(state, plan.plan.pool_size))]
+        return spawn(state, argv, {naming.ENV_DJANGO_PLAN: plan.to_json()})
 
 
 @pytest.fixture(scope="session")
@@ -210,9 +183,11 @@ def _shoal_django(request: pytest.FixtureRequest) -> Iterator[None]:
             schemas.prepare()
             schemas.provision()
     except pytest.UsageError as exc:
+        # As for the configured databases: reported once, the worker's tests skipped.
         integration.failed = True
-        _output(request.config, naming.WORKEROUTPUT_FAILURE, str(exc))
-        pytest.fail(str(exc), pytrace=False)
+        state.failure = f"worker {state.worker}: {str(exc).removeprefix('shoal: ')}"
+        _output(request.config, naming.WORKEROUTPUT_FAILURE, state.failure)
+        pytest.skip("shoal: not run: this worker has no schemas (why: the end of the output)")
     state.timings.extend(schemas.timings)
     try:
         yield
@@ -223,10 +198,12 @@ def _shoal_django(request: pytest.FixtureRequest) -> Iterator[None]:
         keep = state.plan.keep_on_failure and request.session.testsfailed > 0
         problems = schemas.teardown(keep=keep)
         state.problems.extend(problems)
+        state.left += len(problems)
         if keep:
             state.kept += [f"{h.name}: schema {h.schema}" for h in schemas.handles().values()]
         _output(request.config, naming.WORKEROUTPUT_PROBLEMS, state.problems)
         _output(request.config, naming.WORKEROUTPUT_KEPT, state.kept)
+        _output(request.config, naming.WORKEROUTPUT_LEFT, state.left)
         _output(
             request.config,
             naming.WORKEROUTPUT_TIMINGS,
@@ -257,12 +234,6 @@ def _keep_test_database(creation: Any) -> None:
     creation._create_test_db = _create_test_db
     creation._destroy_test_db = _destroy_test_db
     creation._shoal_kept = True
-
-
-def _home(state: RunState) -> Path:
-    from shoal.embedded import default_home
-
-    return Path(state.plan.home) if state.plan.home else default_home()
 
 
 def _output(config: pytest.Config, key: str, value: object) -> None:

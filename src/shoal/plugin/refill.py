@@ -24,9 +24,6 @@ def maybe_refill(config: pytest.Config) -> int | None:
     and safe when several run at once (one refill per pool). It runs its own plan,
     and builds every schema through the same setup path as a worker.
 
-    Started with posix_spawn, not subprocess: a Popen object that is never waited for
-    warns (ResourceWarning) when collected, and a suite with ``filterwarnings = error``
-    would turn that into a failed run.
     """
     state: RunState | None = config.stash.get(STATE, None)
     if (
@@ -39,32 +36,31 @@ def maybe_refill(config: pytest.Config) -> int | None:
         or state.every_build_failed
     ):
         return None
-    from shoal.embedded import default_home
+    argv = ["-m", "shoal.cli.warm", "--project", str(config.rootpath), "warm", "--quiet"]
+    return spawn(state, [*argv, "--size", str(refill_size(state))], {})
 
-    home = Path(state.plan.home) if state.plan.home else default_home()
-    logs = home / "logs"
+
+def spawn(state: RunState, argv: list[str], env: dict[str, str]) -> int | None:
+    """``python argv…`` detached, logging to the run's refill log, with this process's
+    import path and ``env`` added to its environment; its pid, None when it cannot start.
+
+    Started with posix_spawn, not subprocess: a Popen object that is never waited for
+    warns (ResourceWarning) when collected, and a suite with ``filterwarnings = error``
+    would turn that into a failed run.
+    """
+    logs = home_of(state) / "logs"
     try:
         logs.mkdir(parents=True, exist_ok=True)
         _prune(logs)
         log = logs / naming.pool_log_filename(state.plan.namespace)
-        env = dict(os.environ)
+        full = dict(os.environ, **env)
         # The setup hooks import as they did in this process (pytest's `pythonpath`, rootdir).
-        env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
-        env[naming.ENV_REFILL_LOG] = str(log)
-        argv = [
-            sys.executable,
-            "-m",
-            "shoal.cli.warm",
-            "--project",
-            str(config.rootpath),
-            "warm",
-            "--quiet",
-        ]
-        argv += ["--size", str(refill_size(state))]
+        full["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+        full[naming.ENV_REFILL_LOG] = str(log)
         return os.posix_spawn(
             sys.executable,
-            argv,
-            env,
+            [sys.executable, *argv],
+            full,
             file_actions=[
                 (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
                 (os.POSIX_SPAWN_OPEN, 1, str(log), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600),
@@ -76,7 +72,14 @@ def maybe_refill(config: pytest.Config) -> int | None:
         return None
 
 
-def refill_size(state: RunState) -> int:
+def home_of(state: RunState) -> Path:
+    """The home of the run's embedded server, logs and refill records."""
+    from shoal.embedded import default_home
+
+    return Path(state.plan.home) if state.plan.home else default_home()
+
+
+def refill_size(state: RunState, pool_size: int | None = None) -> int:
     """Ready schemas to keep per database after this run: ``pool_size``, or more.
 
     More when this run had more workers that provisioned: the next run of the same
@@ -86,7 +89,8 @@ def refill_size(state: RunState) -> int:
     from shoal.config import POOL_SIZE_MAX
 
     workers = len(state.timings_by_worker())
-    return min(max(state.plan.pool_size, workers), POOL_SIZE_MAX)
+    size = state.plan.pool_size if pool_size is None else pool_size
+    return min(max(size, workers), POOL_SIZE_MAX)
 
 
 def _prune(logs: Path) -> None:

@@ -12,11 +12,16 @@ import os
 import sys
 import time
 from dataclasses import replace
+from pathlib import Path
 
-from shoal import setups
+import psycopg
+
+from shoal import naming, refill_log, setups
+from shoal.embedded import default_home
 from shoal.errors import ShoalError, first_line
 from shoal.integrations.django.plan import DjangoPlan
 from shoal.namespace import fresh
+from shoal.refill_log import RefillRecord
 
 DEFAULT_TIMEOUT_S = 300.0
 
@@ -50,15 +55,13 @@ def warm(plan: DjangoPlan, size: int, *, timeout: float = DEFAULT_TIMEOUT_S) -> 
                 project=plan.plan.project,
             )
             print(f"{target.name}: built {len(result.built)}, ready {result.ready_after}")
-        except (ShoalError, OSError) as exc:
+        except (ShoalError, OSError, psycopg.Error) as exc:
             errors[target.name] = first_line(exc)
             print(f"Error: {target.name}: {errors[target.name]}", file=sys.stderr)
     return errors
 
 
 def main(argv: list[str]) -> int:
-    from shoal import naming
-
     size = int(argv[argv.index("--size") + 1]) if "--size" in argv else 2
     text = os.environ.get(naming.ENV_DJANGO_PLAN)
     if not text:
@@ -66,7 +69,14 @@ def main(argv: list[str]) -> int:
         return 2
     plan = DjangoPlan.from_json(text)
     os.chdir(plan.plan.root)
-    return 1 if warm(plan, size) else 0
+    errors = warm(plan, size)
+    # Recorded as `shoal pool warm` records it: the next run's summary reports a failure.
+    home = Path(plan.plan.home) if plan.plan.home else default_home()
+    record = RefillRecord(
+        refill_log.now(), plan.plan.namespace, errors, os.environ.get(naming.ENV_REFILL_LOG)
+    )
+    refill_log.write(home, plan.plan.root, record)
+    return 1 if errors else 0
 
 
 if __name__ == "__main__":

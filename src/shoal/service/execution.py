@@ -17,9 +17,9 @@ import psutil
 from shoal.service.models import JobStatus
 from shoal.service.output import Live, Outputs
 from shoal.service.runner import Outcome, Process, render_argv, takes_file, takes_json
-from shoal.service.settings import ENV_PREFIX, ServeSettings
+from shoal.service.settings import ServeSettings
 from shoal.service.store import Job, JobStore
-from shoal.service.workspaces import Workspace, WorkspaceError, Workspaces
+from shoal.service.workspaces import Workspace, WorkspaceError, Workspaces, checkout_env
 
 log = logging.getLogger("shoal.serve")
 # The same words as a restart uses: a job stopped by a shutdown is one a restart finds.
@@ -85,17 +85,7 @@ class Execution:
             await self._wrap_up(job, space, live, result)
 
     def _env(self, job_id: str, home: Path) -> dict[str, str]:
-        # Nothing of the service's own configuration reaches an agent: the token lives there.
-        env = {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)}
-        env.update(
-            HOME=str(home),
-            XDG_CONFIG_HOME=str(home / ".config"),
-            XDG_CACHE_HOME=str(home / ".cache"),
-            XDG_DATA_HOME=str(home / ".local/share"),
-            XDG_STATE_HOME=str(home / ".local/state"),
-            SHOAL_JOB_ID=job_id,
-        )
-        return env
+        return checkout_env(home, job_id)
 
     async def _run_agent(
         self, job: Job, space: Workspace, env: dict[str, str], live: Live, cancel: asyncio.Event

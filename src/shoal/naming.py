@@ -367,6 +367,21 @@ def pool_log_filename(namespace: str) -> str:
     return f"pool-warm_{namespace}.log"
 
 
+def refill_record_filename(project: str) -> str:
+    """The record of a project's last pool refill (``project``: :func:`project_key`)."""
+    return f"pool-refill_{project}.json"
+
+
+def django_databases_filename(project: str) -> str:
+    """The list of Django test databases shoal has put a project's schemas in."""
+    return f"{project}.json"
+
+
+def django_listing_name(name: str) -> str:
+    """How ``shoal ps`` and the sweep name a remembered Django test database."""
+    return f"django:{name}"
+
+
 def pool_log_glob() -> str:
     return "pool-warm_*.log"
 

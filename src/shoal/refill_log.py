@@ -35,7 +35,8 @@ class RefillRecord:
 
 def path(home: Path, project_root: Path) -> Path:
     """``<home>/logs/pool-refill_<12 hex of the project root>.json``."""
-    return home / "logs" / f"pool-refill_{naming.project_key(str(project_root.resolve()))}.json"
+    key = naming.project_key(str(project_root.resolve()))
+    return home / "logs" / naming.refill_record_filename(key)
 
 
 def write(home: Path, project_root: Path, record: RefillRecord) -> None:

@@ -16,13 +16,13 @@ from pathlib import Path
 
 from filelock import FileLock
 
-from shoal import conninfo
+from shoal import conninfo, naming
 
 DIRECTORY = "django-databases"
 
 
 def path(home: Path, project: str) -> Path:
-    return home / DIRECTORY / f"{project}.json"
+    return home / DIRECTORY / naming.django_databases_filename(project)
 
 
 def remember(home: Path, project: str, databases: dict[str, str]) -> None:
@@ -60,11 +60,8 @@ def read(home: Path, project: str) -> dict[str, str]:
 def named(home: Path, project: str, taken: set[str]) -> dict[str, str]:
     """The remembered databases under names that do not clash with ``taken`` (the
     project's configured databases), as ``django:<name>``."""
-    return {
-        f"django:{name}": url
-        for name, url in read(home, project).items()
-        if f"django:{name}" not in taken
-    }
+    listed = {naming.django_listing_name(name): url for name, url in read(home, project).items()}
+    return {name: url for name, url in listed.items() if name not in taken}
 
 
 def reachable(home: Path, project: str, taken: set[str], timeout: int) -> dict[str, str]:

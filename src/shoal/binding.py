@@ -133,11 +133,11 @@ class DatabaseHandle:
 
 
 def environment(
-    handles: Mapping[str, DatabaseHandle] | list[DatabaseHandle], current: Mapping[str, str]
+    handles: Mapping[str, DatabaseHandle], current: Mapping[str, str]
 ) -> dict[str, str]:
     """The environment of a worker bound to every one of ``handles`` (one schema name)."""
     env: dict[str, str] = {}
-    for handle in handles.values() if isinstance(handles, Mapping) else handles:
+    for handle in handles.values():
         env.update(handle.environment(current))
     return env
 

@@ -146,7 +146,7 @@ def test_other(shoal_databases):
             time.sleep(0.2)
         assert code == 0, report
         parsed = {naming.parse_schema(s) for s in dropped}
-        assert len({p.namespace for p in parsed if p}) == 1
+        assert len({p.namespace for p in parsed if p}) == 1, report
         assert {p.worker for p in parsed if p} == {"gw0", "gw1"}
         for db in names.values():
             remaining = existing(server, db)

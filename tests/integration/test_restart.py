@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
+import socket
+import subprocess
+import sys
 import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import psutil
 import psycopg
 from psycopg import sql
 
 from shoal import naming
 from shoal.embedded import EmbeddedServer
 from shoal.pg import schemas
+from shoal.pg.live import owner_alive
 from shoal.pg.sweep import Found, decide, sweep
 from tests.conftest import gone, token
 from tests.plugin import inner
@@ -89,3 +96,23 @@ def test_no_lease_seen_just_after_a_restart_is_not_proof_of_death() -> None:
     assert long_up.drop
     alive = decide(found, set(), True, now, 120, alive=lambda owner: True)
     assert (alive.drop, alive.reason) == (False, "owner_alive")
+
+
+def test_a_killed_process_not_yet_reaped_is_not_an_owner_alive() -> None:
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        owner = {
+            "host": socket.gethostname(),
+            "pid": child.pid,
+            "started": psutil.Process(child.pid).create_time(),
+        }
+        assert owner_alive(owner) is True
+        os.kill(child.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while psutil.Process(child.pid).status() != psutil.STATUS_ZOMBIE:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert owner_alive(owner) is False  # a zombie: dead, though its pid is still there
+    finally:
+        child.kill()
+        child.wait()

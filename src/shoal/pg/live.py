@@ -78,6 +78,10 @@ def owner_alive(owner: Mapping[str, Any]) -> bool | None:
         return None
     try:
         process = psutil.Process(pid)
+        # A killed process its parent has not reaped yet (or that a container's init
+        # never reaps) still has its pid and start time, and is dead all the same.
+        if process.status() == psutil.STATUS_ZOMBIE:
+            return False
         if isinstance(started, int | float):
             return abs(process.create_time() - float(started)) < 1.0
         return process.is_running()  # an older comment without a start time

@@ -402,3 +402,60 @@ def namespace_lock(namespace: str) -> tuple[int, int]:
     """Session advisory lock a run forced to ``namespace`` holds (in the control database)
     for as long as it runs, so that a second run forced to the same one is refused."""
     return (NAMESPACE_CLASS, zlib.crc32(namespace.encode()) & 0x7FFFFFFF)
+
+
+# ``shoal serve --queue postgresql://…``: the schema the fleet's tables live in (never
+# ``public``), the name of each node, the label of its connections, and the advisory locks
+# that make the schema's creation and the line's order race-free across nodes.
+SERVE_SCHEMA: Final = "shoal_serve"
+SERVE_LOCK_CLASS: Final = zlib.crc32(b"shoal-serve") & 0x7FFFFFFF
+_SERVE_SCHEMA_LOCK: Final = 1
+_SERVE_LINE_LOCK: Final = 2
+_SERVE_NODE_CHARS: Final = re.compile(r"[^A-Za-z0-9.-]+")
+_SERVE_NODE_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9.-]{0,39}-[0-9]{1,5}-[0-9a-f]{8}")
+_SERVE_LABEL_PREFIX: Final = "shoal_serve_"
+
+
+def serve_node_id(name: str, port: int, token: str) -> str:
+    """``<name>-<port>-<token>``: one ``shoal serve`` process of a fleet.
+
+    ``name`` is the host name (or the configured node name), cut to 40 characters of
+    ``[A-Za-z0-9.-]``; ``token`` is 8 hex digits (4 bytes from os.urandom), so a restarted
+    node is a new node and never inherits the jobs of the process it replaces.
+    """
+    cleaned = _SERVE_NODE_CHARS.sub("-", name).strip("-.")[:40].strip("-.") or "node"
+    node = f"{cleaned}-{port}-{token}"
+    if _SERVE_NODE_RE.fullmatch(node) is None:
+        raise InvalidName(f"cannot build a node name from {name!r}, {port!r} and {token!r}")
+    return node
+
+
+def is_serve_node_id(node: str) -> bool:
+    return _SERVE_NODE_RE.fullmatch(node) is not None
+
+
+def serve_label(node: str) -> str:
+    """``shoal_serve_<node>``: the application_name of a node's queue connections.
+
+    Never ``pytest_…``: a node can never make a test namespace look live.
+    """
+    if not is_serve_node_id(node):
+        raise InvalidName(f"{node!r} is not a shoal serve node name")
+    return _truncate_utf8(_SERVE_LABEL_PREFIX + node, MAX_IDENTIFIER_BYTES)
+
+
+def parse_serve_label(label: str) -> str | None:
+    """The node a queue connection belongs to; None for any other label (or a cut one)."""
+    node = label.removeprefix(_SERVE_LABEL_PREFIX)
+    return node if label.startswith(_SERVE_LABEL_PREFIX) and is_serve_node_id(node) else None
+
+
+def serve_schema_lock() -> tuple[int, int]:
+    """Transaction advisory lock under which a node creates or upgrades the queue's schema."""
+    return (SERVE_LOCK_CLASS, _SERVE_SCHEMA_LOCK)
+
+
+def serve_line_lock() -> tuple[int, int]:
+    """Transaction advisory lock taken to join the line or to leave it from its head: one
+    node at a time, so sequence order, commit order and start order are one order."""
+    return (SERVE_LOCK_CLASS, _SERVE_LINE_LOCK)

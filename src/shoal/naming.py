@@ -409,6 +409,10 @@ def namespace_lock(namespace: str) -> tuple[int, int]:
 # that make the schema's creation and the line's order race-free across nodes.
 SERVE_SCHEMA: Final = "shoal_serve"
 SERVE_LOCK_CLASS: Final = zlib.crc32(b"shoal-serve") & 0x7FFFFFFF
+# NOTIFY channels: a job joined the line (idle nodes look at its head), a cancel was asked
+# (the node running the job stops it).
+SERVE_LINE_CHANNEL: Final = "shoal_serve_line"
+SERVE_CANCEL_CHANNEL: Final = "shoal_serve_cancel"
 _SERVE_SCHEMA_LOCK: Final = 1
 _SERVE_LINE_LOCK: Final = 2
 _SERVE_NODE_CHARS: Final = re.compile(r"[^A-Za-z0-9.-]+")

@@ -20,6 +20,10 @@ shoal's slot count instead of ``auto``.
   clock), ``shoal pool warm`` builds one ready schema per worker of the scenario; each
   worker's ``provision()`` then claims one by rename. Compared with "shoal" (building
   in place) in the same run: ``pool/shoal`` latency ratios and the speed-up.
+- floor (``--modes pool,floor``): the floor under a claim. The pool is filled the same
+  way; each worker, on a connection that renamed a scratch schema once (rolled back),
+  renames a ready schema of its own (no two workers share one) to its worker name with
+  one bare ``ALTER SCHEMA … RENAME``: no lock, no check, no comment.
 
 Reported per scenario and mode: provisioning latency (p50, p95, max), errors by SQLSTATE,
 clobbered workers (schema replaced or tables missing), the peak of ``pg_locks`` rows in
@@ -46,7 +50,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import psycopg
@@ -87,7 +91,7 @@ from shoal.plan import Target
 from shoal.setups import Setup, fingerprint
 
 # unique: the naive pattern with shoal's per-invocation names: isolation without throttling.
-MODES = ("shoal", "naive", "unique", "pool")
+MODES = ("shoal", "naive", "unique", "pool", "floor")
 DEFAULT_MODES = "shoal,naive"
 BENCH_LABEL = "shoal_bench"  # application_name prefix of every bench connection
 WARMUP_SCHEMA = "shoal_bench_warmup"
@@ -190,6 +194,7 @@ class Spec:
     ddl_slots: int | str
     lock_capacity: int = 0
     lock_footprint: int | None = None  # as shoal records it per fingerprint after a build
+    pool_schema: str | None = None  # floor mode: the ready schema this worker renames
 
 
 @dataclass
@@ -340,6 +345,34 @@ def run_naive(spec: Spec, metadata: MetaData, barrier: Any) -> WorkerResult:
     return result
 
 
+def run_floor(spec: Spec, barrier: Any) -> WorkerResult:
+    """The bare rename a claim is built on, on a connection as warm as a worker's."""
+    result = WorkerResult(spec.invocation, spec.worker)
+    assert spec.pool_schema is not None
+    name = worker_schema(spec)
+    with bench_connect(spec.url, f"{spec.mode}_i{spec.invocation}_{spec.worker}") as conn:
+        scratch = f"{name}_scratch"
+        with conn.transaction(force_rollback=True):
+            conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(scratch)))
+            conn.execute(
+                sql.SQL("ALTER SCHEMA {} RENAME TO {}").format(
+                    sql.Identifier(scratch), sql.Identifier(name)
+                )
+            )
+        rename = sql.SQL("ALTER SCHEMA {} RENAME TO {}").format(
+            sql.Identifier(spec.pool_schema), sql.Identifier(name)
+        )
+        started = start_clock(spec, barrier)
+        try:
+            conn.execute(rename)
+            result.provision_s = result.create_s = time.perf_counter() - started
+            result.claimed = True
+            time.sleep(spec.hold_s)
+        except Exception as exc:
+            result.errors.append(f"provision: {classify(exc)}: {first_line(exc)}")
+    return result  # the bench's cleanup drops the renamed schemas
+
+
 def start_clock(spec: Spec, barrier: Any) -> float:
     """Wait for every worker, then (with --jitter) a random delay; the latency clock starts."""
     barrier.wait()
@@ -349,9 +382,12 @@ def start_clock(spec: Spec, barrier: Any) -> float:
 
 def worker_main(spec: Spec, barrier: Any, results: Any) -> None:
     metadata = build_metadata(spec.tables)
-    run = run_shoal if spec.mode in ("shoal", "pool") else run_naive
     try:
-        result = run(spec, metadata, barrier)
+        if spec.mode == "floor":
+            result = run_floor(spec, barrier)
+        else:
+            run = run_shoal if spec.mode in ("shoal", "pool") else run_naive
+            result = run(spec, metadata, barrier)
     except KeyboardInterrupt:  # Ctrl-C reaches the whole group; the parent cleans up
         return
     except Exception as exc:  # setup before the barrier, e.g. connecting
@@ -550,8 +586,11 @@ def run_mode(
     ctx = mp.get_context("forkserver")
     specs = make_specs(mode, scenario, server, args)
     names.update(created_names(specs))
-    if mode == "pool":
+    if mode in ("pool", "floor"):
         fill_pool(server, args, len(specs))
+    if mode == "floor":
+        ready = sorted(pool_names(server))
+        specs = [replace(s, pool_schema=name) for s, name in zip(specs, ready, strict=True)]
     barrier, results = ctx.Barrier(len(specs) + 1), ctx.Queue()
     procs = [ctx.Process(target=worker_main, args=(s, barrier, results)) for s in specs]
     try:
@@ -570,7 +609,7 @@ def run_mode(
                 proc.terminate()
                 proc.join(timeout=10)
         leftovers = drop_leftovers(server.url, created_names(specs), specs)
-        if mode == "pool":
+        if mode in ("pool", "floor"):
             leftovers += clear_pool(server)
     return ModeRun(
         mode,
@@ -644,6 +683,11 @@ def fill_pool(server: Server, args: argparse.Namespace, size: int) -> None:
         f" {result.ready_after} ready)",
         flush=True,
     )
+
+
+def pool_names(server: Server) -> list[str]:
+    with bench_connect(server.url, "poolnames") as conn:
+        return [e.schema for e in pool.list_pool(conn, "bench") if e.state == "ready"]
 
 
 def clear_pool(server: Server) -> list[str]:
@@ -742,7 +786,10 @@ def percentile(values: list[float], q: float) -> float | None:
 
 
 def ms(value: float | None) -> str:
-    return "—" if value is None else f"{value * 1000:,.0f}"
+    """Whole milliseconds, with a decimal below 10 ms (claims and renames live there)."""
+    if value is None:
+        return "—"
+    return f"{value * 1000:.1f}" if value < 0.01 else f"{value * 1000:,.0f}"
 
 
 HEADER = (
@@ -781,6 +828,8 @@ def mode_row(run: ModeRun) -> str:
 def steps_row(run: ModeRun) -> str:
     """Where the provisioning time went, p50/p95 ms."""
     results = run.results
+    if run.mode == "floor":
+        return f"  floor steps p50/p95 ms: bare rename {p50_p95(results, 'create_s')}"
     if run.mode == "pool":
         claimed = sum(r.claimed for r in results)
         return (
@@ -819,6 +868,13 @@ def scenario_report(scenario: Scenario, runs: list[ModeRun], tables: int) -> lis
         lines.append(
             f"warm pool vs building in place: {ratio(shoal_p[0], pool_p[0])} faster at p50,"
             f" {ratio(shoal_p[1], pool_p[1])} at p95"
+        )
+    if "pool" in lat and "floor" in lat:
+        pool_p = [percentile(lat["pool"], q) for q in (0.5, 0.95)]
+        floor_p = [percentile(lat["floor"], q) for q in (0.5, 0.95)]
+        lines.append(
+            f"claim vs its bare rename: {ratio(pool_p[0], floor_p[0])} the floor at p50,"
+            f" {ratio(pool_p[1], floor_p[1])} at p95"
         )
     for run in runs:
         counts = Counter(": ".join(e.split(": ")[:2]) for r in run.results for e in r.errors)

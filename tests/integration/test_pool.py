@@ -119,6 +119,35 @@ def test_claimed_schema_works_end_to_end(server: Server, database: str, sql_hook
     assert owner(server, database, worker.schema) is None
 
 
+def catalog(server: Server, database: str) -> list[tuple[str, str | None]]:
+    with server.connect(database) as conn:
+        rows = conn.execute(
+            "SELECT nspname, obj_description(oid, 'pg_namespace') FROM pg_namespace ORDER BY 1"
+        ).fetchall()
+    return [(str(name), cast(str | None, comment)) for name, comment in rows]
+
+
+def test_a_rehearsed_claim_leaves_nothing_and_the_real_claim_still_takes(
+    server: Server, database: str, sql_hook: Setup
+) -> None:
+    app = target(server, database, sql_hook)
+    warm(app, 1)
+    current = fingerprint(app.setup)
+    assert current is not None
+    before = catalog(server, database)
+    worker = WorkerSchemas([app], fresh().token, "gw0", ddl_slots=2, pool=True)
+    worker.check()
+    try:
+        with server.connect(database) as conn:
+            assert pool.rehearse_claim(conn, current, worker.schema, "{}")
+        worker.prepare()  # rehearses too, on its own connection
+        assert catalog(server, database) == before
+        worker.provision()
+        assert worker.timings[0].claimed
+    finally:
+        assert worker.teardown(keep=False) == []
+
+
 def test_empty_pool_falls_back_to_building_in_place(
     server: Server, database: str, sql_hook: Setup
 ) -> None:

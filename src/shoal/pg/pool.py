@@ -255,6 +255,27 @@ def take(conn: Conn, schema: str, fingerprint: str, new_name: str, comment: str)
     return outcomes == ["taken"]
 
 
+def rehearse_claim(conn: Conn, fingerprint: str, new_name: str, comment: str) -> bool:
+    """Run one claim off the clock, on a scratch pool schema that is rolled back.
+
+    A backend's first claim costs several times what the rename does: loading PL/pgSQL,
+    filling the catalog caches of pg_namespace and pg_description (and their indexes)
+    for reading and writing, planning the check. Measured with 8 claimers released at
+    once on 2 cores, a rehearsed claim took 3.3 ms at p50 against 8.3 ms for a cold one
+    (a bare rename: 1.0 ms). Nothing of it stays: the scratch schema never commits, so no
+    other session ever sees it. Best effort (a claim works without it): True when the
+    rehearsed claim went through.
+    """
+    scratch = naming.pool_schema_name(fingerprint, os.urandom(4).hex(), ready=True)
+    ready = pool_comment("ready", fingerprint, "rehearsal")
+    try:
+        with conn.transaction(force_rollback=True):
+            schemas.create_schema(conn, scratch, ready)
+            return take(conn, scratch, fingerprint, new_name, comment)
+    except psycopg.Error:
+        return False
+
+
 def claim(
     conn: Conn,
     fingerprint: str,

@@ -6,6 +6,7 @@ runs its statements in a transaction of its own.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import socket
@@ -79,13 +80,20 @@ def owner_comment(
 def process_identity() -> dict[str, object]:
     """Host, pid and process start time: enough for a sweep on the same host to tell
     whether the process that made a schema is still alive (a pid alone can be reused)."""
+    return dict(_identity(os.getpid()))
+
+
+@functools.cache
+def _identity(pid: int) -> tuple[tuple[str, object], ...]:
+    # Kept per pid (a fork is another process): the first call imports psutil and reads
+    # /proc, some milliseconds a claim would otherwise spend on its clock.
     import psutil
 
-    return {
-        "host": socket.gethostname(),
-        "pid": os.getpid(),
-        "started": round(psutil.Process().create_time(), 2),
-    }
+    return (
+        ("host", socket.gethostname()),
+        ("pid", pid),
+        ("started", round(psutil.Process(pid).create_time(), 2)),
+    )
 
 
 def parse_owner_comment(comment: str | None) -> dict[str, Any] | None:

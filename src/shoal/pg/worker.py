@@ -20,8 +20,6 @@ from shoal.plan import RunPlan, Target
 from shoal.setups import Setup
 
 Conn = psycopg.Connection[tuple[Any, ...]]
-# A claim is a DO block: loading PL/pgSQL into a fresh backend takes it off the clock.
-WARM_PLPGSQL = "DO $$BEGIN NULL; END$$"
 
 
 @dataclass
@@ -146,14 +144,12 @@ class WorkerSchemas:
             fingerprint = self.fingerprints().get(target.name)
             if fingerprint is None:
                 continue
-            # Also warms the new backend for the claim: its catalog caches, and PL/pgSQL,
-            # which a backend loads on first use. Best effort: a claim that cannot work
-            # falls back to building in place.
+            # Best effort: a claim that cannot work falls back to building in place.
             try:
                 self._candidates[target.name] = pool.candidate_names(conn, fingerprint)
-                conn.execute(WARM_PLPGSQL)
             except psycopg.Error:
-                pass
+                continue
+            pool.rehearse_claim(conn, fingerprint, self.schema, self._owner_comment("rehearsal"))
 
     def environment(self, current: Mapping[str, str]) -> dict[str, str]:
         """What to export so unmodified libpq clients land in this worker's schema."""
@@ -257,7 +253,7 @@ class WorkerSchemas:
                 self._conn(target),
                 fingerprint,
                 self.schema,
-                lambda name: schemas.owner_comment(self.namespace, self.worker, pooled=name),
+                self._owner_comment,
                 self._candidates.pop(target.name, None),
             )
         except psycopg.Error:
@@ -271,6 +267,10 @@ class WorkerSchemas:
         timing.claimed = True
         timing.create_s = time.perf_counter() - mark
         return True
+
+    def _owner_comment(self, pooled: str) -> str:
+        """The owner comment of a schema this worker claimed from the pool schema ``pooled``."""
+        return schemas.owner_comment(self.namespace, self.worker, pooled=pooled)
 
     def _close_conns(self) -> None:
         for conn in self._conns.values():

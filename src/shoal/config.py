@@ -106,6 +106,12 @@ class Settings(BaseModel):
         description="Django alias → the name its test database goes by in shoal (reports, "
         "`shoal ps`, the sweep); default: the alias (pytest-django needs no config)",
     )
+    django_mode: Literal["schema", "database"] = Field(
+        default="schema",
+        description="Django: `schema` gives each worker a schema in Django's test database; "
+        "`database` a whole database `test_<name>_<namespace>_<worker>`, cloned from a "
+        "template migrated once per fingerprint (the role needs CREATEDB)",
+    )
 
     @field_validator("search_path_tail", mode="before")
     @classmethod

@@ -463,3 +463,74 @@ def serve_line_lock() -> tuple[int, int]:
     """Transaction advisory lock taken to join the line or to leave it from its head: one
     node at a time, so sequence order, commit order and start order are one order."""
     return (SERVE_LOCK_CLASS, _SERVE_LINE_LOCK)
+
+
+# Django's database mode: a whole database per worker, ``test_<name>_<namespace>_<worker>``
+# (``<name>`` the alias's test database name without Django's ``test_``), cloned from a
+# template database ``shoaltpl_<fp12>`` built once per setup fingerprint. The namespace
+# holds no underscore, so the last two parts of a name are always namespace and worker.
+_WORKER_DATABASE_RE: Final = re.compile(r"test_([a-z0-9_]+?)_([a-z0-9]{1,32})_(gw\d+|main)")
+WORKER_DATABASE_LIKE: Final = "test\\_%"
+_TEMPLATE_RE: Final = re.compile(r"shoaltpl_([0-9a-f]{12})")
+TEMPLATE_LIKE: Final = "shoaltpl\\_%"
+# Taken shared by every clone of a template and exclusively by its build or drop.
+TEMPLATE_CLASS: Final = zlib.crc32(b"shoal-template") & 0x7FFFFFFF
+_NAME_HASH_CHARS: Final = 8
+
+
+@dataclass(frozen=True)
+class WorkerDatabaseName:
+    name: str  # the (possibly shortened) name part
+    namespace: str
+    worker: str
+
+
+def worker_database_name(test_database: str, namespace: str, worker: str) -> str:
+    """``test_<name>_<namespace>_<worker>`` for the test database ``test_database``.
+
+    At most 63 bytes: a name part that does not fit (or is not lower-case ``[a-z0-9_]``)
+    is shortened and ends in 8 hex digits of a hash of the whole test database name, so
+    two long names sharing a beginning still get two databases.
+    """
+    if FORCED_NAMESPACE_RE.fullmatch(namespace) is None:
+        raise InvalidName(f"{namespace!r} is not a namespace")
+    if _WORKER_RE.fullmatch(worker) is None:
+        raise InvalidName(f"{worker!r} is not a worker id")
+    part = test_database.removeprefix("test_")
+    suffix = f"_{namespace}_{worker}"
+    budget = MAX_IDENTIFIER_BYTES - len("test_") - len(suffix)
+    clean = re.sub(r"[^a-z0-9_]", "_", part.lower())
+    if clean != part or len(clean) > budget or not clean:
+        digest = f"{zlib.crc32(test_database.encode()) & 0xFFFFFFFF:08x}"
+        clean = f"{clean[: budget - _NAME_HASH_CHARS - 1].rstrip('_')}_{digest}".lstrip("_")
+    name = f"test_{clean}{suffix}"
+    if parse_worker_database(name) is None or len(name.encode()) > MAX_IDENTIFIER_BYTES:
+        raise InvalidName(f"cannot build a worker database name from {test_database!r}")
+    return name
+
+
+def parse_worker_database(name: str) -> WorkerDatabaseName | None:
+    """Name part, namespace and worker of a worker database; None for anything else."""
+    match = _WORKER_DATABASE_RE.fullmatch(name)
+    if match is None:
+        return None
+    return WorkerDatabaseName(name=match.group(1), namespace=match.group(2), worker=match.group(3))
+
+
+def template_database_name(fingerprint: str) -> str:
+    """``shoaltpl_<fp12>``: the template worker databases of ``fingerprint`` are cloned from."""
+    if _FINGERPRINT_RE.fullmatch(fingerprint) is None:
+        raise InvalidName(f"{fingerprint!r} is not a setup fingerprint (hex digits)")
+    return f"shoaltpl_{fingerprint[:POOL_FINGERPRINT_CHARS]}"
+
+
+def parse_template_database(name: str) -> str | None:
+    """The fingerprint prefix of a template database's name; None for anything else."""
+    match = _TEMPLATE_RE.fullmatch(name)
+    return None if match is None else match.group(1)
+
+
+def template_lock(fingerprint: str) -> tuple[int, int]:
+    """Advisory lock (control database) on the template of ``fingerprint``: shared while
+    cloning it, exclusive while building or dropping it."""
+    return (TEMPLATE_CLASS, zlib.crc32(fingerprint.encode()) & 0x7FFFFFFF)

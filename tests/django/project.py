@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from psycopg import sql
 
-from shoal import conninfo
+from shoal import conninfo, naming
 from tests.conftest import Server, token
 from tests.plugin import inner
 
@@ -88,20 +89,50 @@ class DjangoProject:
             rows = conn.execute("SELECT datname FROM pg_database WHERE datname LIKE %s", (like,))
             return sorted(str(r[0]) for r in rows)
 
+    @property
+    def project(self) -> str:
+        return naming.project_key(str(self.root.resolve()))
+
+    def templates(self) -> dict[str, dict[str, object]]:
+        """The template databases runs of this project built: name → comment."""
+        with self.server.connect() as conn:
+            rows = conn.execute(
+                "SELECT datname, shobj_description(oid, 'pg_database') FROM pg_database"
+                " WHERE datname LIKE %s",
+                (naming.TEMPLATE_LIKE,),
+            ).fetchall()
+        found = {}
+        for name, comment in rows:
+            data = json.loads(str(comment)) if comment else {}
+            if data.get("project") == self.project:
+                found[str(name)] = data
+        return found
+
     def drop_databases(self) -> None:
         with self.server.connect() as conn:
-            for name in self.databases_like(f"test\\_{self.name}%"):
+            # A worker database's name part may be shortened, never below the token.
+            prefix = self.name.removesuffix("_shop")
+            for name in [*self.databases_like(f"test\\_{prefix}%"), *self.templates()]:
                 conn.execute(
                     sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
                 )
 
 
-def make(tmp_path: Path, server: Server, *, recorder: bool = True) -> DjangoProject:
+def make(
+    tmp_path: Path, server: Server, *, recorder: bool = True, database_mode: bool = False
+) -> DjangoProject:
     root = tmp_path / "djangoshop"
     shutil.copytree(EXAMPLE, root, ignore=shutil.ignore_patterns("__pycache__", ".pytest_cache"))
     if recorder:
         (root / "tests" / "conftest.py").write_text(RECORDER_CONFTEST)
     name = f"shoalt_{token()}_shop"
+    if database_mode:
+        pyproject = root / "pyproject.toml"
+        pyproject.write_text(pyproject.read_text() + '\n[tool.shoal]\ndjango_mode = "database"\n')
+        # Templates are named by the migrations' fingerprint: a file of its own in each
+        # migrations package gives this project templates no other test shares or drops.
+        for app in ("catalog", "ledger"):
+            (root / app / "migrations" / "shoal_test_token.txt").write_text(name)
     url = conninfo.with_params(server.admin_url, dbname=name)
     env = {"SHOP_DATABASE_URL": url}
     return DjangoProject(root=root, server=server, name=name, env=env)

@@ -18,7 +18,7 @@ import psycopg
 
 from shoal import conninfo, naming
 from shoal.errors import ServerUnreachable, first_line
-from shoal.pg import pool, schemas
+from shoal.pg import databases, pool, schemas
 from shoal.pg.connect import admin_connect
 from shoal.pg.live import ClusterLiveness, probe_clusters
 
@@ -100,6 +100,8 @@ class PsResult:
     databases: list[DatabaseListing]
     namespaces: list[NamespaceStatus]
     pool: list[pool.PoolCount] = field(default_factory=list)
+    # Workers' own databases (Django's database mode); ``database`` is the database's name.
+    worker_databases: list[WorkerSchema] = field(default_factory=list)
 
     @property
     def complete(self) -> bool:
@@ -116,6 +118,10 @@ class PsResult:
             "databases": [d.as_json() for d in self.databases],
             "namespaces": [n.as_json(self.checked_at) for n in self.namespaces],
             "pool": [p.as_json() for p in self.pool],
+            "worker_databases": [
+                {"database": d.database, "namespace": d.namespace, "worker": d.worker}
+                for d in self.worker_databases
+            ],
         }
 
 
@@ -208,6 +214,31 @@ def list_database(name: str, url: str, timeout: int) -> DatabaseListing:
     return listing
 
 
+def list_worker_databases(
+    urls: Mapping[str, str], down: set[str], timeout: int
+) -> list[WorkerSchema]:
+    """The workers' own databases on every server of ``urls`` that answered, each server
+    listed once (through the first of its URLs that can be read)."""
+    found: list[WorkerSchema] = []
+    listed: set[str] = set()
+    for url in urls.values():
+        cluster = conninfo.cluster_key(url)
+        if cluster in down or cluster in listed:
+            continue
+        try:
+            with admin_connect(url, naming.tool_label("ps"), timeout=timeout) as conn:
+                rows = databases.worker_databases(conn)
+        except (ServerUnreachable, psycopg.Error):
+            continue  # the database's own listing says why
+        listed.add(cluster)
+        for name, comment in rows:
+            parsed = naming.parse_worker_database(name)
+            if parsed is not None:
+                owner = parse_owner(comment, parsed.namespace)
+                found.append(WorkerSchema(name, parsed.namespace, parsed.worker, owner))
+    return found
+
+
 def ps(urls: Mapping[str, str], timeout: int, now: datetime) -> PsResult:
     """Namespaces across the configured databases ``urls`` (name → URL)."""
     clusters = probe_clusters(list(urls.values()), timeout)
@@ -224,7 +255,10 @@ def ps(urls: Mapping[str, str], timeout: int, now: datetime) -> PsResult:
         else:
             databases.append(list_database(name, url, timeout))
     found = [schema for listing in databases for schema in listing.schemas]
+    own = list_worker_databases(urls, down, timeout)
+    found += own
     return PsResult(
+        worker_databases=own,
         checked_at=now,
         clusters=clusters,
         databases=databases,

@@ -21,7 +21,7 @@ import psycopg
 from shoal import conninfo, naming
 from shoal.errors import ShoalError, first_line
 from shoal.namespace import fresh
-from shoal.pg import pool, schemas
+from shoal.pg import databases, pool, schemas
 from shoal.pg.connect import admin_connect
 from shoal.pg.live import ClusterLiveness, owner_alive, probe_clusters
 from shoal.pg.slots import Lease, control_url
@@ -52,6 +52,8 @@ class Found:
     database: str
     schema: str
     comment: str | None
+    # "database": a worker's own database (Django's database mode), named in ``schema``.
+    kind: Literal["schema", "database"] = "schema"
 
 
 @dataclass(frozen=True)
@@ -204,6 +206,60 @@ def plan(
     return decisions
 
 
+def decide_database(
+    found: Found,
+    live: set[str],
+    detection_complete: bool,
+    now: datetime,
+    grace_s: float,
+    *,
+    server_started: datetime | None = None,
+    alive: Callable[[Mapping[str, Any]], bool | None] = lambda owner: None,
+) -> Decision:
+    """Drop or keep one worker database: by :func:`decide`'s rules, exactly as the worker
+    schema of the same namespace and worker with the same owner comment."""
+    parsed = naming.parse_worker_database(found.schema)
+    if parsed is None:
+        return Decision(found, False, "unparseable")
+    schema = naming.schema_name(parsed.namespace, parsed.worker)
+    as_schema = Found(found.database, schema, found.comment)
+    decision = decide(
+        as_schema,
+        live,
+        detection_complete,
+        now,
+        grace_s,
+        server_started=server_started,
+        alive=alive,
+    )
+    return Decision(found, decision.drop, decision.reason)
+
+
+def plan_databases(
+    conn: psycopg.Connection[tuple[object, ...]],
+    database: str,
+    live: set[str],
+    complete: bool,
+    now: datetime,
+    grace_s: float,
+    server_started: datetime | None = None,
+) -> list[Decision]:
+    """A decision for every worker database on the server ``conn`` is connected to,
+    reported under ``database`` (the listing that brought the server in)."""
+    return [
+        decide_database(
+            Found(database, name, comment, kind="database"),
+            live,
+            complete,
+            now,
+            grace_s,
+            server_started=server_started,
+            alive=owner_alive,
+        )
+        for name, comment in databases.worker_databases(conn)
+    ]
+
+
 @dataclass
 class _Dropper:
     """Carries out drop decisions: leases per cluster, opened on the first drop."""
@@ -236,6 +292,13 @@ class _Dropper:
             # The lease first: a ready schema taken out for dropping belongs to this
             # namespace, and a dead run's schema is dropped inside a DDL slot.
             lease = self.lease(url)
+            if found.kind == "database":
+                # One statement, outside any transaction; no FORCE: a session someone
+                # opened on a dead run's database makes the drop fail, not vanish.
+                with lease.ddl_slot(naming.MAIN_WORKER):
+                    databases.drop_database(conn, found.schema, force=False)
+                outcome.dropped.append(found.schema)
+                return
             entry = pool.parse_pool(found.database, found.schema, found.comment)
             if entry is not None:
                 if not pool.drop(conn, entry, lease, self.namespace):
@@ -281,6 +344,7 @@ def sweep(
     result = SweepResult(clusters=clusters, databases={}, dry_run=dry_run)
     now = datetime.now(UTC)
     dropper = _Dropper(fresh().token, ddl_slots, timeout)
+    servers_listed: set[str] = set()  # worker databases are the server's: listed once
     try:
         for name, url in urls.items():
             outcome = result.databases.setdefault(name, DatabaseOutcome())
@@ -304,6 +368,9 @@ def sweep(
                     project,
                     foreign_after_s,
                 )
+                if conninfo.cluster_key(url) not in servers_listed:
+                    servers_listed.add(conninfo.cluster_key(url))
+                    decisions += plan_databases(conn, name, live, complete, now, grace_s, restarted)
                 for decision in decisions:
                     schema = decision.found.schema
                     if not decision.drop:

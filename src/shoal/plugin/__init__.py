@@ -57,6 +57,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="concurrent schema DDL allowed per server, across every run (default: auto)",
     )
     group.addoption(
+        "--shoal-django-mode",
+        default=None,
+        metavar="schema|database",
+        help="Django: a schema per worker in Django's test database (default), or a whole "
+        "database per worker cloned from a migrated template (needs CREATEDB)",
+    )
+    group.addoption(
         "--shoal-report",
         action="store_true",
         default=False,

@@ -16,7 +16,8 @@ no schema.
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +31,7 @@ from shoal.plugin.state import STATE, RunState, load_settings
 if TYPE_CHECKING:
     from shoal.integrations.django.plan import DjangoPlan
     from shoal.pg.worker import WorkerSchemas
+    from shoal.plan import RunPlan, Target
 
 PYTEST_DJANGO = "django"  # pytest-django's plugin name (its pytest11 entry point)
 PLUGIN_NAME = "shoal-django"
@@ -90,7 +92,7 @@ class DjangoIntegration:
         from shoal.integrations.django import known
         from shoal.integrations.django.plan import build
 
-        with shoal_errors_as_usage_errors():
+        with shoal_errors_as_usage_errors(), _unblocked(self.config):
             # The owner's settings again (this process only): the names a project chose.
             settings = load_settings(self.config)
             self.plan = build(
@@ -99,12 +101,21 @@ class DjangoIntegration:
                 use_migrations=not self.config.getvalue("nomigrations"),
                 names=settings.django_databases,
                 names_source=settings.source_of("django_databases"),
+                mode=settings.django_mode,
+                mode_source=settings.source_of("django_mode"),
             )
             if self.active:
                 assert self.plan is not None
                 project = self.plan.plan.project or naming.project_key(self.plan.plan.project_root)
+                # Database mode: the server, where the sweep and `shoal ps` list databases.
+                database_mode = self.plan.mode == "database"
                 known.remember(
-                    home_of(self.state), project, {t.name: t.url for t in self.plan.plan.targets}
+                    home_of(self.state),
+                    project,
+                    {
+                        t.name: t.control_url if database_mode else t.url
+                        for t in self.plan.plan.targets
+                    },
                 )
         self.bind()
 
@@ -175,6 +186,9 @@ def _shoal_django(request: pytest.FixtureRequest) -> Iterator[None]:
     if state.configured:
         request.getfixturevalue("_shoal_worker")  # the configured databases first
     blocker = request.getfixturevalue("django_db_blocker")
+    if integration.plan.mode == "database":
+        yield from _worker_databases(request, integration, blocker)
+        return
     targets = list(integration.plan.plan.targets)
     schemas = WorkerSchemas.from_plan(integration.plan.plan, state.worker, targets)
     integration.schemas = schemas
@@ -209,6 +223,98 @@ def _shoal_django(request: pytest.FixtureRequest) -> Iterator[None]:
             naming.WORKEROUTPUT_TIMINGS,
             [asdict(t) for t in state.timings],
         )
+
+
+def _worker_databases(
+    request: pytest.FixtureRequest, integration: DjangoIntegration, blocker: Any
+) -> Iterator[None]:
+    """Database mode: this worker's own database per test database, cloned, dropped at
+    the end; a failure reported once, as for schemas."""
+    from shoal.pg.databases import WorkerDatabases
+    from shoal.pg.worker import Timing
+
+    assert integration.plan is not None
+    state = integration.state
+    plan = integration.plan.plan
+    databases = WorkerDatabases(
+        list(plan.targets),
+        plan.namespace,
+        state.worker,
+        ddl_slots=plan.ddl_slots,
+        connect_timeout=plan.connect_timeout,
+        project=plan.project,
+        setup_of=_with_setup(plan),
+    )
+    try:
+        with blocker.unblock(), shoal_errors_as_usage_errors():
+            databases.prepare()
+            databases.provision()
+    except pytest.UsageError as exc:
+        integration.failed = True
+        state.failure = f"worker {state.worker}: {str(exc).removeprefix('shoal: ')}"
+        _output(request.config, naming.WORKEROUTPUT_FAILURE, state.failure)
+        pytest.skip("shoal: not run: this worker has no database (why: the end of the output)")
+    state.timings.extend(
+        Timing(
+            database=p.database,
+            slot_wait_s=p.slot_wait_s,
+            create_s=p.create_s,
+            total_s=p.total_s,
+            start=p.start,
+        )
+        for p in databases.provisioned
+    )
+    try:
+        yield
+    finally:
+        from django.db import connections
+
+        connections.close_all()
+        keep = plan.keep_on_failure and request.session.testsfailed > 0
+        problems = databases.teardown(keep=keep)
+        state.problems.extend(problems)
+        state.left += len(problems)
+        if keep:
+            state.kept += [f"{t.name}: database {databases.name_of(t)}" for t in plan.targets]
+        _output(request.config, naming.WORKEROUTPUT_PROBLEMS, state.problems)
+        _output(request.config, naming.WORKEROUTPUT_KEPT, state.kept)
+        _output(request.config, naming.WORKEROUTPUT_LEFT, state.left)
+        _output(request.config, naming.WORKEROUTPUT_TIMINGS, [asdict(t) for t in state.timings])
+
+
+def _with_setup(plan: RunPlan) -> Callable[[Target], Target]:
+    """A target with its setup parsed in this process (to build a template again)."""
+
+    def parsed(target: Target) -> Target:
+        from dataclasses import replace
+
+        from shoal import setups
+
+        if target.setup is not None or target.setup_spec is None:
+            return target
+        setup = setups.load(
+            target.setup_spec,
+            key=f"databases.{target.name}.setup",
+            source="the Django plan",
+            root=plan.root,
+        )
+        return replace(target, setup=setup)
+
+    return parsed
+
+
+@contextmanager
+def _unblocked(config: pytest.Config) -> Iterator[None]:
+    """pytest-django's database blocker lifted, as its fixtures lift it: database mode
+    builds its templates with Django's ``migrate`` while the run is planned."""
+    from pytest_django.plugin import blocking_manager_key
+
+    blocker = config.stash.get(blocking_manager_key, None)
+    if blocker is None:
+        yield
+        return
+    with blocker.unblock():
+        yield
 
 
 def _integration(config: pytest.Config) -> DjangoIntegration:

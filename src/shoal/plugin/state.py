@@ -33,6 +33,7 @@ INI_KEYS: Final = (
     "reports_dir",
     "connect_timeout",
     "pool_size",
+    "django_mode",
 )
 
 
@@ -55,6 +56,7 @@ def load_settings(config: pytest.Config) -> Settings:
     flags = {
         "keep_on_failure": getattr(options, "shoal_keep_on_failure", None),
         "ddl_slots": getattr(options, "shoal_ddl_slots", None),
+        "django_mode": getattr(options, "shoal_django_mode", None),
     }
     return shoal_config.load_settings(
         flags=flags, ini=ini, pyproject=_pyproject(config), project_root=Path(config.rootpath)

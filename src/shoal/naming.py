@@ -414,7 +414,7 @@ SERVE_LOCK_CLASS: Final = zlib.crc32(b"shoal-serve") & 0x7FFFFFFF
 SERVE_LINE_CHANNEL: Final = "shoal_serve_line"
 SERVE_CANCEL_CHANNEL: Final = "shoal_serve_cancel"
 _SERVE_SCHEMA_LOCK: Final = 1
-_SERVE_LINE_LOCK: Final = 2
+SERVE_LINE_CLASS: Final = zlib.crc32(b"shoal-serve-line") & 0x7FFFFFFF
 _SERVE_NODE_CHARS: Final = re.compile(r"[^A-Za-z0-9.-]+")
 _SERVE_NODE_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9.-]{0,39}-[0-9]{1,5}-[0-9a-f]{8}")
 _SERVE_LABEL_PREFIX: Final = "shoal_serve_"
@@ -459,10 +459,11 @@ def serve_schema_lock() -> tuple[int, int]:
     return (SERVE_LOCK_CLASS, _SERVE_SCHEMA_LOCK)
 
 
-def serve_line_lock() -> tuple[int, int]:
-    """Transaction advisory lock taken to join the line or to leave it from its head: one
-    node at a time, so sequence order, commit order and start order are one order."""
-    return (SERVE_LOCK_CLASS, _SERVE_LINE_LOCK)
+def serve_line_lock(schema: str) -> tuple[int, int]:
+    """Transaction advisory lock taken to join the line kept in ``schema`` or to leave it
+    from its head: one node at a time, so sequence order, commit order and start order are
+    one order. Fleets in other schemas of the same database take other locks."""
+    return (SERVE_LINE_CLASS, zlib.crc32(schema.encode()) & 0x7FFFFFFF)
 
 
 # Django's database mode: a whole database per worker, ``test_<name>_<namespace>_<worker>``

@@ -1,12 +1,16 @@
 """Fixtures for the job service: a real git repository, the fake agent, an app in-process.
 
 Tests synchronise with agents through files (``touch``/``wait``), never with long sleeps.
+Tests marked ``all_queues`` run once per job store: SQLite, and a PostgreSQL queue on the
+embedded server and on the external one (``SHOAL_TEST_EXTERNAL_URL``), each in a database
+of its own.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 import socket
 import subprocess
 import sys
@@ -19,17 +23,92 @@ from contextlib import (
     asynccontextmanager,
     contextmanager,
 )
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 import uvicorn
 from fastapi import FastAPI
+from psycopg import sql
 
 from shoal.service.app import create_app
 from shoal.service.jobs import JobService
 from shoal.service.settings import ServeSettings, load_serve_settings
+from tests.conftest import EXTERNAL_ENV, Databases, Server
+
+QUEUES = ["sqlite", "embedded", "external"]
+# Short, so that the fleet's periodic work is seen within a test's patience.
+TEST_HEARTBEAT_S = 0.2
+TEST_NODE_TIMEOUT_S = 1.0
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "all_queues: run on SQLite and on a PostgreSQL queue on each server"
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "queue_kind" in metafunc.fixturenames and metafunc.definition.get_closest_marker(
+        "all_queues"
+    ):
+        metafunc.parametrize("queue_kind", QUEUES, indirect=True)
+
+
+@pytest.fixture
+def queue_kind(request: pytest.FixtureRequest) -> str:
+    kind: str = getattr(request, "param", "sqlite")
+    return kind
+
+
+@pytest.fixture(scope="session")
+def external_databases() -> Iterator[Databases]:
+    url = os.environ.get(EXTERNAL_ENV)
+    if not url:
+        pytest.skip(f"{EXTERNAL_ENV} is not set")
+    made = Databases(Server("external", url))
+    yield made
+    made.drop_all()
+
+
+@dataclass(frozen=True)
+class Queue:
+    url: str
+    schema: str
+
+
+def queue_database(request: pytest.FixtureRequest, kind: str) -> str:
+    """The URL of a new database on the ``kind`` server (dropped when the session ends)."""
+    fixture = "embedded_databases" if kind == "embedded" else "external_databases"
+    databases: Databases = request.getfixturevalue(fixture)
+    return databases.server.url(databases.new("serve"))
+
+
+@pytest.fixture(scope="session")
+def queue_databases() -> dict[str, str]:
+    """One database per server for this session's queue tests, made when first needed;
+    each test has a schema of its own in it."""
+    return {}
+
+
+@pytest.fixture
+def queue(
+    request: pytest.FixtureRequest, queue_kind: str, queue_databases: dict[str, str]
+) -> Iterator[Queue | None]:
+    """None for SQLite; otherwise a PostgreSQL queue in a schema of this test's own."""
+    if queue_kind == "sqlite":
+        yield None
+        return
+    if queue_kind not in queue_databases:
+        queue_databases[queue_kind] = queue_database(request, queue_kind)
+    made = Queue(queue_databases[queue_kind], f"shoalt_{secrets.token_hex(4)}_serve")
+    yield made
+    with psycopg.connect(made.url, autocommit=True, application_name="shoal_tests") as db:
+        db.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(made.schema)))
+
 
 FAKE_AGENT = Path(__file__).with_name("fake_agent.py")
 TOKEN = "test-token-3f9a"
@@ -98,7 +177,9 @@ def agents(tmp_path: Path) -> dict[str, list[str]]:
     }
 
 
-def settings_for(tmp_path: Path, origin: Path, **overrides: Any) -> ServeSettings:
+def settings_for(
+    tmp_path: Path, origin: Path, queue: Queue | None = None, **overrides: Any
+) -> ServeSettings:
     flags: dict[str, Any] = {
         "repo": str(origin),
         "agents": agents(tmp_path),
@@ -107,6 +188,13 @@ def settings_for(tmp_path: Path, origin: Path, **overrides: Any) -> ServeSetting
         "max_concurrency": 4,
         "base_refresh_s": 3600,
     }
+    if queue is not None:
+        flags.update(
+            queue=queue.url,
+            queue_schema=queue.schema,
+            heartbeat_s=TEST_HEARTBEAT_S,
+            node_timeout_s=TEST_NODE_TIMEOUT_S,
+        )
     flags.update(overrides)
     return load_serve_settings(flags)
 
@@ -174,12 +262,12 @@ ServeFactory = Callable[..., AbstractAsyncContextManager[Serve]]
 
 
 @pytest.fixture
-def serve(tmp_path: Path, origin: Path) -> ServeFactory:
+def serve(tmp_path: Path, origin: Path, queue: Queue | None) -> ServeFactory:
     """``async with serve(max_concurrency=1) as s:`` — the app with its lifespan running."""
 
     @asynccontextmanager
     async def start(**overrides: Any) -> AsyncIterator[Serve]:
-        settings = settings_for(tmp_path, origin, **overrides)
+        settings = settings_for(tmp_path, origin, queue, **overrides)
         app = create_app(settings)
         sync = tmp_path / "sync"
         sync.mkdir(exist_ok=True)
@@ -207,7 +295,7 @@ LiveFactory = Callable[..., AbstractContextManager[str]]
 
 
 @pytest.fixture
-def live(tmp_path: Path, origin: Path) -> LiveFactory:
+def live(tmp_path: Path, origin: Path, queue: Queue | None) -> LiveFactory:
     """``with live(**overrides) as base_url:`` — the app behind a real uvicorn server.
 
     In a thread of this process: real sockets and HTTP, without a second interpreter
@@ -216,7 +304,7 @@ def live(tmp_path: Path, origin: Path) -> LiveFactory:
 
     @contextmanager
     def start(**overrides: Any) -> Iterator[str]:
-        settings = settings_for(tmp_path, origin, **overrides)
+        settings = settings_for(tmp_path, origin, queue, **overrides)
         port = free_port()
         config = uvicorn.Config(
             create_app(settings), host="127.0.0.1", port=port, log_level="warning"

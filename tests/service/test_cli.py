@@ -17,7 +17,7 @@ from shoal.errors import ConfigError
 from shoal.service.models import JobStatus
 from shoal.service.runner import render_argv
 from shoal.service.settings import load_serve_settings
-from shoal.service.store import Job, JobStore
+from shoal.service.store import Job, SqliteStore
 
 
 @pytest.fixture
@@ -164,7 +164,7 @@ def test_token_is_never_shown(origin: Path, monkeypatch: pytest.MonkeyPatch) -> 
 
 
 def test_store_evicts_only_finished_jobs_past_ttl(tmp_path: Path) -> None:
-    store = JobStore(tmp_path / "jobs.sqlite3")
+    store = SqliteStore(tmp_path / "jobs.sqlite3")
     now = time.time()
 
     def add(job_id: str, status: JobStatus, finished_at: float | None) -> None:
@@ -193,14 +193,14 @@ def test_store_evicts_only_finished_jobs_past_ttl(tmp_path: Path) -> None:
     assert store.evict(now - 3600) == 2
     assert [job.id for job in store.list()] == ["fresh", "running", "queued"]
     store.close()
-    reopened = JobStore(tmp_path / "jobs.sqlite3")
+    reopened = SqliteStore(tmp_path / "jobs.sqlite3")
     assert [job.id for job in reopened.list(JobStatus.queued)] == ["queued"]
     reopened.close()
 
 
 def test_store_lists_every_job_unless_asked_for_a_page(tmp_path: Path) -> None:
     # Restart recovery lists every running and queued job: a cap would strand the rest.
-    store = JobStore(tmp_path / "jobs.sqlite3")
+    store = SqliteStore(tmp_path / "jobs.sqlite3")
     for n in range(1_205):
         store.add(
             Job(
@@ -241,7 +241,7 @@ def test_a_job_database_of_the_first_release_gains_the_new_columns(tmp_path: Pat
             " VALUES ('old', 'execute', 'queued', 'p', 'a', 1, 0, 1)"
         )
         db.commit()
-    store = JobStore(path)
+    store = SqliteStore(path)
     old = store.get("old")
     assert old is not None
     assert (old.idem_key, old.messages) == (None, None)

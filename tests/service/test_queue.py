@@ -12,7 +12,7 @@ import pytest
 
 from tests.service.conftest import ServeFactory
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.all_queues]
 
 
 def gone(pid: int) -> bool:
@@ -64,12 +64,33 @@ async def test_health_shows_load_and_capacity_without_a_token(serve: ServeFactor
     async with serve(max_concurrency=1) as s:
         anonymous = httpx.AsyncClient(transport=s.transport, base_url="http://shoal")
         body = (await anonymous.get("/health")).json()
-        assert body == {"status": "ok", "busy": False, "active": 0, "queued": 0, "capacity": 1}
+        load = ("status", "busy", "active", "queued", "capacity")
+        assert {k: body[k] for k in load} == {
+            "status": "ok",
+            "busy": False,
+            "active": 0,
+            "queued": 0,
+            "capacity": 1,
+        }
+        assert body["node"] == s.service.store.node
         await s.submit(f"touch {s.path('a')}\nwait {s.path('go')}")
         await s.submit("print queued")
         await s.wait_file("a")
         body = (await anonymous.get("/health")).json()
-        assert body == {"status": "ok", "busy": True, "active": 1, "queued": 1, "capacity": 1}
+        assert {k: body[k] for k in load} == {
+            "status": "ok",
+            "busy": True,
+            "active": 1,
+            "queued": 1,
+            "capacity": 1,
+        }
+        if s.settings.queue is None:
+            assert body["fleet"] is None
+        else:
+            (node,) = body["fleet"]["nodes"]
+            assert (node["node"], node["alive"], node["running"]) == (body["node"], True, 1)
+            assert node["heartbeat_age_s"] < 5
+            assert (body["fleet"]["queued"], body["fleet"]["capacity"]) == (1, 1)
         s.path("go").touch()
 
 

@@ -11,7 +11,7 @@ import pytest
 from shoal.service.models import JobStatus
 from shoal.service.queue import QueueFull, Scheduler
 from shoal.service.runner import MAX_ARG_BYTES, argv_problem, render_argv
-from shoal.service.store import Job, JobStore
+from shoal.service.store import Job, SqliteStore
 
 pytestmark = pytest.mark.anyio
 
@@ -41,7 +41,7 @@ async def test_admission_is_strictly_first_in_first_out(tmp_path: Path) -> None:
         await release.wait()
         store.update(job.id, status=JobStatus.completed, finished_at=time.time())
 
-    store = JobStore(tmp_path / "jobs.sqlite3")
+    store = SqliteStore(tmp_path / "jobs.sqlite3")
     scheduler = Scheduler(store, run, capacity=2)
 
     def admit(job_id: str) -> int:

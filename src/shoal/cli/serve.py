@@ -87,6 +87,32 @@ def _agents(
     callback=lambda ctx, param, values: tuple(values) or None,
     help="A browser origin allowed to call the API (default: none). Repeatable.",
 )
+@click.option(
+    "--queue",
+    metavar="URL",
+    help="postgresql:// URL of a job queue shared by several nodes: every node pointing at "
+    "the same database is one service (default: SQLite in the state directory, this host "
+    "alone).  [env SHOAL_SERVE_QUEUE]",
+)
+@click.option(
+    "--queue-schema", help="With --queue: the schema of the queue's tables (default shoal_serve)."
+)
+@click.option("--node-name", help="This node's name in the fleet (default: the host name).")
+@click.option(
+    "--heartbeat",
+    "heartbeat_s",
+    type=float,
+    metavar="SECONDS",
+    help="With --queue: how often this node says it is alive (default 2).",
+)
+@click.option(
+    "--node-timeout",
+    "node_timeout_s",
+    type=float,
+    metavar="SECONDS",
+    help="With --queue: a node silent this long is dead, its running jobs are interrupted "
+    "(default 15).",
+)
 def serve_command(**flags: Any) -> None:
     """Run coding-agent jobs over HTTP, each in its own git checkout, FIFO-queued.
 
@@ -97,7 +123,8 @@ def serve_command(**flags: Any) -> None:
         from shoal.service.server import run
     except ImportError as exc:
         raise UsageError("serve", exc.name, "installation", "pip install 'shoal[serve]'") from None
-    from shoal.service.jobs import make_state_dir
+    from shoal.service.jobs import make_state_dir, node_id, open_store
+    from shoal.service.pgstore import QueueUnreachable
     from shoal.service.workspaces import WorkspaceError, Workspaces
 
     settings = load_serve_settings(flags)
@@ -112,8 +139,22 @@ def serve_command(**flags: Any) -> None:
         raise UsageError(
             "repo", mask(settings.repo), "--repo or SHOAL_SERVE_REPO", str(exc)
         ) from None
+    queue = "sqlite (this host)"
+    if settings.queue is not None:
+        # Reach the queue (and create its schema) now: a bad URL is one line, not a traceback.
+        try:
+            open_store(settings, node_id(settings)).close()
+        except QueueUnreachable as exc:
+            raise UsageError(
+                "queue",
+                mask(settings.queue),
+                "--queue or SHOAL_SERVE_QUEUE",
+                f"{exc}; expected the URL of a reachable PostgreSQL database",
+            ) from None
+        queue = mask(settings.queue)
     click.echo(
         f"shoal serve: http://{settings.host}:{settings.port}  repo {mask(settings.repo)}  "
+        f"queue {queue}  "
         f"agents {', '.join(settings.agents)}  capacity {settings.max_concurrency}  "
         f"auth {'off' if settings.no_auth else 'bearer'}",
         err=True,

@@ -121,7 +121,8 @@ class Admission:
             messages=messages if takes_json(template) else None,
         )
         self._store.enqueue(job, max_depth=self._settings.max_queue_depth)
-        self._outputs.track(job.id)
+        if not self._store.shared:  # in a fleet another node may run it: followers poll
+            self._outputs.track(job.id)
         self._callers.made(attempt.fingerprint, job.id, waited_on=kind == "chat")
         self._scheduler.pump()
         return Admitted(job, self._store.position(job.id) or 0, again=False)

@@ -142,6 +142,7 @@ class Execution:
             finished_at=time.time(),
             output=output,
             output_truncated=truncated,
+            output_total=live.total,
             stderr=live.stderr,
             workspace=None,
             **{k: v for k, v in result.items() if k != "status"},

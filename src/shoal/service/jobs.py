@@ -11,21 +11,26 @@ import asyncio
 import functools
 import logging
 import os
+import socket
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
+from shoal import naming
 from shoal.service.admission import Admission, Admitted, UnknownAgent
 from shoal.service.execution import Execution
-from shoal.service.models import JobStatus, JobView
-from shoal.service.output import Outputs
+from shoal.service.fleet import Fleet
+from shoal.service.models import FleetHealth, JobStatus, JobView
+from shoal.service.output import REMOTE_POLL_S, Outputs
+from shoal.service.pgstore import PgStore
 from shoal.service.queue import QueueFull, Scheduler
 from shoal.service.recovery import recover
 from shoal.service.retries import Callers
+from shoal.service.runner import KILL_GRACE_S
 from shoal.service.settings import ServeSettings
-from shoal.service.store import Job, JobStore
+from shoal.service.store import Job, JobStore, SqliteStore
 from shoal.service.workspaces import Workspaces
 
 log = logging.getLogger("shoal.serve")
@@ -43,11 +48,30 @@ def make_state_dir(path: Path) -> None:
     os.chmod(path, 0o700)
 
 
+def node_id(settings: ServeSettings) -> str:
+    """A new name for this process: a restarted node is a new node of the fleet."""
+    name = settings.node_name or socket.gethostname()
+    return naming.serve_node_id(name, settings.port, os.urandom(4).hex())
+
+
+def open_store(settings: ServeSettings, node: str) -> JobStore:
+    """The fleet's PostgreSQL queue with ``queue``; this host's SQLite file otherwise."""
+    if settings.queue is not None:
+        return PgStore(
+            settings.queue,
+            node,
+            capacity=settings.max_concurrency,
+            node_timeout_s=settings.node_timeout_s,
+            schema=settings.queue_schema,
+        )
+    return SqliteStore(settings.state_dir / "jobs.sqlite3", node)
+
+
 class JobService:
     def __init__(self, settings: ServeSettings) -> None:
         self.settings = settings
         make_state_dir(settings.state_dir)
-        self.store = JobStore(settings.state_dir / "jobs.sqlite3")
+        self.store = open_store(settings, node_id(settings))
         self.spaces = Workspaces.from_settings(settings)
         self.outputs = Outputs(self.store, settings.max_output_chars)
         self.execution = Execution(settings, self.store, self.spaces, self.outputs, self._in_pool)
@@ -56,6 +80,15 @@ class JobService:
         )
         self.callers = Callers(settings.reattach_s, self.cancel)
         self.admission = Admission(settings, self.store, self.scheduler, self.outputs, self.callers)
+        self.fleet: Fleet | None = None
+        if isinstance(self.store, PgStore):
+            self.fleet = Fleet(
+                self.store,
+                self.scheduler,
+                self.execution,
+                self._in_pool,
+                heartbeat_s=settings.heartbeat_s,
+            )
         # Set on SIGTERM: streams end, nothing new is admitted or started.
         self.stopping = asyncio.Event()
         self.started_at = time.time()
@@ -76,6 +109,8 @@ class JobService:
         self.evict()
         for job_id in waiting:
             self.outputs.track(job_id)
+        if self.fleet is not None:
+            self.fleet.start()
         self.scheduler.pump()
         self._evictor = asyncio.create_task(self._evict_periodically())
         self._checkpointer = asyncio.create_task(self.outputs.checkpoint_periodically())
@@ -89,7 +124,10 @@ class JobService:
         self.scheduler.stop_starting()
         now = time.time()
         for job in self.store.list(JobStatus.queued):
-            if job.kind == "chat":  # its caller is answered now; a restart would drop it
+            # Its caller is answered now; a restart would drop it. In a fleet, only the
+            # requests that came through this node have their callers here.
+            mine = not self.store.shared or job.origin == self.store.node
+            if job.kind == "chat" and mine:
                 self.store.update(
                     job.id,
                     status=JobStatus.interrupted,
@@ -121,6 +159,8 @@ class JobService:
             except Exception:  # a bug in the task: say so, and still close everything
                 log.exception("a background task of the job service failed")
         await self.scheduler.close()
+        if self.fleet is not None:
+            await self.fleet.stop()
         await self._in_pool(self.spaces.close)
         self.store.close()
         self._pool.shutdown(wait=False)
@@ -176,6 +216,7 @@ class JobService:
             finished_at=job.finished_at,
             position=self.store.position(job.id) if queued else None,
             workspace=job.workspace,
+            node=job.node,
             diff=job.diff,  # type: ignore[arg-type]
             branch=job.branch,
         )
@@ -186,17 +227,35 @@ class JobService:
             return job
         if self.store.withdraw(job_id, time.time()):
             self.execution.finished(job_id)
-        else:
-            # Running, or claimed and about to start: the execution checks this flag.
+            return self.get(job_id)
+        # Running, or claimed and about to start: the execution checks this flag; in a
+        # fleet the node running it is told, and stops it.
+        self.store.request_cancel(job_id)
+        if not self.store.shared or job_id in self.scheduler.running():
             self.execution.cancel(job_id)
-            await self.wait(job_id)
+        # The agent gets its grace to exit; a node that dies meanwhile is declared so.
+        bound = self.settings.node_timeout_s + self.settings.heartbeat_s + KILL_GRACE_S + 30
+        try:
+            await asyncio.wait_for(self.wait(job_id), bound)
+        except TimeoutError:
+            log.warning("job %s was asked to stop %g s ago and still runs", job_id, bound)
         return self.get(job_id)
 
     async def wait(self, job_id: str) -> Job | None:
-        live = self.outputs.get(job_id)
-        if live is not None:
-            await live.finished.wait()
-        return self.get(job_id)
+        """The job once finished (now, when it is not running or queued here and the store
+        is this host's alone); a job of a fleet is watched through its record."""
+        while True:
+            live = self.outputs.get(job_id)
+            if live is not None:
+                await live.finished.wait()
+                return self.get(job_id)
+            job = self.get(job_id)
+            if job is None or job.status.finished or not self.store.shared:
+                return job
+            await asyncio.sleep(REMOTE_POLL_S)
+
+    def fleet_health(self) -> FleetHealth | None:
+        return None if self.fleet is None else self.fleet.health()
 
     def follow(self, job_id: str) -> AsyncIterator[str]:
         return self.outputs.follow(job_id)

@@ -112,6 +112,7 @@ class JobView(BaseModel):
     finished_at: float | None
     position: int | None
     workspace: str | None = Field(description="the checkout while the job runs")
+    node: str | None = Field(default=None, description="the node that runs or ran the job")
     diff: DiffSummary | None
     branch: str | None
 
@@ -123,12 +124,32 @@ class JobList(BaseModel):
     next: int | None = None
 
 
+class NodeHealth(BaseModel):
+    node: str
+    host: str
+    alive: bool = Field(description="its heartbeat is younger than node_timeout_s")
+    heartbeat_age_s: float
+    running: int
+    capacity: int
+
+
+class FleetHealth(BaseModel):
+    nodes: list[NodeHealth] = Field(description="every node seen lately, this one included")
+    running: int
+    queued: int = Field(description="jobs waiting in the line all nodes share")
+    capacity: int = Field(description="the slots of the nodes alive")
+
+
 class Health(BaseModel):
     status: Literal["ok"]
     busy: bool
-    active: int
-    queued: int
-    capacity: int
+    active: int = Field(description="jobs running on this node")
+    queued: int = Field(description="jobs waiting in line (the fleet's line, with --queue)")
+    capacity: int = Field(description="this node's slots")
+    node: str = Field(description="this node's name")
+    fleet: FleetHealth | None = Field(
+        default=None, description="with --queue: the nodes sharing the queue"
+    )
 
 
 class ContentPart(BaseModel):

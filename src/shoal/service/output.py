@@ -1,4 +1,9 @@
-"""Output of unfinished jobs: a bounded buffer per job for followers, saved periodically."""
+"""Output of unfinished jobs: a bounded buffer per job for followers, saved periodically.
+
+A job running on another node of a fleet is followed through its record instead: the
+running node saves its output every checkpoint, with the count of characters it ever
+produced, so a follower here yields exactly what is new.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +12,18 @@ import logging
 import sqlite3
 from collections.abc import AsyncIterator
 
+import psycopg
+
 from shoal.service.store import Job, JobStore
 
 log = logging.getLogger("shoal.serve")
 # How often a running job's output is written to the store: what a crash can lose. One
 # short SQLite transaction per job whose output changed, on the event loop.
 OUTPUT_CHECKPOINT_S = 1.0
+# With a fleet, followers on other nodes read the saved output: save it more often, and
+# look for it as often.
+SHARED_CHECKPOINT_S = 0.5
+REMOTE_POLL_S = 0.25
 STDERR_KEPT = 65536
 
 
@@ -24,6 +35,7 @@ class Live:
         self.chunks: list[str] = []
         self.dropped = 0  # chunks trimmed from the front
         self.size = 0
+        self.total = 0  # characters ever added, the trimmed ones included
         self.stderr = ""
         self.version = 0  # bumped on every change, so a checkpoint can skip unchanged jobs
         self.finished = asyncio.Event()
@@ -33,6 +45,7 @@ class Live:
     def add(self, text: str) -> None:
         self.chunks.append(text)
         self.size += len(text)
+        self.total += len(text)
         while self.size > self.limit and len(self.chunks) > 1:
             self.size -= len(self.chunks.pop(0))
             self.dropped += 1
@@ -60,6 +73,7 @@ class Outputs:
         self._limit = limit
         self._live: dict[str, Live] = {}
         self._saved: dict[str, int] = {}  # job id -> the Live.version last written to the store
+        self.period = SHARED_CHECKPOINT_S if store.shared else OUTPUT_CHECKPOINT_S
 
     def track(self, job_id: str) -> Live:
         live = self._live.get(job_id)
@@ -103,7 +117,11 @@ class Outputs:
                 continue
             output, truncated = live.output()
             self._store.update(
-                job_id, output=output, output_truncated=truncated, stderr=live.stderr
+                job_id,
+                output=output,
+                output_truncated=truncated,
+                output_total=live.total,
+                stderr=live.stderr,
             )
             self._saved[job_id] = live.version
             written += 1
@@ -111,19 +129,18 @@ class Outputs:
 
     async def checkpoint_periodically(self) -> None:
         while True:
-            await asyncio.sleep(OUTPUT_CHECKPOINT_S)
+            await asyncio.sleep(self.period)
             try:
                 self.checkpoint()
-            except sqlite3.Error:  # e.g. a full disk: try again next period, jobs go on
+            except (sqlite3.Error, psycopg.Error):  # a full disk, a lost server: next period
                 log.exception("could not save the output of running jobs")
 
     async def follow(self, job_id: str) -> AsyncIterator[str]:
         """The job's output as it is produced, from the start (or its kept tail)."""
         live = self._live.get(job_id)
         if live is None:
-            job = self._store.get(job_id)
-            if job is not None and job.output:
-                yield job.output
+            async for text in self._follow_record(job_id):
+                yield text
             return
         seen = 0  # absolute chunk number
         while True:
@@ -136,3 +153,21 @@ class Outputs:
                 if live.finished.is_set():
                     return
                 await wake.wait()
+
+    async def _follow_record(self, job_id: str) -> AsyncIterator[str]:
+        """The output of a job not running here, from its record: what is saved when it has
+        finished, and, in a fleet, what the node running it saves until it finishes."""
+        seen = 0  # characters of the job's output already yielded
+        while True:
+            job = self._store.get(job_id)
+            if job is None:
+                return
+            new = job.output_total - seen if job.output_total else len(job.output) - seen
+            if new > 0 and job.output:
+                # Only the kept tail is saved: when more is new than kept, the tail is all.
+                yield job.output[-new:] if new < len(job.output) else job.output
+                seen += new
+            # A job claimed here meanwhile is followed on: this node saves its output too.
+            if job.status.finished or not self._store.shared:
+                return
+            await asyncio.sleep(REMOTE_POLL_S)

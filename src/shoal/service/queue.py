@@ -48,6 +48,9 @@ class JobQueue(Protocol[Job]):
     def queued(self) -> int:
         """How many jobs wait."""
 
+    def request_cancel(self, job_id: str) -> None:
+        """Ask whichever host runs ``job_id`` to stop it."""
+
 
 class Scheduler(Generic[Job]):
     """``capacity`` slots on this host, filled from the queue in its order."""
@@ -64,6 +67,10 @@ class Scheduler(Generic[Job]):
     @property
     def active(self) -> int:
         return len(self._active)
+
+    def running(self) -> list[str]:
+        """Ids of the jobs holding a slot here."""
+        return list(self._active)
 
     def pump(self) -> None:
         """Start jobs from the front of the line while slots are free."""

@@ -3,6 +3,11 @@
 Jobs it was running are ``interrupted`` (their agents killed, their checkouts summarised
 and removed); queued jobs keep their place in line, except chat requests, whose callers
 were connected to the old process and would never read an answer.
+
+In a fleet the records are shared: only the jobs whose checkouts the previous process left
+in this node's state directory were its own; other nodes' jobs, and chat requests that
+came through a node that stopped, are settled by the fleet once that node's heartbeat
+expires (:mod:`.fleet`).
 """
 
 from __future__ import annotations
@@ -29,15 +34,22 @@ InPool = Callable[..., Awaitable[Any]]
 async def recover(store: JobStore, spaces: Workspaces, in_pool: InPool) -> list[str]:
     """Settle what the previous process left; the ids of the jobs still waiting in line."""
     now = time.time()
-    running = store.list(JobStatus.running)
+    leftovers = spaces.leftovers()
+    if store.shared:
+        found = (store.get(job_id) for job_id in leftovers)
+        running = [job for job in found if job is not None and job.status is JobStatus.running]
+    else:
+        running = store.list(JobStatus.running)
     for job in running:
         store.update(
             job.id, status=JobStatus.interrupted, finished_at=now, error=STOPPED_WHILE_RUNNING
         )
     if running:
         await in_pool(kill_leftover_agents, {job.id for job in running})
-    for job_id in spaces.leftovers():
+    for job_id in leftovers:
         await salvage(store, spaces, in_pool, job_id)
+    if store.shared:
+        return []
     waiting = []
     for job in store.list(JobStatus.queued):
         if job.kind == "chat":

@@ -127,7 +127,13 @@ async def health(service: Service) -> Health:
     active, capacity = service.scheduler.active, service.scheduler.capacity
     queued = service.store.queued()
     return Health(
-        status="ok", busy=active >= capacity, active=active, queued=queued, capacity=capacity
+        status="ok",
+        busy=active >= capacity,
+        active=active,
+        queued=queued,
+        capacity=capacity,
+        node=service.store.node,
+        fleet=service.fleet_health(),
     )
 
 

@@ -17,7 +17,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
-from shoal.conninfo import mask
+from shoal import naming
+from shoal.conninfo import is_postgres_url, mask, split_scheme
 from shoal.errors import ConfigError, UsageError
 from shoal.layers import Layers, environment, environment_source
 
@@ -131,6 +132,32 @@ class ServeSettings(BaseModel):
         "CORS off)",
     )
     token: SecretStr | None = Field(default=None, description=f"bearer token ({TOKEN_ENV})")
+    queue: str | None = Field(
+        default=None,
+        description="postgresql:// URL of the job queue: every node pointing at the same "
+        "database is one service (default: SQLite in state_dir, this host alone)",
+    )
+    queue_schema: str = Field(
+        default=naming.SERVE_SCHEMA,
+        description="with --queue: the schema holding the queue's tables (never public); "
+        "fleets in other schemas of one database are separate services",
+    )
+    node_name: str | None = Field(
+        default=None,
+        max_length=40,
+        description="this node's name in the fleet, before its port and a random suffix "
+        "(default: the host name)",
+    )
+    heartbeat_s: float = Field(
+        default=2.0, gt=0, le=60, description="with --queue: how often this node says it is alive"
+    )
+    node_timeout_s: float = Field(
+        default=15.0,
+        gt=0,
+        le=3600,
+        description="with --queue: a node silent this long is dead; its running jobs become "
+        "interrupted, its queued jobs keep their place",
+    )
 
     @field_validator("agents", mode="before")
     @classmethod
@@ -143,6 +170,28 @@ class ServeSettings(BaseModel):
                 raise ValueError(f"agent name {name!r}: use letters, digits, '-', '_', '.'")
             agents[str(name)] = parse_argv(template)
         return agents
+
+    @field_validator("queue")
+    @classmethod
+    def _queue(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not is_postgres_url(value):
+            raise ValueError(
+                "expected a postgresql:// URL of the database the nodes share, e.g. "
+                "postgresql://shoal@db.internal/shoal (without --queue: SQLite, one host)"
+            )
+        return split_scheme(value)[1]
+
+    @field_validator("queue_schema")
+    @classmethod
+    def _queue_schema(cls, value: str) -> str:
+        problem = naming.schema_name_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
+        if value in ("public", "pg_catalog", "information_schema") or value.startswith("pg_"):
+            raise ValueError("expected a schema of the queue's own, not a shared one")
+        return value
 
     @field_validator("prepare", mode="before")
     @classmethod
@@ -200,6 +249,8 @@ _FLAGS = {
     "default_timeout_s": "--timeout",
     "shutdown_grace_s": "--shutdown-grace",
     "cors_origins": "--cors-origin",
+    "heartbeat_s": "--heartbeat",
+    "node_timeout_s": "--node-timeout",
 }
 
 
@@ -258,6 +309,13 @@ def _check(settings: ServeSettings, sources: Mapping[str, str]) -> None:
             None,
             f"set {TOKEN_ENV} to a secret clients send as 'Authorization: Bearer <token>' "
             "(or bind to 127.0.0.1 with --no-auth)",
+        )
+    if settings.queue is not None and settings.node_timeout_s < 2 * settings.heartbeat_s:
+        problem(
+            "node_timeout_s",
+            settings.node_timeout_s,
+            f"expected at least twice heartbeat_s ({settings.heartbeat_s:g} s): one late "
+            "heartbeat must not make a live node look dead",
         )
     if settings.home_template is not None and not settings.home_template.is_dir():
         problem("home_template", str(settings.home_template), "expected an existing directory")

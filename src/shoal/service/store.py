@@ -1,9 +1,11 @@
-"""Durable job records: one SQLite file in the state directory, and the FIFO line itself.
+"""Durable job records and the FIFO line itself: what every job store does, and the
+SQLite file in the state directory that holds them on one host.
 
 Only the event loop's thread touches the connection; every write is a short transaction,
 so a crash loses at most the output of jobs that were running (they become interrupted).
-:class:`JobStore` is also the :class:`~shoal.service.queue.JobQueue` of one host: the
-line is the queued rows in ``seq`` order, nothing else.
+A store is also the :class:`~shoal.service.queue.JobQueue`: the line is the queued rows
+in ``seq`` order, nothing else. :mod:`.pgstore` holds the same records in PostgreSQL for
+a fleet of nodes.
 """
 
 from __future__ import annotations
@@ -13,10 +15,10 @@ import os
 import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from shoal.service.models import JobStatus, MetadataValue
-from shoal.service.queue import QueueFull
+from shoal.service.queue import JobQueue, QueueFull
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -51,12 +53,22 @@ CREATE TABLE IF NOT EXISTS jobs (
 CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status, seq);
 """
 # Columns added since the first release: a state directory made by it gains them on open.
-_ADDED = {"idem_key": "TEXT", "request_hash": "TEXT", "messages": "TEXT"}
+_ADDED = {
+    "idem_key": "TEXT",
+    "request_hash": "TEXT",
+    "messages": "TEXT",
+    "node": "TEXT",
+    "origin": "TEXT",
+    "cancel_requested": "INTEGER NOT NULL DEFAULT 0",
+    "output_total": "INTEGER NOT NULL DEFAULT 0",
+    "claim_seq": "INTEGER",
+}
 _INDEXES = """
 CREATE UNIQUE INDEX IF NOT EXISTS jobs_idem_key ON jobs (idem_key) WHERE idem_key IS NOT NULL;
 """
 
 _JSON = ("metadata", "diff", "messages")
+FLAGS = ("save_branch", "output_truncated", "cancel_requested")
 
 
 @dataclass
@@ -89,10 +101,46 @@ class Job:
     idem_key: str | None = None
     request_hash: str | None = None
     messages: list[dict[str, str]] | None = None  # a chat conversation, for agents taking JSON
+    node: str | None = None  # the node that runs (or ran) the job
+    origin: str | None = None  # the node that admitted it: its callers are connected there
+    cancel_requested: bool = False  # asked through any node; the node running it polls
+    output_total: int = 0  # characters ever produced, so a follower elsewhere finds the new ones
+    claim_seq: int | None = None  # the order jobs left the line in (one order for the fleet)
 
 
-class JobStore:
-    def __init__(self, path: Path) -> None:
+FINISHED = tuple(s.value for s in JobStatus if s.finished)
+LOCAL_NODE = "local"
+
+
+class JobStore(JobQueue[Job], Protocol):
+    """Job records and the line. ``node`` names this process; ``shared``: other nodes use
+    the same records (then jobs may run, and be followed or cancelled, on another node)."""
+
+    node: str
+    shared: bool
+
+    def close(self) -> None: ...
+    def add(self, job: Job) -> Job: ...
+    def update(self, job_id: str, **changes: Any) -> None:
+        """Change a record; a change of status to a finished one applies only to a job that
+        is not finished yet: a finished record is final (a node declared dead cannot
+        overwrite the ``interrupted`` the fleet gave its jobs)."""
+
+    def get(self, job_id: str) -> Job | None: ...
+    def by_key(self, idem_key: str) -> Job | None: ...
+    def list(
+        self, status: JobStatus | None = None, *, after_seq: int = 0, limit: int | None = None
+    ) -> list[Job]: ...
+    def evict(self, older_than: float) -> int: ...
+
+
+class SqliteStore:
+    """The records of one host, in one SQLite file."""
+
+    shared = False
+
+    def __init__(self, path: Path, node: str = LOCAL_NODE) -> None:
+        self.node = node
         path.parent.mkdir(parents=True, exist_ok=True)
         # Prompts and outputs are private whatever the umask; SQLite gives its -wal and
         # -shm files the database file's own mode.
@@ -115,7 +163,7 @@ class JobStore:
         self._db.close()
 
     def add(self, job: Job) -> Job:
-        values = _to_row(job)
+        values = job_values(job)
         values.pop("seq")
         names = ", ".join(values)
         marks = ", ".join(f":{n}" for n in values)
@@ -126,9 +174,14 @@ class JobStore:
     def update(self, job_id: str, **changes: Any) -> None:
         if not changes:
             return
-        row = _to_row_values(changes)
+        row = row_values(changes)
         assignments = ", ".join(f"{name} = :{name}" for name in row)
-        self._db.execute(f"UPDATE jobs SET {assignments} WHERE id = :_id", {**row, "_id": job_id})
+        final = ""
+        if isinstance(changes.get("status"), JobStatus) and changes["status"].finished:
+            final = " AND status IN ('queued', 'running')"
+        self._db.execute(
+            f"UPDATE jobs SET {assignments} WHERE id = :_id{final}", {**row, "_id": job_id}
+        )
 
     # -- the line (JobQueue) ------------------------------------------------------------------
 
@@ -153,9 +206,9 @@ class JobStore:
     def claim(self, now: float) -> Job | None:
         """The first job in line, now marked running; None when nobody waits."""
         row = self._db.execute(
-            "UPDATE jobs SET status = ?, started_at = ? WHERE seq = "
+            "UPDATE jobs SET status = ?, started_at = ?, node = ?, claim_seq = seq WHERE seq = "
             "(SELECT seq FROM jobs WHERE status = ? ORDER BY seq LIMIT 1) RETURNING *",
-            (JobStatus.running.value, now, JobStatus.queued.value),
+            (JobStatus.running.value, now, self.node, JobStatus.queued.value),
         ).fetchone()
         return None if row is None else _from_row(row)
 
@@ -175,6 +228,9 @@ class JobStore:
             (JobStatus.cancelled.value, now, job_id, JobStatus.queued.value),
         )
         return cursor.rowcount == 1
+
+    def request_cancel(self, job_id: str) -> None:
+        self.update(job_id, cancel_requested=True)
 
     def queued(self) -> int:
         (count,) = self._db.execute(
@@ -211,38 +267,42 @@ class JobStore:
 
     def evict(self, older_than: float) -> int:
         """Forget finished jobs that finished before ``older_than`` (epoch seconds)."""
-        finished = [s.value for s in JobStatus if s.finished]
-        marks = ", ".join("?" for _ in finished)
+        marks = ", ".join("?" for _ in FINISHED)
         cursor = self._db.execute(
             f"DELETE FROM jobs WHERE status IN ({marks}) AND finished_at < ?",
-            (*finished, older_than),
+            (*FINISHED, older_than),
         )
         return cursor.rowcount
 
 
-def _to_row_values(values: dict[str, Any]) -> dict[str, Any]:
+def row_values(values: dict[str, Any]) -> dict[str, Any]:
+    """Values of a record as its row holds them (JSON columns as text, flags as 0/1)."""
     row = dict(values)
     for name in _JSON:
         if name in row and row[name] is not None:
             row[name] = json.dumps(row[name])
     if isinstance(row.get("status"), JobStatus):
         row["status"] = row["status"].value
-    for name in ("save_branch", "output_truncated"):
+    for name in FLAGS:
         if name in row:
             row[name] = int(bool(row[name]))
     return row
 
 
-def _to_row(job: Job) -> dict[str, Any]:
-    return _to_row_values(dict(job.__dict__))
+def job_values(job: Job) -> dict[str, Any]:
+    return row_values(dict(job.__dict__))
 
 
 def _from_row(row: sqlite3.Row) -> Job:
-    values = dict(row)
+    return from_values(dict(row))
+
+
+def from_values(values: dict[str, Any]) -> Job:
+    """A record from a row's values, whichever store it comes from."""
     for name in _JSON:
         if values[name] is not None:
             values[name] = json.loads(values[name])
     values["status"] = JobStatus(values["status"])
-    values["save_branch"] = bool(values["save_branch"])
-    values["output_truncated"] = bool(values["output_truncated"])
+    for name in FLAGS:
+        values[name] = bool(values[name])
     return Job(**values)

@@ -46,6 +46,7 @@ WORKEROUTPUT_PROBLEMS: Final = "shoal_problems"
 WORKEROUTPUT_TIMINGS: Final = "shoal_timings"
 WORKEROUTPUT_FAILURE: Final = "shoal_failure"
 WORKEROUTPUT_LEFT: Final = "shoal_left"
+WORKEROUTPUT_STARTUP: Final = "shoal_startup"  # where the worker's start-up went
 WORKERINPUT_DJANGO_PLAN: Final = "shoal_django_plan"
 
 # Environment variables that carry names between processes.

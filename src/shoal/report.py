@@ -102,6 +102,17 @@ class ProvisioningTiming(_Model):
     start: float | None = None
 
 
+class WorkerStartup(_Model):
+    """One test process's start-up before its first test (see shoal.plugin.startup)."""
+
+    worker: str
+    started: float  # epoch seconds: the process was created
+    loaded: float  # shoal's plugin was imported: the interpreter, pytest, earlier plugins
+    shoal_s: float  # inside shoal's start-up hooks: the plan, the binding, connections
+    collection_start: float | None = None
+    collection_end: float | None = None
+
+
 class Versions(_Model):
     python: str
     pytest: str
@@ -133,6 +144,8 @@ class RunReport(_Model):
     # Which shard of a suite split across machines this run was (``--shoal-shard``),
     # as "I/N"; None when it ran the whole suite, and in reports older than sharding.
     shard: str | None = None
+    # Each test process's start-up; empty in reports older than it.
+    startup: tuple[WorkerStartup, ...] = ()
 
     @field_validator("args", "kept", "problems")
     @classmethod
@@ -236,6 +249,53 @@ def provisioning_stats(timings: Iterable[ProvisioningTiming]) -> list[DatabasePr
         )
         for database, rows in by_database.items()
     ]
+
+
+@dataclass(frozen=True)
+class StartupParts:
+    """Where one worker's start-up went, from its creation to its first test ready."""
+
+    worker: str
+    imports_s: float  # the interpreter, pytest and the plugins loaded before shoal
+    shoal_s: float  # shoal's start-up hooks: the plan handed off, the binding, connections
+    collection_s: float  # conftests and test modules imported, tests collected
+    other_s: float  # the rest before the first test: other plugins, pytest itself
+    provisioning_s: float  # the worker's schemas (claimed or built)
+
+    @property
+    def total_s(self) -> float:
+        parts = (self.imports_s, self.shoal_s, self.collection_s, self.other_s)
+        return sum(parts) + self.provisioning_s
+
+
+def startup_parts(report: RunReport) -> list[StartupParts]:
+    """Each worker's start-up split into its parts; workers that ran no test are left out."""
+    first: dict[str, float] = {}
+    for test in report.tests:
+        first[test.worker] = min(test.start, first.get(test.worker, test.start))
+    provisioning: dict[str, float] = {}
+    for timing in report.provisioning:
+        provisioning[timing.worker] = provisioning.get(timing.worker, 0.0) + timing.total_s
+    parts = []
+    for marks in sorted(report.startup, key=lambda m: worker_order(m.worker)):
+        if marks.worker not in first:
+            continue
+        collection = 0.0
+        if marks.collection_start is not None and marks.collection_end is not None:
+            collection = max(0.0, marks.collection_end - marks.collection_start)
+        imports = max(0.0, marks.loaded - marks.started)
+        before_first = max(0.0, first[marks.worker] - marks.started)
+        parts.append(
+            StartupParts(
+                worker=marks.worker,
+                imports_s=imports,
+                shoal_s=marks.shoal_s,
+                collection_s=collection,
+                other_s=max(0.0, before_first - imports - marks.shoal_s - collection),
+                provisioning_s=provisioning.get(marks.worker, 0.0),
+            )
+        )
+    return parts
 
 
 def write_report(report: RunReport, directory: Path) -> Path:

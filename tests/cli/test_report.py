@@ -15,6 +15,8 @@ from shoal.report import (
     RunReport,
     TestResult,
     Versions,
+    WorkerStartup,
+    startup_parts,
     worker_usage,
     write_report,
 )
@@ -71,6 +73,25 @@ def sample(namespace: str, started: datetime = STARTED, slow: int = 12) -> RunRe
             )
             for w, t in (("gw0", 0.5), ("gw1", 0.9))
         ),
+        # gw0's first test starts at base, gw1's at base + 1.
+        startup=(
+            WorkerStartup(
+                worker="gw0",
+                started=base - 2.0,
+                loaded=base - 1.5,
+                shoal_s=0.1,
+                collection_start=base - 1.2,
+                collection_end=base - 0.9,
+            ),
+            WorkerStartup(
+                worker="gw1",
+                started=base - 1.0,
+                loaded=base - 0.6,
+                shoal_s=0.05,
+                collection_start=base - 0.5,
+                collection_end=base - 0.3,
+            ),
+        ),
     )
 
 
@@ -95,6 +116,30 @@ def test_human_summary(tmp_path: Path) -> None:
     assert "provisioning per database" in out
     assert "platform" in out
     assert "0.81/1.01" in out  # total p50/max across the two workers (0.61, 1.01)
+
+
+def test_start_up_is_split_per_worker(tmp_path: Path) -> None:
+    run = sample("startup")
+    gw0, gw1 = startup_parts(run)
+    assert (gw0.worker, gw1.worker) == ("gw0", "gw1")
+    figures = (gw0.imports_s, gw0.shoal_s, gw0.collection_s, gw0.other_s, gw0.provisioning_s)
+    assert figures == pytest.approx((0.5, 0.1, 0.3, 1.1, 0.61))
+    assert gw1.other_s == pytest.approx(1.0 + 1.0 - 0.4 - 0.05 - 0.2)
+    assert gw1.total_s == pytest.approx(2.0 + 1.01)  # creation to first test, plus provisioning
+
+    result = invoke(str(write_report(run, tmp_path)))
+    assert result.exit_code == 0, result.output
+    table = result.output.split("start-up per worker", 1)[1]
+    row = next(line for line in table.splitlines() if line.strip("│ ").startswith("gw0 "))
+    cells = [cell.strip() for cell in row.strip("│ ").split("│")]
+    assert cells == ["gw0", "0.50", "0.10", "0.30", "1.10", "0.61", "2.61"]
+
+
+def test_a_report_without_start_up_marks_shows_no_start_up_table(tmp_path: Path) -> None:
+    run = sample("old").model_copy(update={"startup": ()})
+    result = invoke(str(write_report(run, tmp_path)))
+    assert result.exit_code == 0, result.output
+    assert "start-up" not in result.output
 
 
 def test_json_round_trips(tmp_path: Path) -> None:

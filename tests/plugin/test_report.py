@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from shoal import naming
-from shoal.report import RunReport, list_reports, read_report
+from shoal.report import RunReport, list_reports, read_report, startup_parts
 from tests.conftest import Databases, Server
 from tests.plugin import inner
 
@@ -133,6 +133,19 @@ def test_report_has_every_test_worker_and_provisioning(
     )
     for timing in report.provisioning:
         assert timing.total_s >= timing.create_s > 0
+
+    # Each process that ran tests split its start-up; the parts add up to its time from
+    # its creation to its first test, plus its provisioning.
+    parts = {p.worker: p for p in startup_parts(report)}
+    assert set(parts) == workers
+    for worker, part in parts.items():
+        (marks,) = [m for m in report.startup if m.worker == worker]
+        first = min(t.start for t in report.tests if t.worker == worker)
+        assert part.imports_s > 0
+        assert part.shoal_s > 0
+        assert part.collection_s > 0
+        assert part.provisioning_s > 0
+        assert part.total_s == pytest.approx(first - marks.started + part.provisioning_s)
 
 
 def test_no_report_without_the_flag(tmp_path: Path) -> None:

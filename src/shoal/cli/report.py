@@ -21,6 +21,7 @@ from shoal.report import (
     latest_report,
     list_reports,
     read_report,
+    startup_parts,
 )
 
 _STYLES: dict[Outcome, str] = {
@@ -288,6 +289,7 @@ def render(console: Console, run: RunReport) -> None:
             )
         console.print(table)
 
+    _startup(console, run)
     stats = run.provisioning_by_database()
     if stats:
         table = Table(
@@ -308,6 +310,24 @@ def render(console: Console, run: RunReport) -> None:
                 _spread(row.setup),
             )
         console.print(table)
+
+
+def _startup(console: Console, run: RunReport) -> None:
+    """Each worker's start-up, split: what was the interpreter's, shoal's, collection's."""
+    parts = startup_parts(run)
+    if not parts:
+        return
+    columns = ("worker", "imports", "shoal", "collection", "other", "provisioning", "total")
+    table = Table(title="start-up per worker (seconds, to its first test)", title_justify="left")
+    for column in columns:
+        table.add_column(column, justify="left" if column == "worker" else "right")
+    for part in parts:
+        figures = (part.imports_s, part.shoal_s, part.collection_s, part.other_s)
+        table.add_row(
+            part.worker,
+            *(f"{value:.2f}" for value in (*figures, part.provisioning_s, part.total_s)),
+        )
+    console.print(table)
 
 
 def _spread(spread: Spread) -> str:

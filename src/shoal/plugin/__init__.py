@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from shoal import naming
+from shoal.plugin import startup
 from shoal.plugin.boundary import shoal_errors_as_usage_errors
 from shoal.plugin.state import INI_KEYS, STATE, RunState
 from shoal.words import plural
@@ -101,7 +102,7 @@ def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
     """Before any conftest is imported: plan the run, export this process's binding."""
     if STATE in early_config.stash or _looking_only(early_config):
         return
-    with shoal_errors_as_usage_errors():
+    with shoal_errors_as_usage_errors(), startup.shoal_clock(early_config):
         if os.environ.get("PYTEST_XDIST_WORKER") is not None:
             state = _inherited(early_config)  # None: wait for workerinput at configure
         else:
@@ -154,7 +155,7 @@ def _owner(config: pytest.Config) -> RunState:
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
     workerinput: dict[str, Any] | None = getattr(config, "workerinput", None)
-    with shoal_errors_as_usage_errors():
+    with shoal_errors_as_usage_errors(), startup.shoal_clock(config):
         if workerinput is not None:
             _configure_worker(config, workerinput)
         elif STATE not in config.stash and not _looking_only(config):
@@ -175,6 +176,8 @@ def pytest_configure(config: pytest.Config) -> None:
     from shoal.plugin.django import register as register_django
 
     register_django(config)  # only when pytest-django is active
+    if config.getoption("shoal_report"):
+        startup.register(config)  # in the workers too: they send their marks
     # Only the process that sees every test writes the report: not an xdist worker.
     if config.getoption("shoal_report") and workerinput is None:
         from shoal.plugin.report import ReportCollector

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from shoal.plugin import startup
 from shoal.plugin.state import RunState
 from shoal.report import (
     Outcome,
@@ -25,6 +26,7 @@ from shoal.report import (
     RunReport,
     TestResult,
     Versions,
+    WorkerStartup,
     worker_usage,
     write_report,
 )
@@ -158,6 +160,7 @@ class ReportCollector:
             kept=tuple(self.state.kept),
             problems=tuple(self.state.problems),
             shard=_shard(self.config),
+            startup=tuple(WorkerStartup(**asdict(m)) for m in startup.recorded(self.config)),
         )
         self.distance = distance(report)
         report = report.model_copy(update={"distance": self.distance})

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -18,7 +19,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from shoal import conninfo
+from shoal import conninfo, naming
 from shoal.config import load_settings
 from shoal.embedded import EmbeddedServer
 
@@ -46,6 +47,26 @@ def gone(comment: str) -> str:
     data = json.loads(comment)
     data["started"] = 1.0
     return json.dumps(data, sort_keys=True)
+
+
+def settled(server: Server, database: str, timeout: float = 60.0) -> list[str]:
+    """The shoal worker schemas left in ``database`` once the runs' reapers are done:
+    waits (up to ``timeout``) while schemas renamed for dropping are still there, and
+    returns what is left, worker schemas and to-drop schemas alike."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with server.connect(database) as conn:
+            rows = conn.execute(
+                "SELECT nspname FROM pg_namespace WHERE nspname LIKE %s OR nspname LIKE %s"
+                " ORDER BY 1",
+                (naming.WORKER_SCHEMA_LIKE, naming.TO_DROP_LIKE),
+            ).fetchall()
+        left = [str(r[0]) for r in rows]
+        if not any(naming.parse_to_drop(name) for name in left):
+            return left
+        if time.monotonic() > deadline:
+            return left
+        time.sleep(0.2)
 
 
 def token() -> str:

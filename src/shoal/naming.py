@@ -47,6 +47,9 @@ WORKEROUTPUT_TIMINGS: Final = "shoal_timings"
 WORKEROUTPUT_FAILURE: Final = "shoal_failure"
 WORKEROUTPUT_LEFT: Final = "shoal_left"
 WORKEROUTPUT_STARTUP: Final = "shoal_startup"  # where the worker's start-up went
+# Where a worker renamed schemas for the reaper, and how long its schema teardown took.
+WORKEROUTPUT_TO_DROP: Final = "shoal_to_drop"
+WORKEROUTPUT_TEARDOWN: Final = "shoal_teardown"
 WORKERINPUT_DJANGO_PLAN: Final = "shoal_django_plan"
 
 # Environment variables that carry names between processes.
@@ -62,6 +65,8 @@ ENV_REFILL_LOG: Final = "SHOAL_REFILL_LOG"
 ENV_PLAN: Final = "SHOAL_PLAN"
 # The Django part of a run's plan, for the background refill of its warm pool.
 ENV_DJANGO_PLAN: Final = "SHOAL_DJANGO_PLAN"
+# The databases a run renamed schemas in, for the reaper it starts at its end.
+ENV_REAP: Final = "SHOAL_REAP"
 
 # Advisory-lock class id for shoal's locks: the first key of PostgreSQL's two-int form,
 # so shoal's locks never collide with an application's single-bigint advisory locks.
@@ -82,6 +87,15 @@ _FINGERPRINT_RE: Final = re.compile(r"[0-9a-f]{12,64}")
 POOL_READY_LIKE: Final = "shoalpool\\_%"
 POOL_BUILD_LIKE: Final = "shoalbuild\\_%"
 _POOL_LOG_RE: Final = re.compile(r"pool-warm_([a-z0-9]{1,32})\.log")
+
+# Schemas a worker has renamed out of the way for the reaper to drop:
+# ``shoaldrop_<namespace>_<worker>_<8 hex>``. The name itself says that the run it names
+# is done with the schema; it can never parse as a worker or pool schema.
+_TO_DROP_RE: Final = re.compile(r"shoaldrop_([a-z0-9]{1,32})_(gw\d+|main)_([0-9a-f]{8})")
+TO_DROP_LIKE: Final = "shoaldrop\\_%"
+# Session advisory lock class of a to-drop schema being dropped: a reaper or sweep that
+# cannot take it leaves the schema to whoever holds it.
+TO_DROP_CLASS: Final = zlib.crc32(b"shoal-to-drop") & 0x7FFFFFFF
 
 
 class InvalidName(ValueError):
@@ -403,6 +417,47 @@ def namespace_lock(namespace: str) -> tuple[int, int]:
     """Session advisory lock a run forced to ``namespace`` holds (in the control database)
     for as long as it runs, so that a second run forced to the same one is refused."""
     return (NAMESPACE_CLASS, zlib.crc32(namespace.encode()) & 0x7FFFFFFF)
+
+
+@dataclass(frozen=True)
+class ToDropName:
+    namespace: str
+    worker: str
+    token: str
+
+
+def to_drop_name(namespace: str, worker: str, token: str) -> str:
+    """``shoaldrop_<namespace>_<worker>_<token>``: a worker schema renamed for dropping.
+
+    ``token`` is 8 hex digits (4 bytes from os.urandom), so a name never collides with
+    one an earlier teardown left for the reaper.
+    """
+    name = f"shoaldrop_{namespace}_{worker}_{token}"
+    if _TO_DROP_RE.fullmatch(name) is None or len(name.encode()) > MAX_IDENTIFIER_BYTES:
+        raise InvalidName(
+            f"cannot build a to-drop schema name from {namespace!r}, {worker!r} and {token!r}"
+        )
+    return name
+
+
+def parse_to_drop(name: str) -> ToDropName | None:
+    """Namespace, worker and token of a to-drop schema; None for anything else."""
+    match = _TO_DROP_RE.fullmatch(name)
+    if match is None:
+        return None
+    return ToDropName(namespace=match.group(1), worker=match.group(2), token=match.group(3))
+
+
+def to_drop_like(namespace: str) -> str:
+    """SQL LIKE pattern of the to-drop schemas of one run."""
+    if FORCED_NAMESPACE_RE.fullmatch(namespace) is None:
+        raise InvalidName(f"{namespace!r} is not a namespace")
+    return f"shoaldrop\\_{namespace}\\_%"
+
+
+def to_drop_lock(schema: str) -> tuple[int, int]:
+    """Session advisory lock held (in the schema's database) while ``schema`` is dropped."""
+    return (TO_DROP_CLASS, zlib.crc32(schema.encode()) & 0x7FFFFFFF)
 
 
 # ``shoal serve --queue postgresql://…``: the schema the fleet's tables live in (never

@@ -102,6 +102,19 @@ class ProvisioningTiming(_Model):
     start: float | None = None
 
 
+class Tail(_Model):
+    """Where the time between the run's last test and its process exit went, in seconds.
+
+    Absent from reports written before it existed; a figure the writer could not take
+    is None.
+    """
+
+    teardown_s: float | None = None  # the slowest worker's schema teardown (renames)
+    summary_s: float | None = None  # from ``finished`` to unconfigure: the terminal summary
+    spawn_s: float | None = None  # starting the detached reaper and refill
+    exit_s: float | None = None  # from the spawn to ``exited``: unconfigure and exit
+
+
 class WorkerStartup(_Model):
     """One test process's start-up before its first test (see shoal.plugin.startup)."""
 
@@ -141,6 +154,8 @@ class RunReport(_Model):
     # When the process that wrote the report was done (pytest returned), if known:
     # ``finished`` is stamped at session end, before unconfigure and exit.
     exited: datetime | None = None
+    # After the last test: see Tail. None in reports older than it.
+    tail: Tail | None = None
     # Which shard of a suite split across machines this run was (``--shoal-shard``),
     # as "I/N"; None when it ran the whole suite, and in reports older than sharding.
     shard: str | None = None
@@ -394,13 +409,17 @@ def recent_reports(directory: Path, count: int) -> list[RunReport]:
     return chosen[::-1]
 
 
-def record_exit(path: Path, when: datetime | None = None) -> RunReport:
-    """Stamp ``exited`` (default: now, UTC) into the report at ``path``, atomically.
+def record_exit(path: Path, when: datetime | None = None, tail: Tail | None = None) -> RunReport:
+    """Stamp ``exited`` (default: now, UTC) into the report at ``path``, atomically, with
+    the ``tail`` figures when given (the report's own are kept otherwise).
 
     For the process that ran pytest, once pytest has returned: what happened after the
-    session end (unconfigure, the pool refill hand-off) then shows on the timeline.
+    session end (unconfigure, the reaper and refill hand-off) then shows on the timeline.
     """
     report = read_report(path)
-    stamped = report.model_copy(update={"exited": when or datetime.now(UTC)})
+    update: dict[str, object] = {"exited": when or datetime.now(UTC)}
+    if tail is not None:
+        update["tail"] = tail
+    stamped = report.model_copy(update=update)
     _write_atomically(stamped, path)
     return stamped

@@ -18,7 +18,7 @@ from shoal.cli.sweep import summary_line, sweep_command
 from shoal.namespace import fresh
 from shoal.pg import schemas
 from shoal.pg.sweep import Found, decide, sweep
-from tests.conftest import Databases, Server, gone
+from tests.conftest import Databases, Server, gone, settled
 from tests.plugin import inner
 
 LONG_AGO = datetime.now(UTC) - timedelta(hours=1)
@@ -176,6 +176,55 @@ def test_other(shoal_databases):
     result = inner.finish(survivor, survivor_proc)
     assert result.returncode == 0, result.output
     assert "2 passed" in result.stdout
+
+
+def test_a_killed_reapers_schemas_are_taken_by_the_next_sweep(
+    tmp_path: Path, server: Server, databases: Databases
+) -> None:
+    database = databases.new("reaped")
+    tests = "def test_a(shoal_databases):\n    pass\n\ndef test_b(shoal_databases):\n    pass\n"
+    project = inner.write_project(
+        tmp_path,
+        {"app": {"url": server.url(database)}},
+        {"test_app.py": tests, "conftest.py": inner.LINGERING_CONFTEST},
+    )
+    mark = tmp_path / "lingering"
+    proc = inner.start(project, "-n", "2", env={"LINGER_MARK": str(mark), "LINGER_S": "2"})
+    inner.wait_for(mark, proc)
+    [reaper] = inner.reapers_of(proc)
+    reaper.send_signal(signal.SIGKILL)  # it waits for the run to exit: nothing dropped yet
+    result = inner.finish(project, proc)
+    assert result.returncode == 0, result.output
+    with server.connect(database) as conn:
+        left = [name for name, _ in schemas.list_schemas(conn, naming.TO_DROP_LIKE)]
+    assert len(left) == 2, left
+    # Made seconds ago, yet taken: the names say their run is done with them, and the run
+    # and its reaper are gone. No grace period applies.
+    report = sweep({"app": server.url(database)}, grace_s=grace_after_start(server, database))
+    assert sorted(report.databases["app"].dropped) == sorted(left), report.as_json()
+    assert settled(server, database, timeout=0) == []
+
+
+def test_decide_keeps_a_to_drop_schema_while_its_run_lives_unless_it_is_the_reaper() -> None:
+    now = datetime.now(UTC)
+    ns = fresh().token
+    name = naming.to_drop_name(ns, "gw0", "0badc0de")
+    comment = schemas.owner_comment(ns, "gw0", now=now)
+
+    def reason(live: set[str], reaping: str | None = None, complete: bool = True) -> object:
+        found = Found("db", name, comment)
+        decision = decide(found, live, complete, now, 60, reaping=reaping)
+        return "drop" if decision.drop else decision.reason
+
+    assert reason(set()) == "drop"  # young, but its run is over: no grace
+    assert reason({ns}) == "live"
+    assert reason(set(), complete=False) == "active_detection_incomplete"
+    assert reason({ns}, reaping=ns) == "drop"  # the run's own reaper
+    assert reason({ns}, reaping=fresh().token) == "live"  # another run's reaper
+    other = schemas.owner_comment(fresh().token, "gw0", now=now)
+    assert decide(Found("db", name, other), set(), True, now, 60).reason == "not_shoal"
+    restarted = decide(Found("db", name, comment), set(), True, now, 60, server_started=now)
+    assert restarted.reason == "server_restarted"
 
 
 def test_unreachable_database_means_nothing_is_dropped(

@@ -7,10 +7,13 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import psutil
 
 RECORDER = """
 import json, os, pathlib
@@ -116,3 +119,41 @@ def read_records(root: Path) -> list[dict[str, Any]]:
     for path in sorted((root / ".records").glob("*.jsonl")):
         records += [json.loads(line) for line in path.read_text().splitlines() if line]
     return records
+
+
+# The run's controller stays a moment at exit, after shoal has started its reaper: the
+# reaper waits for the run's process to exit, so the renamed schemas can be seen (and the
+# reaper killed before it drops them).
+LINGERING_CONFTEST = """
+import atexit, os, pathlib, time
+
+def pytest_configure(config):
+    if not hasattr(config, "workerinput"):
+        def linger():
+            pathlib.Path(os.environ["LINGER_MARK"]).touch()
+            time.sleep(float(os.environ["LINGER_S"]))
+        atexit.register(linger)
+"""
+
+
+def wait_for(path: Path, proc: subprocess.Popen[str], timeout: float = 120) -> None:
+    """Wait until the run ``proc`` has written ``path``; fail if it ends first."""
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if proc.poll() is not None:
+            stdout, stderr = proc.communicate()
+            raise AssertionError(f"the run ended before it lingered:\n{stdout}\n{stderr}")
+        assert time.monotonic() < deadline, "the run never reached its exit"
+        time.sleep(0.05)
+
+
+def reapers_of(proc: subprocess.Popen[str]) -> list[psutil.Process]:
+    """The reapers the run ``proc`` has started and that are still running."""
+    found = []
+    for child in psutil.Process(proc.pid).children(recursive=True):
+        try:
+            if "shoal.cli.reap" in child.cmdline():
+                found.append(child)
+        except psutil.Error:
+            continue
+    return found

@@ -378,3 +378,32 @@ def test_schema_name_problem_rejects(name: str) -> None:
 
     assert problem is not None
     assert "63 bytes" in problem
+
+
+def test_to_drop_names_round_trip_and_fit() -> None:
+    longest = "a" * 32
+    name = naming.to_drop_name(longest, "gw99999", "0123abcd")
+    assert len(name.encode()) <= naming.MAX_IDENTIFIER_BYTES
+    assert naming.parse_to_drop(name) == naming.ToDropName(longest, "gw99999", "0123abcd")
+    auto = naming.new_namespace(123456, 1_700_000_000, b"\x00\x01\x02\x03")
+    parsed = naming.parse_to_drop(naming.to_drop_name(auto, "main", "ffffffff"))
+    assert parsed == naming.ToDropName(auto, "main", "ffffffff")
+    # Never a worker schema or a pool schema, and the other way round.
+    assert naming.parse_schema(name) is None
+    assert naming.parse_pool_schema(name) is None
+    assert naming.parse_to_drop(naming.schema_name(auto, "gw0")) is None
+    assert naming.to_drop_like(auto) == f"shoaldrop\\_{auto}\\_%"
+
+
+@pytest.mark.parametrize(
+    ("namespace", "worker", "token"),
+    [
+        ("a_b", "gw0", "0123abcd"),
+        ("ns", "lease", "0123abcd"),
+        ("ns", "gw0", "xyz"),
+        ("a" * 32, "gw" + "9" * 30, "0123abcd"),
+    ],
+)
+def test_to_drop_name_rejects(namespace: str, worker: str, token: str) -> None:
+    with pytest.raises(naming.InvalidName):
+        naming.to_drop_name(namespace, worker, token)

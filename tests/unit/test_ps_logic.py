@@ -105,4 +105,17 @@ def test_json_is_stable() -> None:
         "workers",
         "databases",
         "lease_holders",
+        "to_drop",
     }
+
+
+def test_schemas_renamed_for_dropping_are_counted_as_to_drop() -> None:
+    namespace = "p1t2r0000000a"
+    renamed = naming.to_drop_name(namespace, "gw0", "0123abcd")
+    comment = schemas.owner_comment(namespace, "gw0", now=NOW)
+    found = worker_schemas("app", [(renamed, comment), ("shoaldrop_x", comment)])
+    assert [(s.worker, s.to_drop) for s in found] == [("gw0", True)]
+    [status] = summarise(found, [probe()])
+    assert status.to_drop == 1
+    assert status.workers == ("gw0",)
+    assert status.as_json(NOW)["to_drop"] == 1

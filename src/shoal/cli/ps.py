@@ -28,6 +28,11 @@ def owners(status: NamespaceStatus) -> str:
     return "; ".join(f"{host} pid {', '.join(pids)}" for host, pids in by_host.items()) or "?"
 
 
+def to_drop(status: NamespaceStatus) -> str:
+    """``N to drop``: schemas its workers renamed for the reaper; ``-`` when none."""
+    return f"{status.to_drop} to drop" if status.to_drop else "-"
+
+
 def render(result: PsResult, console: Console) -> None:
     for cluster in result.clusters:
         if not cluster.reachable:
@@ -45,7 +50,9 @@ def render(result: PsResult, console: Console) -> None:
     if not result.namespaces:
         console.print("No shoal namespaces found.")
         return
-    table = Table("Namespace", "Status", "Age", "Owner", "Workers", "Databases", "Lease held by")
+    table = Table(
+        "Namespace", "Status", "Age", "Owner", "Workers", "Databases", "Lease held by", "To drop"
+    )
     table.columns[0].no_wrap = True
     for status in result.namespaces:
         table.add_row(
@@ -56,6 +63,7 @@ def render(result: PsResult, console: Console) -> None:
             Text(", ".join(status.workers) or "-"),
             Text(", ".join(status.databases) or "-"),
             Text(", ".join(status.lease_holders) or "-"),
+            Text(to_drop(status)),
         )
     console.print(table)
 

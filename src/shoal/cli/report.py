@@ -312,6 +312,29 @@ def render(console: Console, run: RunReport) -> None:
         console.print(table)
 
 
+def tail_line(run: RunReport) -> str | None:
+    """Where the time from the last test to the process exit went; None when unknown."""
+    before, after = run.last_test_to_finished_s, run.after_finished_s
+    if before is None and after is None:
+        return None
+    tail = run.tail
+    parts = [f"last test → report {_seconds(before)}"]
+    if tail is not None and tail.teardown_s is not None:
+        parts[0] += f" (slowest schema teardown {_seconds(tail.teardown_s)})"
+    parts.append(f"report → exit {_seconds(after)}")
+    if tail is not None and after is not None:
+        parts[-1] += (
+            f" (summary {_seconds(tail.summary_s)}, reaper and refill start "
+            f"{_seconds(tail.spawn_s)}, exit {_seconds(tail.exit_s)})"
+        )
+    total = None if before is None or after is None else before + after
+    return f"tail: {_seconds(total)} from the last test to exit: " + "; ".join(parts)
+
+
+def _seconds(value: float | None) -> str:
+    return "?" if value is None else f"{value:.2f}s"
+
+
 def _startup(console: Console, run: RunReport) -> None:
     """Each worker's start-up, split: what was the interpreter's, shoal's, collection's."""
     parts = startup_parts(run)

@@ -41,6 +41,7 @@ class WorkerSchema:
     namespace: str
     worker: str
     owner: Owner | None
+    to_drop: bool = False  # renamed by its worker for the reaper to drop
 
 
 @dataclass
@@ -75,6 +76,7 @@ class NamespaceStatus:
     workers: tuple[str, ...]
     databases: tuple[str, ...]
     lease_holders: tuple[str, ...]
+    to_drop: int = 0  # of its schemas, how many are renamed for dropping
 
     def age_s(self, now: datetime) -> float | None:
         return None if self.created is None else max(0.0, (now - self.created).total_seconds())
@@ -90,6 +92,7 @@ class NamespaceStatus:
             "workers": list(self.workers),
             "databases": list(self.databases),
             "lease_holders": list(self.lease_holders),
+            "to_drop": self.to_drop,
         }
 
 
@@ -143,13 +146,19 @@ def parse_owner(comment: str | None, namespace: str) -> Owner | None:
 
 
 def worker_schemas(database: str, listed: Iterable[tuple[str, str | None]]) -> list[WorkerSchema]:
-    """The worker schemas among ``(name, comment)`` pairs; other names are not shoal's."""
+    """The worker schemas among ``(name, comment)`` pairs, those renamed for dropping
+    included; other names are not shoal's."""
     found = []
     for name, comment in listed:
-        parsed = naming.parse_schema(name)
+        to_drop = naming.parse_to_drop(name)
+        parsed = to_drop or naming.parse_schema(name)
         if parsed is not None:
             owner = parse_owner(comment, parsed.namespace)
-            found.append(WorkerSchema(database, parsed.namespace, parsed.worker, owner))
+            found.append(
+                WorkerSchema(
+                    database, parsed.namespace, parsed.worker, owner, to_drop=to_drop is not None
+                )
+            )
     return found
 
 
@@ -186,6 +195,7 @@ def summarise(
                 workers=tuple(sorted({s.worker for s in found_schemas}, key=_worker_key)),
                 databases=tuple(sorted({s.database for s in found_schemas})),
                 lease_holders=tuple(sorted(holders.get(namespace, set()))),
+                to_drop=sum(s.to_drop for s in found_schemas),
             )
         )
     return sorted(statuses, key=lambda n: (_STATUS_ORDER[n.status], _created_key(n), n.namespace))
@@ -205,7 +215,8 @@ def list_database(name: str, url: str, timeout: int) -> DatabaseListing:
     listing = DatabaseListing(name=name, url=conninfo.mask(url), cluster=conninfo.cluster_key(url))
     try:
         with admin_connect(url, naming.tool_label("ps"), timeout=timeout) as conn:
-            listing.schemas = worker_schemas(name, schemas.list_schemas(conn))
+            listed = schemas.list_schemas(conn) + schemas.list_schemas(conn, naming.TO_DROP_LIKE)
+            listing.schemas = worker_schemas(name, listed)
             listing.pool = pool.list_pool(conn, name)
     except ServerUnreachable as exc:
         listing.error = str(exc)

@@ -42,6 +42,7 @@ Reason = Literal[
     "owner_alive",
     "server_restarted",
     "pool_foreign",
+    "being_dropped",
 ]
 
 
@@ -121,6 +122,7 @@ def decide(
     *,
     server_started: datetime | None = None,
     alive: Callable[[Mapping[str, Any]], bool | None] = lambda owner: None,
+    reaping: str | None = None,
 ) -> Decision:
     """Drop or keep one schema. Every rule of the fail-closed policy is here.
 
@@ -128,13 +130,20 @@ def decide(
     while the runs go on. So a schema whose owner process still runs on this host
     (``alive``: True) is kept, and so is any schema while the server started less than
     the grace period ago (its owner, on another host, may not have reconnected yet).
+
+    A to-drop schema (``shoaldrop_…``) was renamed by its own run, which is done with
+    it: the reaper of that run (``reaping``: its namespace) drops it at once, live or
+    not; anyone else drops it once its run is provably over, with no grace period.
     """
-    parsed = naming.parse_schema(found.schema)
+    to_drop = naming.parse_to_drop(found.schema)
+    parsed = to_drop or naming.parse_schema(found.schema)
     if parsed is None:
         return Decision(found, False, "unparseable")
     owner = schemas.parse_owner_comment(found.comment)
     if owner is None or owner.get("namespace") != parsed.namespace:
         return Decision(found, False, "not_shoal")
+    if to_drop is not None and reaping is not None and to_drop.namespace == reaping:
+        return Decision(found, True)
     if not detection_complete:
         return Decision(found, False, "active_detection_incomplete")
     if parsed.namespace in live:
@@ -143,6 +152,8 @@ def decide(
         return Decision(found, False, "owner_alive")
     if server_started is not None and (now - server_started).total_seconds() < grace_s:
         return Decision(found, False, "server_restarted")
+    if to_drop is not None:
+        return Decision(found, True)
     created = schemas.created_at(owner)
     if created is None:
         return Decision(found, False, "not_shoal")
@@ -197,6 +208,7 @@ def plan(
         decide(f, live, complete, now, grace_s, server_started=server_started, alive=owner_alive)
         for f in listed
     ]
+    decisions += plan_to_drop(conn, database, live, complete, now, grace_s, server_started)
     for like in (naming.POOL_READY_LIKE, naming.POOL_BUILD_LIKE):
         for schema, comment in schemas.list_schemas(conn, like):
             found = Found(database, schema, comment)
@@ -204,6 +216,45 @@ def plan(
                 decide_pool(found, live, complete, now, grace_s, current, project, foreign_after_s)
             )
     return decisions
+
+
+def plan_to_drop(
+    conn: psycopg.Connection[tuple[object, ...]],
+    database: str,
+    live: set[str],
+    complete: bool,
+    now: datetime,
+    grace_s: float,
+    server_started: datetime | None = None,
+    reaping: str | None = None,
+) -> list[Decision]:
+    """A decision for every to-drop schema in one database (see :func:`decide`)."""
+    return [
+        decide(
+            Found(database, schema, comment),
+            live,
+            complete,
+            now,
+            grace_s,
+            server_started=server_started,
+            alive=owner_alive,
+            reaping=reaping,
+        )
+        for schema, comment in schemas.list_schemas(conn, naming.TO_DROP_LIKE)
+    ]
+
+
+def drop_to_drop(
+    conn: psycopg.Connection[tuple[object, ...]], lease: Lease, schema: str, worker: str
+) -> bool:
+    """Drop one to-drop schema inside a DDL slot; False when another reaper or sweep is
+    dropping it (or has): the two never queue on the same schema's locks."""
+    with schemas.claimed_for_drop(conn, schema) as mine:
+        if not mine:
+            return False
+        with lease.ddl_slot(worker):
+            schemas.drop_schema_chunked(conn, schema)
+    return True
 
 
 def decide_database(
@@ -303,6 +354,10 @@ class _Dropper:
             if entry is not None:
                 if not pool.drop(conn, entry, lease, self.namespace):
                     outcome.skipped.append({"schema": found.schema, "reason": "pool_claimed"})
+                    return
+            elif naming.parse_to_drop(found.schema) is not None:
+                if not drop_to_drop(conn, lease, found.schema, naming.MAIN_WORKER):
+                    outcome.skipped.append({"schema": found.schema, "reason": "being_dropped"})
                     return
             else:
                 with lease.ddl_slot(naming.MAIN_WORKER):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -72,6 +73,8 @@ class WorkerSchemas:
         self._fingerprints: dict[str, str | None] | None = None
         self._conns: dict[str, Conn] = {}
         self._candidates: dict[str, list[str]] = {}
+        # Where teardown renamed schemas for the reaper: database name, URL, control URL.
+        self.to_drop: list[dict[str, str]] = []
 
     @classmethod
     def from_plan(cls, plan: RunPlan, worker: str, targets: list[Target]) -> WorkerSchemas:
@@ -268,6 +271,19 @@ class WorkerSchemas:
         timing.create_s = time.perf_counter() - mark
         return True
 
+    def _rename(self, target: Target) -> bool:
+        """Rename the worker schema in ``target`` out of the way; False when it could not."""
+        to_drop = naming.to_drop_name(self.namespace, self.worker, os.urandom(4).hex())
+        try:
+            self._lease(target).ensure()  # the rename happens inside the lease
+            schemas.rename_for_drop(self._conn(target), self.schema, to_drop)
+        except (ShoalError, psycopg.Error):
+            return False
+        self.to_drop.append(
+            {"database": target.name, "url": target.url, "control_url": target.control_url}
+        )
+        return True
+
     def _owner_comment(self, pooled: str) -> str:
         """The owner comment of a schema this worker claimed from the pool schema ``pooled``."""
         return schemas.owner_comment(self.namespace, self.worker, pooled=pooled)
@@ -277,12 +293,20 @@ class WorkerSchemas:
             conn.close()
         self._conns.clear()
 
-    def teardown(self, *, keep: bool) -> list[str]:
-        """Drop this worker's schemas (or keep them) and close the leases; return problems."""
+    def teardown(self, *, keep: bool, rename: bool = False) -> list[str]:
+        """Drop this worker's schemas (or keep them) and close the leases; return problems.
+
+        ``rename``: rename each schema to a to-drop name instead (milliseconds, inside the
+        lease; no DDL slot, like a claim), leaving the drop to a reaper after the run.
+        The databases concerned are in :attr:`to_drop`. A rename that fails falls back
+        to the drop.
+        """
         problems: list[str] = []
         try:
             if not keep:
                 for target in self._created:
+                    if rename and self._rename(target):
+                        continue
                     try:
                         with self._lease(target).ddl_slot(self.worker):
                             schemas.drop_schema_chunked(self._conn(target), self.schema)

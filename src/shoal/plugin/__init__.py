@@ -9,6 +9,7 @@ runs tests exports its binding before any conftest is imported.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
@@ -283,6 +284,8 @@ def _shoal_worker(request: pytest.FixtureRequest) -> Iterator[RunState]:
             workeroutput[naming.WORKEROUTPUT_PROBLEMS] = state.problems
             workeroutput[naming.WORKEROUTPUT_LEFT] = state.left
             workeroutput[naming.WORKEROUTPUT_TIMINGS] = [asdict(t) for t in state.timings]
+            workeroutput[naming.WORKEROUTPUT_TO_DROP] = state.to_drop
+            workeroutput[naming.WORKEROUTPUT_TEARDOWN] = state.teardown_s[state.worker]
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -361,11 +364,28 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
             yellow=True,
         )
     failures = [state.failure] if state.failure else []
-    for failure in failures + state.worker_failures:
-        terminalreporter.write_line(f"shoal: ERROR: {failure}", red=True)
+    for line in failure_lines(failures + state.worker_failures):
+        terminalreporter.write_line(f"shoal: ERROR: {line}", red=True)
     if state.configured and not hasattr(config, "workerinput"):
         for line in _last_refill(state):
             terminalreporter.write_line(line, yellow=True)
+
+
+def failure_lines(failures: list[str]) -> list[str]:
+    """Provisioning failures (``worker <id>: <error>``), each error once: the workers of a
+    run that fail alike (a migration that raises) fail with the same message."""
+    by_error: dict[str, list[str]] = {}
+    for failure in failures:
+        worker, sep, error = failure.partition(": ")
+        if not (sep and worker.startswith("worker ")):
+            worker, error = "", failure
+        by_error.setdefault(error, []).append(worker.removeprefix("worker "))
+    lines = []
+    for error, workers in by_error.items():
+        named = sorted((w for w in workers if w), key=lambda w: (len(w), w))
+        who = "worker" if len(named) == 1 else "workers"
+        lines.append(f"{who} {', '.join(named)}: {error}" if named else error)
+    return lines
 
 
 def _last_refill(state: RunState) -> list[str]:

@@ -1,4 +1,6 @@
-"""Refill the warm pool after a run, in a detached process the user never waits for."""
+"""After a run, in detached processes the user never waits for: the reaper that drops the
+schemas its workers renamed for dropping, and the refill of the warm pool. Both are
+started by :func:`spawn`, the one way shoal starts a process that outlives the run."""
 
 from __future__ import annotations
 
@@ -13,6 +15,31 @@ from shoal.plugin.state import STATE, RunState
 
 # Logs of earlier refills kept next to the newest one; older ones are deleted.
 KEEP_LOGS = 20
+
+
+def after_run(config: pytest.Config) -> list[int]:
+    """Start what runs after the run (the reaper, then the refill); their pids."""
+    started = [maybe_reap(config), maybe_refill(config)]
+    return [pid for pid in started if pid is not None]
+
+
+def maybe_reap(config: pytest.Config) -> int | None:
+    """Start the reaper detached, when this run's workers renamed schemas for dropping;
+    its pid. Only the process that saw the whole run starts one, once."""
+    state: RunState | None = config.stash.get(STATE, None)
+    if state is None or hasattr(config, "workerinput") or not state.to_drop:
+        return None
+    from shoal.pg.reap import ReapOrder, ReapTarget
+
+    targets = tuple(dict.fromkeys(ReapTarget(**found) for found in state.to_drop))
+    order = ReapOrder(
+        namespace=state.plan.namespace,
+        targets=targets,
+        ddl_slots=state.plan.ddl_slots,
+        timeout=state.plan.connect_timeout,
+        after=os.getpid(),
+    )
+    return spawn(state, ["-m", "shoal.cli.reap"], {naming.ENV_REAP: order.to_json()})
 
 
 def maybe_refill(config: pytest.Config) -> int | None:

@@ -7,6 +7,8 @@ or the single process at ``-n 0``.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import platform
 import time
 from dataclasses import asdict, dataclass
@@ -27,6 +29,7 @@ from shoal.report import (
     TestResult,
     Versions,
     WorkerStartup,
+    record_exit,
     worker_usage,
     write_report,
 )
@@ -87,6 +90,8 @@ class ReportCollector:
         self.distance: Distance | None = None
         self.worker_count = 1  # until xdist says how many workers it starts
         self._open: dict[tuple[str, str], _Pending] = {}
+        self.tail: Tail | None = None
+        self.finished: float | None = None  # epoch seconds of the report's ``finished``
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_configure_node(self, node: Any) -> None:
@@ -161,6 +166,7 @@ class ReportCollector:
             problems=tuple(self.state.problems),
             shard=_shard(self.config),
             startup=tuple(WorkerStartup(**asdict(m)) for m in startup.recorded(self.config)),
+            tail=Tail(teardown_s=max(self.state.teardown_s.values(), default=None)),
         )
         self.distance = distance(report)
         report = report.model_copy(update={"distance": self.distance})
@@ -169,6 +175,34 @@ class ReportCollector:
             self.path = write_report(report, directory)
         except ReportError as exc:
             self.state.problems.append(str(exc))
+        self.tail = report.tail
+        self.finished = finished.timestamp()
+
+    def after_run(self, unconfigured: float, spawned: float) -> None:
+        """The tail's figures once the after-run processes are started (epoch seconds:
+        when unconfigure began, when the spawns were done); ``exited`` and the exit
+        figure are stamped into the report as the interpreter exits."""
+        if self.path is None or self.finished is None:
+            return
+        tail = (self.tail or Tail()).model_copy(
+            update={
+                "summary_s": max(0.0, unconfigured - self.finished),
+                "spawn_s": max(0.0, spawned - unconfigured),
+            }
+        )
+        path = self.path
+
+        def stamp() -> None:
+            now = datetime.now(UTC)
+            exit_s = max(0.0, now.timestamp() - spawned)
+            # Best effort: the report stays whole without the stamp (a directory removed
+            # meanwhile, a disk gone full).
+            with contextlib.suppress(Exception):
+                record_exit(path, now, tail.model_copy(update={"exit_s": exit_s}))
+
+        # Registered last, run first among what is registered by then; what runs after it
+        # (interpreter finalisation) is the only part of the exit no figure covers.
+        atexit.register(stamp)
 
     @pytest.hookimpl
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:

@@ -82,6 +82,10 @@ class RunState:
     left: int = 0  # schemas whose drop failed at teardown (the sweep takes them)
     _held: list[Any] = field(default_factory=list)  # connections holding a forced namespace
     worker_failures: list[str] = field(default_factory=list)  # reported by xdist workers
+    # Where this process's workers renamed schemas for the reaper (database, URLs), and
+    # how long each worker's schema teardown took, by worker id.
+    to_drop: list[dict[str, str]] = field(default_factory=list)
+    teardown_s: dict[str, float] = field(default_factory=dict)
 
     @property
     def every_build_failed(self) -> bool:

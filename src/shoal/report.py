@@ -181,6 +181,20 @@ class RunReport(_Model):
         return (self.finished - self.started).total_seconds()
 
     @property
+    def last_test_to_finished_s(self) -> float | None:
+        """From the end of the last test to ``finished`` (worker teardown and exit)."""
+        if not self.tests:
+            return None
+        return max(0.0, self.finished.timestamp() - max(t.stop for t in self.tests))
+
+    @property
+    def after_finished_s(self) -> float | None:
+        """From ``finished`` to ``exited``: summary, spawns, unconfigure and exit."""
+        if self.exited is None:
+            return None
+        return max(0.0, (self.exited - self.finished).total_seconds())
+
+    @property
     def filename(self) -> str:
         return naming.report_filename(self.namespace, self.started)
 

@@ -258,6 +258,9 @@ def render(console: Console, run: RunReport) -> None:
     if run.distance is not None:
         for line in run.distance.summary():
             console.print(line, soft_wrap=True)
+    tail = tail_line(run)
+    if tail is not None:
+        console.print(tail, soft_wrap=True)
 
     slowest = run.slowest(10)
     if slowest:

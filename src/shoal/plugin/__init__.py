@@ -217,6 +217,10 @@ class _XdistHooks:
         self.state.kept.extend(output.get(naming.WORKEROUTPUT_KEPT, []))
         self.state.problems.extend(output.get(naming.WORKEROUTPUT_PROBLEMS, []))
         self.state.left += int(output.get(naming.WORKEROUTPUT_LEFT, 0))
+        self.state.to_drop.extend(output.get(naming.WORKEROUTPUT_TO_DROP, []))
+        if naming.WORKEROUTPUT_TEARDOWN in output:
+            teardown = float(output[naming.WORKEROUTPUT_TEARDOWN])
+            self.state.teardown_s[str(node.gateway.id)] = teardown
         if output.get(naming.WORKEROUTPUT_FAILURE):
             self.state.worker_failures.append(str(output[naming.WORKEROUTPUT_FAILURE]))
         if output.get(naming.WORKEROUTPUT_TIMINGS):
@@ -232,6 +236,7 @@ def pytest_report_header(config: pytest.Config) -> str | None:
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
+    unconfigured = time.time()
     collector = config.pluginmanager.get_plugin("shoal-report")
     for carrier in config.pluginmanager.get_plugins():
         if isinstance(carrier, PlanCarrier) and collector is not None:
@@ -240,10 +245,12 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     if state is not None:
         state.restore_environment()
         state.release_namespace()
-        if state.configured and not hasattr(config, "workerinput"):
-            from shoal.plugin.refill import maybe_refill
+        if not hasattr(config, "workerinput"):
+            from shoal.plugin.refill import after_run
 
-            maybe_refill(config)  # the warm pool, refilled in the background after the run
+            after_run(config)  # the reaper, and the warm pool's refill, in the background
+    if collector is not None:
+        collector.after_run(unconfigured, time.time())
 
 
 @pytest.fixture(scope="session")
@@ -270,7 +277,10 @@ def _shoal_worker(request: pytest.FixtureRequest) -> Iterator[RunState]:
         yield state
     finally:
         keep = state.plan.keep_on_failure and request.session.testsfailed > 0
-        failed_drops = schemas.teardown(keep=keep)
+        mark = time.perf_counter()
+        failed_drops = schemas.teardown(keep=keep, rename=True)
+        state.teardown_s[state.worker] = time.perf_counter() - mark
+        state.to_drop += schemas.to_drop
         state.problems += failed_drops
         state.left += len(failed_drops)
         if keep:

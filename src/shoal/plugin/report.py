@@ -26,6 +26,7 @@ from shoal.report import (
     ProvisioningTiming,
     ReportError,
     RunReport,
+    Tail,
     TestResult,
     Versions,
     WorkerStartup,

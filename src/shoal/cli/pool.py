@@ -11,7 +11,7 @@ import click
 import psycopg
 from rich.table import Table
 
-from shoal import naming, refill_log
+from shoal import conninfo, naming, refill_log
 from shoal.cli import render
 from shoal.cli.boundary import errors_reported
 from shoal.cli.render import absent_note
@@ -19,8 +19,10 @@ from shoal.cli.settings import cli_settings, home_option
 from shoal.config import POOL_SIZE_MAX, Settings
 from shoal.embedded import default_home
 from shoal.errors import ShoalError, first_line
-from shoal.namespace import fresh
-from shoal.pg import pool
+from shoal.integrations.django import commands as django_commands
+from shoal.integrations.django import warm as django_warm
+from shoal.namespace import Namespace, fresh
+from shoal.pg import databases, pool
 from shoal.pg.connect import admin_connect
 from shoal.pg.live import probe_clusters
 from shoal.pg.slots import control_url
@@ -75,6 +77,7 @@ def warm_command(size: int | None, timeout: float, quiet: bool) -> None:
             except (ShoalError, psycopg.Error) as exc:
                 errors[target.name] = first_line(exc)
                 click.echo(f"Error: {target.name}: {errors[target.name]}", err=True)
+        errors.update(_warm_django(settings, namespace, wanted, deadline, quiet))
     except ShoalError as exc:
         errors["*"] = first_line(exc)
         raise
@@ -112,12 +115,33 @@ def _warm_one(target: Target, plan: RunPlan, wanted: int, deadline: float, quiet
         )
 
 
+def _warm_django(
+    settings: Settings, namespace: Namespace, wanted: int, deadline: float, quiet: bool
+) -> dict[str, str]:
+    """The project's Django pools (when it has Django settings), built as the background
+    refill builds them; ``django:<name>`` → error."""
+    try:
+        django = django_commands.plan(settings, namespace, wanted)
+    except (ShoalError, psycopg.Error) as exc:
+        click.echo(f"Error: django: {first_line(exc)}", err=True)
+        return {"django": first_line(exc)}
+    if django is None:
+        return {}
+    left = max(0.0, deadline - time.monotonic())
+    errors = django_warm.warm(django, wanted, timeout=left, quiet=quiet)
+    return {naming.django_listing_name(name): error for name, error in errors.items()}
+
+
 def _status(settings: Settings, existing: Existing) -> list[dict[str, Any]]:
     fingerprints = current_fingerprints(settings) or {}
     last = refill_log.read(settings.home or default_home(), settings.project_root)
     errors = last.errors if last is not None else {}
     rows = []
-    for name, url in existing.urls.items():
+    # The Django test databases shoal has put pools in for this project.
+    django = django_commands.databases(settings, existing.urls)
+    if django:
+        fingerprints = {**fingerprints, **django_commands.current_fingerprints(settings)}
+    for name, url in {**existing.urls, **django}.items():
         current = fingerprints.get(name)
         label = naming.tool_label("pool")
         with admin_connect(url, label, timeout=settings.connect_timeout) as conn:
@@ -133,6 +157,10 @@ def _status(settings: Settings, existing: Existing) -> list[dict[str, Any]]:
                 "building": sum(1 for e in entries if e.state == "building"),
                 "other": sum(1 for e in entries if e.state not in ("ready", "building")),
                 "last_refill_error": errors.get(name, errors.get("*")),
+                "by_fingerprint": [
+                    {**c.as_json(), "current": bool(current and current.startswith(c.fingerprint))}
+                    for c in pool.counts(entries)
+                ],
             }
         )
     return rows
@@ -164,6 +192,17 @@ def status_command(as_json: bool) -> None:
         )
     console = render.console()
     console.print(table)
+    by_fingerprint = Table("Database", "Fingerprint", "Ready", "Building", "Dropping", "Current")
+    for row in rows:
+        for count in row["by_fingerprint"]:
+            by_fingerprint.add_row(
+                row["database"],
+                count["fingerprint"],
+                *(str(count[k]) for k in ("ready", "building", "dropping")),
+                "yes" if count["current"] else "no",
+            )
+    if by_fingerprint.rows:
+        console.print(by_fingerprint)
     if last_log := _last_log(settings):
         console.print(f"last refill's log: {last_log}")
 
@@ -183,6 +222,7 @@ def clear_command() -> None:
     """
     settings = cli_settings()
     urls = configured_urls(settings)
+    urls = {**urls, **django_commands.databases(settings, urls)}
     clusters = probe_clusters(list(urls.values()), settings.connect_timeout)
     complete = all(c.reachable for c in clusters)
     live = set().union(*(c.live for c in clusters)) if clusters else set()
@@ -203,6 +243,22 @@ def clear_command() -> None:
         left += kept
         left_note = f", left {kept}" if kept else ""
         click.echo(f"{name}: dropped {plural(dropped, 'pool schema')}{left_note}")
+    # Django's database mode: the project's template databases, once per server.
+    servers = {conninfo.cluster_key(url): url for url in urls.values()}
+    for server, url in servers.items():
+        dropped, kept = databases.clear_templates(
+            control_url(url, settings.connect_timeout),
+            namespace=namespace,
+            live=live,
+            complete=complete,
+            project=settings.project,
+            ddl_slots=settings.ddl_slots,
+            timeout=settings.connect_timeout,
+        )
+        left += kept
+        if dropped or kept:
+            left_note = f", left {kept}" if kept else ""
+            click.echo(f"{server}: dropped {plural(dropped, 'template database')}{left_note}")
     raise SystemExit(1 if left else 0)
 
 

@@ -101,6 +101,7 @@ class Template:
     state: TemplateState | None  # None: no comment of shoal's
     namespace: str | None
     created: datetime | None
+    project: str | None = None  # whose runs built it
 
 
 def parse_template(name: str, comment: str | None) -> Template | None:
@@ -121,6 +122,7 @@ def parse_template(name: str, comment: str | None) -> Template | None:
         state=state,
         namespace=namespace if isinstance(namespace, str) else None,
         created=schemas.created_at(data),
+        project=str(data["project"]) if isinstance(data.get("project"), str) else None,
     )
 
 
@@ -261,7 +263,9 @@ def build_template(
             if template_ready(conn, fingerprint):
                 return False
             drop_database(conn, name, force=target.server_version >= FORCE_SINCE)
-            create_database(conn, name, template_comment("building", fingerprint, namespace))
+            create_database(
+                conn, name, template_comment("building", fingerprint, namespace, project)
+            )
             try:
                 _run_setup(target, name, namespace, worker)
             except BaseException:
@@ -446,3 +450,47 @@ class WorkerDatabases:
                 lease.close()
             self._leases.clear()
         return problems
+
+
+def clear_templates(
+    control_url: str,
+    *,
+    namespace: str,
+    live: set[str],
+    complete: bool,
+    project: str | None,
+    ddl_slots: int | str,
+    timeout: int,
+) -> tuple[int, int]:
+    """Drop the project's template databases on one server (``shoal pool clear``):
+    (dropped, left). Left: a template being cloned or built (its lock is held), one whose
+    builder is live, and everything while some server did not answer."""
+    dropped = left = 0
+    label = naming.connection_label(naming.MAIN_WORKER, namespace, "poolctl")
+    with admin_connect(control_url, label, timeout=timeout) as conn:
+        found = [t for t in templates(conn) if t.state is not None and t.project == project]
+        if not found:
+            return 0, 0
+        lease = Lease.open(control_url, namespace, "pool", ddl_slots, timeout)
+        try:
+            for template in found:
+                building = template.state == "building" and template.namespace in live
+                if not complete or building:
+                    left += 1
+                    continue
+                key = naming.template_lock(template.fingerprint)
+                row = conn.execute(TRY_LOCK, key).fetchone()
+                if not (row and row[0]):
+                    left += 1
+                    continue
+                try:
+                    with lease.ddl_slot(naming.MAIN_WORKER):
+                        drop_database(conn, template.name, force=False)
+                    dropped += 1
+                except psycopg.Error:
+                    left += 1
+                finally:
+                    conn.execute(UNLOCK, key)
+        finally:
+            lease.close()
+    return dropped, left

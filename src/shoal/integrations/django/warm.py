@@ -26,8 +26,13 @@ from shoal.refill_log import RefillRecord
 DEFAULT_TIMEOUT_S = 300.0
 
 
-def warm(plan: DjangoPlan, size: int, *, timeout: float = DEFAULT_TIMEOUT_S) -> dict[str, str]:
-    """Top up every fingerprinted test database's pool to ``size``; database → error."""
+def warm(
+    plan: DjangoPlan, size: int, *, timeout: float = DEFAULT_TIMEOUT_S, quiet: bool = False
+) -> dict[str, str]:
+    """Top up every fingerprinted test database's pool to ``size``; database → error.
+
+    The one path that builds Django pool schemas: the background refill after a run and
+    ``shoal pool warm`` both come here."""
     from shoal.pg import pool
 
     deadline = time.monotonic() + timeout
@@ -54,10 +59,17 @@ def warm(plan: DjangoPlan, size: int, *, timeout: float = DEFAULT_TIMEOUT_S) -> 
                 deadline=deadline,
                 project=plan.plan.project,
             )
-            print(f"{target.name}: built {len(result.built)}, ready {result.ready_after}")
+            if not quiet:
+                fingerprint = target.fingerprint[: naming.POOL_FINGERPRINT_CHARS]
+                print(
+                    f"{naming.django_listing_name(target.name)}: fingerprint {fingerprint}, "
+                    f"built {len(result.built)}, ready {result.ready_after}",
+                    flush=True,
+                )
         except (ShoalError, OSError, psycopg.Error) as exc:
             errors[target.name] = first_line(exc)
-            print(f"Error: {target.name}: {errors[target.name]}", file=sys.stderr)
+            listed = naming.django_listing_name(target.name)
+            print(f"Error: {listed}: {errors[target.name]}", file=sys.stderr)
     return errors
 
 

@@ -50,6 +50,8 @@ class Fleet:
         self._listener: Listener | None = None
 
     def start(self) -> None:
+        """Join the fleet: before this node claims anything, it is in the fleet."""
+        self.store.beat()
         loop = asyncio.get_running_loop()
 
         def notified(channel: str, payload: str) -> None:  # on the listener's thread

@@ -249,7 +249,6 @@ class PgStore:
         self._db = connect(url, node, schema)
         try:
             ensure_schema(self._db, schema)
-            self.beat()  # a node is in the fleet before it can claim anything
         except psycopg.Error as exc:
             self._db.close()
             raise QueueUnreachable(f"cannot set up the queue: {first_line(exc)}") from None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import socket
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -79,6 +80,26 @@ def test_no_auth_only_on_loopback(shoal: click.Group, origin: Path) -> None:
         ),
         (["--cors-origin", "ftp://x"], {}, "cors_origins = ('ftp://x',) (from command line"),
         ([], {"SHOAL_SERVE_CORS_ORIGINS": "https://a.example,nope"}, "'nope': expected an origin"),
+        (
+            ["--queue", "redis://u:hunter2@q/0"],
+            {},
+            "queue = 'redis://u:***@q/0' (from command line --queue): expected a postgresql://",
+        ),
+        (
+            [],
+            {"SHOAL_SERVE_QUEUE": "sqlite:///x"},
+            "queue = 'sqlite:///x' (from environment SHOAL_SERVE_QUEUE): expected a postgresql://",
+        ),
+        (
+            ["--queue", "postgresql://q/x", "--queue-schema", "public"],
+            {},
+            "queue_schema = 'public'",
+        ),
+        (
+            ["--queue", "postgresql://q/x", "--heartbeat", "5", "--node-timeout", "6"],
+            {},
+            "node_timeout_s = 6.0 (from command line --node-timeout): expected at least twice",
+        ),
     ],
 )
 def test_bad_settings_exit_2_naming_the_field_and_source(
@@ -88,6 +109,26 @@ def test_bad_settings_exit_2_naming_the_field_and_source(
     code, out = invoke(shoal, *base, *args, env=env)
     assert code == 2
     assert expected in out
+    assert "Traceback" not in out
+
+
+def test_an_unreachable_queue_is_one_line_naming_the_option(
+    shoal: click.Group, origin: Path, tmp_path: Path
+) -> None:
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    url = f"postgresql://shoal:hunter2@127.0.0.1:{port}/queue"
+    base = ["serve", "--repo", str(origin), "--agent", "a=echo", "--no-auth"]
+    code, out = invoke(shoal, *base, "--state-dir", str(tmp_path / "s"), "--queue", url)
+    assert code == 2
+    assert out.startswith(
+        f"Error: queue = 'postgresql://shoal:***@127.0.0.1:{port}/queue' "
+        "(from --queue or SHOAL_SERVE_QUEUE): cannot connect to"
+    )
+    assert "expected the URL of a reachable PostgreSQL database" in out
+    assert len(out.strip().splitlines()) == 1
+    assert "hunter2" not in out
     assert "Traceback" not in out
 
 

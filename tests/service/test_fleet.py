@@ -114,7 +114,7 @@ class Node:
 
 def rows(url: str, query: str) -> list[dict[str, Any]]:
     with psycopg.connect(url, autocommit=True, row_factory=dict_row) as db:
-        return db.execute(sql.SQL(query).format(sql.Identifier(SCHEMA))).fetchall()  # type: ignore[arg-type]
+        return db.execute(sql.SQL(query).format(sql.Identifier(SCHEMA))).fetchall()
 
 
 def most_at_once(intervals: list[tuple[float, float]]) -> int:

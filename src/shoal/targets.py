@@ -12,19 +12,22 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-
-import psycopg
+from typing import TYPE_CHECKING
 
 from shoal import conninfo, naming, setups
 from shoal.config import Settings
-from shoal.embedded import EmbeddedServer
 from shoal.errors import ExtensionUnavailable, ServerUnreachable, UsageError
 from shoal.namespace import Namespace
-from shoal.pg import pool, schemas
-from shoal.pg.connect import admin_connect
-from shoal.pg.slots import control_url, lock_settings
 from shoal.plan import RunPlan, Target
 from shoal.setups import Setup
+
+# psycopg, the engine (shoal.pg) and the embedded server are imported where a server is
+# reached: a run that configures no database (every pytest of a project that has shoal
+# installed and does not use it) plans without them, some tens of milliseconds less.
+if TYPE_CHECKING:
+    import psycopg
+
+    from shoal.embedded import EmbeddedServer
 
 SERVER_VERSION = "SELECT current_setting('server_version_num')::int"
 
@@ -85,6 +88,8 @@ def database_urls(
     The embedded server is started and its databases created if needed; other servers
     are not contacted.
     """
+    from shoal.embedded import EmbeddedServer
+
     environ = os.environ if environ is None else environ
     server: EmbeddedServer | None = None
     urls = {}
@@ -126,6 +131,10 @@ def existing_urls(settings: Settings, environ: Mapping[str, str] | None = None) 
     starting a server (seconds, and a data directory on first use) only to report that
     it holds nothing would be a poor answer to a question.
     """
+    import psycopg
+
+    from shoal.embedded import EmbeddedServer
+
     environ = os.environ if environ is None else environ
     server: EmbeddedServer | None = None
     found: dict[str, str] = {}
@@ -162,6 +171,10 @@ def resolve_targets(
     ``fingerprints`` (default: when the pool is on) computes each setup's fingerprint:
     rendering a large metadata's DDL takes a few hundred milliseconds.
     """
+    from shoal.pg import pool
+    from shoal.pg.connect import admin_connect
+    from shoal.pg.slots import control_url
+
     fingerprinted = settings.pool_size > 0 if fingerprints is None else fingerprints
     parsed = parse_setups(settings)
     controls: dict[str, str] = {}
@@ -212,6 +225,8 @@ def resolve_targets(
 
 def probe(conn: psycopg.Connection[tuple[object, ...]]) -> tuple[int, int]:
     """The server's version number and lock table capacity."""
+    from shoal.pg.slots import lock_settings
+
     row = conn.execute(SERVER_VERSION).fetchone()
     version = int(str(row[0])) if row else 0
     return version, lock_settings(conn).capacity
@@ -219,6 +234,8 @@ def probe(conn: psycopg.Connection[tuple[object, ...]]) -> tuple[int, int]:
 
 def check(targets: list[Target], configured_tail: tuple[str, ...], timeout: int) -> tuple[str, ...]:
     """Extensions created, tail verified: the tail every worker's search path ends with."""
+    from shoal.pg import schemas
+
     return schemas.check_databases(
         [(t.name, t.url, t.extensions) for t in targets], configured_tail, timeout
     )
@@ -289,6 +306,8 @@ def embedded_default(plan: RunPlan) -> tuple[list[Target], tuple[str, ...]]:
     from pathlib import Path
 
     from shoal.config import DEFAULT_DATABASE
+    from shoal.embedded import EmbeddedServer
+    from shoal.pg.connect import admin_connect
 
     server = EmbeddedServer(None if plan.home is None else Path(plan.home))
     server.ensure_running()

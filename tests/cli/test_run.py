@@ -7,7 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from shoal import naming
+from tests.cli.test_sweep import stale_schema
 from tests.conftest import Databases, Server
 from tests.plugin import inner
 
@@ -121,3 +124,25 @@ def test_on_github_actions_the_run_appends_its_summary_and_stamps_its_exit(
     written = json.loads(report.read_text())
     assert written["exited"] is not None
     assert written["provisioning"][0]["start"] is not None
+
+
+def test_a_dead_runs_schema_is_swept_alongside_the_run(
+    tmp_path: Path, server: Server, databases: Databases
+) -> None:
+    if server.kind == "embedded":
+        # The sweep keeps everything while a server has been up for less than its grace
+        # period, as the suite's own embedded server may have been.
+        pytest.skip("needs a server up for longer than the sweep's grace period")
+    database = databases.new("runsweep")
+    stale = stale_schema(server, database)
+    root = project(tmp_path, server, database)
+    proc = shoal(root, "--", "-n", "0")
+    stdout, stderr = proc.communicate(timeout=180)
+    assert proc.returncode == 0, stdout + stderr
+    # Printed once the run is over: after pytest's own summary.
+    assert stderr.rstrip().splitlines()[-1].startswith("shoal: sweep: dropped 1 stale schema")
+    with server.connect(database) as conn:
+        row = conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (stale,)).fetchone()
+    assert row is None
+    (record,) = inner.read_records(root)
+    assert record["schema"] != stale

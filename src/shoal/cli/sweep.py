@@ -19,7 +19,7 @@ from shoal.words import plural
 
 
 def summary_line(result: SweepResult) -> str:
-    """One line for `shoal run`'s pre-run sweep."""
+    """One line for the sweep `shoal run` does alongside the run."""
     if not result.detection_complete:
         down = ", ".join(c.url for c in result.clusters if not c.reachable)
         return f"sweep: dropped nothing, cannot tell which runs are alive ({down} unreachable)"

@@ -42,7 +42,7 @@ class Marks:
     collection_end: float | None = None
 
 
-@dataclass
+@dataclass(eq=False)  # a plugin: pluggy keeps plugins in sets
 class Recorder:
     """Registered in every process that runs tests; a controller also gathers its workers'."""
 

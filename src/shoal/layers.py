@@ -13,14 +13,17 @@ from __future__ import annotations
 import json
 import typing
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, TypeVar
-
-from pydantic import BaseModel, ValidationError
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from shoal.errors import ConfigError, UsageError
 from shoal.words import did_you_mean, validation_message
 
-M = TypeVar("M", bound=BaseModel)
+# pydantic is imported where settings are validated: a process that only reads a run plan
+# (every xdist worker) needs this module's source_of, and not pydantic's import time.
+if TYPE_CHECKING:
+    from pydantic import BaseModel, ValidationError
+
+M = TypeVar("M", bound="BaseModel")
 Source = Callable[[str], str]  # dotted key → where its value came from
 
 
@@ -60,6 +63,8 @@ class Layers:
         """``model`` from the merged values, or ConfigError with one plain-word problem per
         bad key: ``known(loc)`` lists the keys a near miss could have meant, ``shown``
         masks a value for messages, ``missing`` says how to give a required key."""
+        from pydantic import ValidationError
+
         try:
             return model(**self.values, **(extra or {}))
         except ValidationError as exc:

@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from psycopg import sql
@@ -78,6 +79,13 @@ def test_sigkill_one_of_four_then_sweep_drops_its_databases(
         while len(inner.read_records(shop.root)) < RUNS * 2:  # every worker in its database
             assert time.monotonic() < deadline, [p.poll() for p in procs]  # type: ignore[attr-defined]
             time.sleep(0.2)
+        before_kill = worker_databases(shop)
+        assert len(before_kill) == RUNS * 2 * 2, before_kill
+        listed = ps(shop)
+        mine = {d["database"] for d in listed["worker_databases"] if d["database"] in before_kill}
+        assert mine == before_kill, listed["worker_databases"]
+        live = {n["namespace"] for n in listed["namespaces"] if n["status"] == "live"}
+        assert {naming.parse_worker_database(d).namespace for d in mine} <= live  # type: ignore[union-attr]
         victim, survivors = procs[0], procs[1:]
         os.killpg(victim.pid, signal.SIGKILL)  # type: ignore[attr-defined]
         victim.wait()  # type: ignore[attr-defined]
@@ -94,6 +102,21 @@ def test_sigkill_one_of_four_then_sweep_drops_its_databases(
         assert worker_databases(shop) == set()
     finally:
         shop.drop_databases()
+
+
+def ps(shop: DjangoProject) -> dict[str, Any]:
+    """`shoal ps --json`: the workers' databases are listed with their namespaces."""
+    done = subprocess.run(
+        [sys.executable, "-m", "shoal", "ps", "--json"],
+        cwd=shop.root,
+        env=inner.clean_env(**shop.env),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    listed: dict[str, Any] = json.loads(done.stdout)
+    return listed
 
 
 def sweep(shop: DjangoProject, expected: int) -> dict[str, object]:

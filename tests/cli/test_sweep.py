@@ -44,7 +44,7 @@ def grace_after_start(server: Server, database: str) -> int:
             "SELECT extract(epoch FROM now() - pg_postmaster_start_time())"
         ).fetchone()
     assert row is not None
-    age = float(row[0])
+    age = float(str(row[0]))
     if age < 4:
         time.sleep(4 - age)
         age = 4

@@ -11,6 +11,7 @@ from rich.table import Table
 from shoal.cli.render import absent_note
 from shoal.cli.render import console as render_console
 from shoal.cli.settings import cli_settings, home_option
+from shoal.integrations.django import commands as django_commands
 from shoal.integrations.django import known as django_known
 from shoal.pg.sweep import DEFAULT_GRACE_S, SweepResult, sweep
 from shoal.targets import current_fingerprints, existing_urls
@@ -78,7 +79,8 @@ def render(result: SweepResult, console: Console) -> None:
 )
 @home_option
 def sweep_command(dry_run: bool, as_json: bool, grace: float) -> None:
-    """Drop schemas of dead runs, fail-closed, and pool schemas of setups no longer current.
+    """Drop schemas of dead runs, fail-closed, and pool schemas and template databases of
+    setups no longer current.
 
     Exit status 0 when everything that should have been dropped was, 1 otherwise.
     """
@@ -102,6 +104,7 @@ def sweep_command(dry_run: bool, as_json: bool, grace: float) -> None:
         ddl_slots=settings.ddl_slots,
         project=settings.project,
         foreign_after_s=settings.pool_foreign_days * 86400,
+        templates=django_commands.template_fingerprints(settings),
     )
     absent = existing.absent if existing is not None else ()
     if as_json:

@@ -478,19 +478,31 @@ def clear_templates(
                 if not complete or building:
                     left += 1
                     continue
-                key = naming.template_lock(template.fingerprint)
-                row = conn.execute(TRY_LOCK, key).fetchone()
-                if not (row and row[0]):
-                    left += 1
-                    continue
                 try:
-                    with lease.ddl_slot(naming.MAIN_WORKER):
-                        drop_database(conn, template.name, force=False)
-                    dropped += 1
+                    if drop_template(conn, template, lease):
+                        dropped += 1
+                    else:
+                        left += 1
                 except psycopg.Error:
                     left += 1
-                finally:
-                    conn.execute(UNLOCK, key)
         finally:
             lease.close()
     return dropped, left
+
+
+def drop_template(conn: Conn, template: Template, lease: Lease) -> bool:
+    """Drop one template database inside a DDL slot, ``conn`` on the server's control
+    database; False, dropping nothing, when it is being cloned from or built (its
+    per-fingerprint lock is held): a try, so a drop never queues behind a clone."""
+    key = naming.template_lock(template.fingerprint)
+    row = conn.execute(TRY_LOCK, key).fetchone()
+    if not (row and row[0]):
+        return False
+    try:
+        with lease.ddl_slot(naming.MAIN_WORKER):
+            drop_database(conn, template.name, force=False)
+    finally:
+        if not conn.closed and not conn.broken:
+            with suppress(psycopg.Error):
+                conn.execute(UNLOCK, key)
+    return True

@@ -6,6 +6,10 @@ schema is dropped only when its name parses, its owner metadata says shoal made 
 its namespace is not live, and it is older than the grace period. Each drop runs in
 its own short transaction inside a DDL slot; a failed drop is recorded and the sweep
 moves on.
+
+Template databases (Django's database mode) go by the rules of pool schemas: the
+project's templates of a fingerprint that is no longer current, and half-built ones
+whose builder is gone, never one being cloned from.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ Reason = Literal[
     "server_restarted",
     "pool_foreign",
     "being_dropped",
+    "template_in_use",
 ]
 
 
@@ -53,8 +58,9 @@ class Found:
     database: str
     schema: str
     comment: str | None
-    # "database": a worker's own database (Django's database mode), named in ``schema``.
-    kind: Literal["schema", "database"] = "schema"
+    # "database": a worker's own database (Django's database mode), named in ``schema``;
+    # "template": a template database worker databases are cloned from.
+    kind: Literal["schema", "database", "template"] = "schema"
 
 
 @dataclass(frozen=True)
@@ -311,6 +317,74 @@ def plan_databases(
     ]
 
 
+def decide_template(
+    found: Found,
+    live: set[str],
+    detection_complete: bool,
+    now: datetime,
+    grace_s: float,
+    current: frozenset[str] | None,
+    project: str | None = None,
+    foreign_after_s: float = pool.FOREIGN_POOL_S,
+) -> Decision:
+    """Drop or keep one template database: by the rules of a pool schema of the same
+    fingerprint, state, builder and project (:func:`shoal.pg.pool.decide`). A template
+    whose fingerprint is among ``current`` stays; None (the current fingerprints could
+    not be computed) keeps every ready one."""
+    template = databases.parse_template(found.schema, found.comment)
+    if template is None:
+        return Decision(found, False, "unparseable")
+    entry = pool.PoolSchema(
+        database=found.database,
+        schema=template.name,
+        fingerprint=template.fingerprint,
+        state=template.state,
+        namespace=template.namespace,
+        created=template.created,
+        project=template.project,
+    )
+    reason = pool.decide(
+        entry,
+        live=live,
+        complete=detection_complete,
+        policy="sweep",
+        now=now,
+        grace_s=grace_s,
+        current=current,
+        project=project,
+        foreign_after_s=foreign_after_s,
+    )
+    return Decision(found, reason is None, reason)
+
+
+def plan_templates(
+    conn: psycopg.Connection[tuple[object, ...]],
+    database: str,
+    live: set[str],
+    complete: bool,
+    now: datetime,
+    grace_s: float,
+    current: frozenset[str] | None,
+    project: str | None = None,
+    foreign_after_s: float = pool.FOREIGN_POOL_S,
+) -> list[Decision]:
+    """A decision for every template database on the server ``conn`` is connected to."""
+    return [
+        decide_template(
+            Found(database, name, comment, kind="template"),
+            live,
+            complete,
+            now,
+            grace_s,
+            current,
+            project,
+            foreign_after_s,
+        )
+        for name, comment in databases.list_databases(conn, naming.TEMPLATE_LIKE)
+        if naming.parse_template_database(name) is not None
+    ]
+
+
 @dataclass
 class _Dropper:
     """Carries out drop decisions: leases per cluster, opened on the first drop."""
@@ -343,6 +417,20 @@ class _Dropper:
             # The lease first: a ready schema taken out for dropping belongs to this
             # namespace, and a dead run's schema is dropped inside a DDL slot.
             lease = self.lease(url)
+            if found.kind == "template":
+                template = databases.parse_template(found.schema, found.comment)
+                assert template is not None  # decided on the same name and comment
+                label = naming.tool_label("sweep")
+                with admin_connect(
+                    control_url(url, self.timeout), label, timeout=self.timeout
+                ) as c:
+                    if not databases.drop_template(c, template, lease):
+                        outcome.skipped.append(
+                            {"schema": found.schema, "reason": "template_in_use"}
+                        )
+                        return
+                outcome.dropped.append(found.schema)
+                return
             if found.kind == "database":
                 # One statement, outside any transaction; no FORCE: a session someone
                 # opened on a dead run's database makes the drop fail, not vanish.
@@ -382,6 +470,7 @@ def sweep(
     ddl_slots: int | str = "auto",
     project: str | None = None,
     foreign_after_s: float = pool.FOREIGN_POOL_S,
+    templates: frozenset[str] | None = None,
 ) -> SweepResult:
     """Sweep the databases ``urls`` (name → URL); see the module docstring for the rules.
 
@@ -389,7 +478,9 @@ def sweep(
     pool schemas of setups no longer current; a database missing from it keeps its ready
     pool schemas (unknown means current). ``ddl_slots``: the configured slot count.
     ``project``: whose sweep this is; other projects' ready pool schemas are kept until
-    they are older than ``foreign_after_s``.
+    they are older than ``foreign_after_s``. ``templates``: the project's current template
+    fingerprints (Django's database mode); the project's template databases of any other
+    fingerprint are dropped, and None (not known) keeps them all.
     """
     started = time.monotonic()
     clusters = probe_clusters(list(urls.values()), timeout)
@@ -426,6 +517,17 @@ def sweep(
                 if conninfo.cluster_key(url) not in servers_listed:
                     servers_listed.add(conninfo.cluster_key(url))
                     decisions += plan_databases(conn, name, live, complete, now, grace_s, restarted)
+                    decisions += plan_templates(
+                        conn,
+                        name,
+                        live,
+                        complete,
+                        now,
+                        grace_s,
+                        templates,
+                        project,
+                        foreign_after_s,
+                    )
                 for decision in decisions:
                     schema = decision.found.schema
                     if not decision.drop:

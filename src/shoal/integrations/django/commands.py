@@ -126,13 +126,28 @@ def current_fingerprints(settings: Settings) -> dict[str, str | None]:
     """``django:<name>`` → the fingerprint the project's migrations have now, computed
     without creating anything; empty when Django's settings cannot be loaded here (the
     pools are still counted, none of them called current)."""
+    return _fingerprints(settings) or {}
+
+
+def template_fingerprints(settings: Settings) -> frozenset[str] | None:
+    """The fingerprints of the template databases the project's runs clone from now
+    (database mode), for the sweep to drop the project's others; None when they cannot
+    be computed here (no Django settings module found, settings or migrations that do
+    not import): the sweep then keeps every template."""
+    found = _fingerprints(settings)
+    if found is None:
+        return None
+    return frozenset(fingerprint for fingerprint in found.values() if fingerprint is not None)
+
+
+def _fingerprints(settings: Settings) -> dict[str, str | None] | None:
     from shoal import setups
     from shoal.integrations.django import aliases
     from shoal.integrations.django.plan import vendors
 
     module = settings_module(settings.project_root)
     if module is None:
-        return {}
+        return None
     os.environ.setdefault(migrations.SETTINGS_MODULE_ENV, module)
     root = settings.project_root.resolve()
     _import_path(root)
@@ -150,5 +165,5 @@ def current_fingerprints(settings: Settings) -> dict[str, str | None]:
                 setup, tail=settings.search_path_tail
             )
         return found
-    except Exception:  # settings that do not import here: status still counts the pools
-        return {}
+    except Exception:  # settings that do not import here: unknown, never "none current"
+        return None

@@ -3,7 +3,8 @@
 Tests synchronise with agents through files (``touch``/``wait``), never with long sleeps.
 Tests marked ``all_queues`` run once per job store: SQLite, and a PostgreSQL queue on the
 embedded server and on the external one (``SHOAL_TEST_EXTERNAL_URL``), each in a database
-of its own.
+of its own. Tests marked ``stores`` run on SQLite and on a PostgreSQL queue on the embedded
+server: the whole HTTP surface on both stores, the queue's own tests on every server.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from shoal.service.settings import ServeSettings, load_serve_settings
 from tests.conftest import EXTERNAL_ENV, Databases, Server
 
 QUEUES = ["sqlite", "embedded", "external"]
+STORES = ["sqlite", "embedded"]
 # Short, so that the fleet's periodic work is seen within a test's patience.
 TEST_HEARTBEAT_S = 0.2
 TEST_NODE_TIMEOUT_S = 1.0
@@ -49,13 +51,18 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "all_queues: run on SQLite and on a PostgreSQL queue on each server"
     )
+    config.addinivalue_line(
+        "markers", "stores: run on SQLite and on a PostgreSQL queue on the embedded server"
+    )
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    if "queue_kind" in metafunc.fixturenames and metafunc.definition.get_closest_marker(
-        "all_queues"
-    ):
+    if "queue_kind" not in metafunc.fixturenames:
+        return
+    if metafunc.definition.get_closest_marker("all_queues"):
         metafunc.parametrize("queue_kind", QUEUES, indirect=True)
+    elif metafunc.definition.get_closest_marker("stores"):
+        metafunc.parametrize("queue_kind", STORES, indirect=True)
 
 
 @pytest.fixture

@@ -13,7 +13,8 @@ import pytest
 
 from tests.service.conftest import ServeFactory
 
-pytestmark = pytest.mark.anyio
+# The whole surface on both job stores: SQLite, and PostgreSQL (embedded).
+pytestmark = [pytest.mark.anyio, pytest.mark.stores]
 
 NASTY = (
     '\'; touch {sync}/pwned; $(touch {sync}/pwned2) `touch {sync}/pwned3` && echo "x" | cat'

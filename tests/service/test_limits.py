@@ -15,7 +15,8 @@ import pytest
 
 from tests.service.conftest import TOKEN, LiveFactory, ServeFactory
 
-pytestmark = pytest.mark.anyio
+# The whole surface on both job stores: SQLite, and PostgreSQL (embedded).
+pytestmark = [pytest.mark.anyio, pytest.mark.stores]
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 

@@ -17,7 +17,8 @@ import pytest
 
 from tests.service.conftest import FAKE_AGENT, TOKEN, LiveFactory, agents
 
-pytestmark = pytest.mark.anyio
+# The whole surface on both job stores: SQLite, and PostgreSQL (embedded).
+pytestmark = [pytest.mark.anyio, pytest.mark.stores]
 
 
 def chat_jobs(base_url: str) -> list[dict[str, Any]]:

@@ -10,9 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from tests.browser import Page, browser_page  # noqa: F401
 from tests.service.conftest import TOKEN, LiveFactory
+
+# On both job stores: SQLite, and PostgreSQL (embedded).
+pytestmark = pytest.mark.stores
 
 
 def until(check: Callable[[], Any], what: str, timeout: float = 20) -> Any:

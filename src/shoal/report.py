@@ -100,6 +100,9 @@ class ProvisioningTiming(_Model):
     # timeline places provisioning inside the setup of the worker's first test that
     # could hold it.
     start: float | None = None
+    # What was provisioned: a worker schema, or a whole worker database (Django's
+    # database mode); reports written before it existed only ever held schemas.
+    kind: Literal["schema", "database"] = "schema"
 
 
 class Tail(_Model):

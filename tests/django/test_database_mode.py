@@ -48,6 +48,7 @@ def test_four_at_once_each_worker_in_its_own_database(shop_db: DjangoProject) ->
     runs = [inner.finish(shop_db.root, proc) for proc in procs]  # type: ignore[arg-type]
     assert [r.returncode for r in runs] == [0] * RUNS, [r.output[-3000:] for r in runs]
     assert "a database per worker, cloned from shoaltpl_" in runs[0].output
+    assert all(": 4 databases provisioned, slowest " in r.output for r in runs), runs[0].output
     records = inner.read_records(shop_db.root)
     assert len(records) == RUNS * 2 * 2  # runs, workers, aliases
     databases = {str(r["database"]) for r in records}

@@ -7,7 +7,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import psycopg
 
@@ -32,6 +32,7 @@ class Timing:
     total_s: float = 0.0
     claimed: bool = False  # taken ready-made from the warm pool (create_s is the claim)
     start: float | None = None  # epoch seconds when provisioning began
+    kind: Literal["schema", "database"] = "schema"  # "database": a whole worker database
 
 
 class WorkerSchemas:

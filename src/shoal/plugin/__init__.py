@@ -318,8 +318,13 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 def provisioning_summary(namespace: str, timings: list[Timing]) -> str:
     total = [t.total_s for t in timings]
     slowest = max(timings, key=lambda t: t.total_s)
+    made = [
+        plural(count, kind)
+        for kind in ("schema", "database")
+        if (count := sum(t.kind == kind for t in timings))
+    ]
     return (
-        f"shoal: namespace {namespace}: {plural(len(timings), 'schema')} provisioned, "
+        f"shoal: namespace {namespace}: {' and '.join(made)} provisioned, "
         f"slowest {slowest.total_s:.2f}s ({slowest.database}: setup {slowest.setup_s:.2f}s, "
         f"slot wait {slowest.slot_wait_s:.2f}s), total {sum(total):.2f}s"
     )

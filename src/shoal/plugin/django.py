@@ -261,6 +261,7 @@ def _worker_databases(
             create_s=p.create_s,
             total_s=p.total_s,
             start=p.start,
+            kind="database",
         )
         for p in databases.provisioned
     )

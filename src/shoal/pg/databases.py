@@ -28,7 +28,7 @@ from psycopg import sql
 
 from shoal import conninfo, naming, setups
 from shoal.binding import DatabaseHandle
-from shoal.errors import SetupError, ShoalError, first_line
+from shoal.errors import ShoalError, first_line
 from shoal.pg import schemas, verify
 from shoal.pg.connect import admin_connect
 from shoal.pg.slots import Lease, slot_count
@@ -79,7 +79,11 @@ def check_can_create(conn: Conn, server: str) -> None:
 
 
 def template_comment(
-    state: TemplateState, fingerprint: str, namespace: str, project: str | None = None
+    state: TemplateState,
+    fingerprint: str,
+    namespace: str,
+    project: str | None = None,
+    shape: verify.Shape | None = None,
 ) -> str:
     data: dict[str, object] = {
         "shoal": 1,
@@ -91,6 +95,8 @@ def template_comment(
     }
     if project is not None:
         data["project"] = project
+    if shape is not None:
+        data["shape"] = shape.as_json()
     return json.dumps(data, sort_keys=True)
 
 
@@ -267,23 +273,28 @@ def build_template(
                 conn, name, template_comment("building", fingerprint, namespace, project)
             )
             try:
-                _run_setup(target, name, namespace, worker)
+                shape = _run_setup(target, name, namespace, worker, conn)
             except BaseException:
                 drop_database(conn, name, force=target.server_version >= FORCE_SINCE)
                 raise
+            ready = template_comment("ready", fingerprint, namespace, project, shape)
             conn.execute(
                 sql.SQL("COMMENT ON DATABASE {} IS {}").format(
-                    sql.Identifier(name),
-                    sql.Literal(template_comment("ready", fingerprint, namespace, project)),
+                    sql.Identifier(name), sql.Literal(ready)
                 )
             )
     return True
 
 
-def _run_setup(target: Target, template: str, namespace: str, worker: str) -> None:
-    """The target's setup, run in the template (its ``public`` schema), then checked."""
+def _run_setup(
+    target: Target, template: str, namespace: str, worker: str, control: Conn
+) -> verify.Shape | None:
+    """The target's setup, run in the template (its ``public`` schema first on the search
+    path), then checked as a schema build is (:func:`shoal.pg.verify.check_database`):
+    nothing created in the control database ``control`` (where a stray connection
+    without a database name lands), something built in the template. Its shape."""
     if target.setup is None:
-        return
+        return None
     url = conninfo.with_params(target.url, dbname=template)
     label = naming.connection_label(worker, namespace, "template")
     handle = DatabaseHandle(
@@ -295,14 +306,18 @@ def _run_setup(target: Target, template: str, namespace: str, worker: str) -> No
         export_env=target.export_env,
         scheme=target.scheme,
     )
+    before = verify.outside(control)
     setups.run(target.setup, handle)
     # The template's own connection is closed before anyone clones it.
     with admin_connect(url, label) as conn:
-        built = verify.shape(conn, "public")
-    if built.objects == 0:
-        raise SetupError(
-            f"setup {target.setup.spec!r} of database {target.name!r} built nothing in the "
-            f"template database {template}: its connections went elsewhere"
+        return verify.check_database(
+            conn,
+            template=template,
+            elsewhere=control,
+            elsewhere_name=conninfo.dbname(target.control_url),
+            database=target.name,
+            spec=target.setup.spec,
+            before=before,
         )
 
 

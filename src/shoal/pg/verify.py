@@ -184,6 +184,67 @@ def check(
     return built
 
 
+# Every user schema of a whole database (a template: all of it is the worker's, cloned).
+_DATABASE_SQL = """
+SELECT n.nspname, c.relname, c.relkind FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+  WHERE n.nspname <> ALL(%(system)s) AND NOT n.nspname LIKE 'pg\\_%%'
+    AND c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f')
+UNION ALL
+SELECT n.nspname, p.proname, 'function' FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+  WHERE n.nspname <> ALL(%(system)s) AND NOT n.nspname LIKE 'pg\\_%%'
+UNION ALL
+SELECT n.nspname, t.typname, 'type' FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
+  WHERE n.nspname <> ALL(%(system)s) AND NOT n.nspname LIKE 'pg\\_%%' AND t.typtype IN ('e', 'd')
+"""
+
+
+def database_shape(conn: Conn) -> Shape:
+    """What a whole database holds, in every schema but the system's (``conn``'s database)."""
+    found = conn.execute(_DATABASE_SQL, {"system": _SYSTEM})
+    rows = sorted((str(s), str(n), str(k)) for s, n, k in found)
+    digest = hashlib.sha256("\n".join(f"{k} {s}.{n}" for s, n, k in rows).encode()).hexdigest()
+    return Shape(objects=len(rows), digest=digest[:16])
+
+
+def check_database(
+    conn: Conn,
+    *,
+    template: str,
+    elsewhere: Conn,
+    elsewhere_name: str,
+    database: str,
+    spec: str,
+    before: set[Entry],
+) -> Shape:
+    """Refuse a whole-database build (a template) that wrote into ``elsewhere`` (the
+    server's control database, where a connection string without a database name
+    lands), or built nothing in ``template`` (``conn``'s database), in any schema.
+
+    The analogue of :func:`check` for a database that is all the worker's: every schema
+    in it is cloned with it, so a schema other than ``public`` is the build's own, and an
+    extension created in it is every clone's. What must not happen is a change in
+    another database, or a build whose connections all went elsewhere."""
+    what = f"setup {spec!r} of database {database!r}"
+    appeared = sorted(outside(elsewhere) - before)
+    if appeared:
+        named = ", ".join(_describe(entry) for entry in appeared[:10])
+        more = f" and {len(appeared) - 10} more" if len(appeared) > 10 else ""
+        raise SetupError(
+            f"{what} created objects in database {elsewhere_name}, not in the template "
+            f"database {template} it was building: {named}{more}. They were left where they "
+            "are. Its own connections must use the database shoal hands out: look for a "
+            "connection string or a database name written into the setup"
+        )
+    built = database_shape(conn)
+    if built.objects == 0:
+        raise SetupError(
+            f"{what} built nothing in the template database {template}: no table, view, "
+            "sequence, function or type in any schema. If it connects on its own, it went "
+            "to another database (e.g. one named by a variable that is not in export_env)"
+        )
+    return built
+
+
 def _describe(entry: Entry) -> str:
     kind, schema, name = entry
     return f"schema {schema}" if kind == "schema" else f"{kind} {schema}.{name}"

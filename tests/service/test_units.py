@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from shoal.service.asyncstore import AsyncStore
 from shoal.service.models import JobStatus
 from shoal.service.queue import QueueFull, Scheduler
 from shoal.service.runner import MAX_ARG_BYTES, argv_problem, render_argv
@@ -42,17 +43,17 @@ async def test_admission_is_strictly_first_in_first_out(tmp_path: Path) -> None:
         store.update(job.id, status=JobStatus.completed, finished_at=time.time())
 
     store = SqliteStore(tmp_path / "jobs.sqlite3")
-    scheduler = Scheduler(store, run, capacity=2)
+    scheduler = Scheduler(AsyncStore(store), run, capacity=2)
 
-    def admit(job_id: str) -> int:
+    async def admit(job_id: str) -> int:
         store.enqueue(queued_job(job_id), max_depth=6)
-        scheduler.pump()
+        await scheduler.pump()
         return store.position(job_id) or 0
 
-    positions = [admit(name) for name in "abcdef"]
+    positions = [await admit(name) for name in "abcdef"]
     assert positions == [0, 0, 1, 2, 3, 4]
     with pytest.raises(QueueFull):
-        admit("g")
+        await admit("g")
     assert store.withdraw("d", time.time())
     assert not store.withdraw("d", time.time())
     await asyncio.sleep(0)

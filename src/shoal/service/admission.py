@@ -6,13 +6,14 @@ import secrets
 import time
 from dataclasses import dataclass
 
+from shoal.service.asyncstore import AsyncStore
 from shoal.service.models import JobStatus, MetadataValue
 from shoal.service.output import Outputs
 from shoal.service.queue import Scheduler
 from shoal.service.retries import Attempt, Callers, KeyReused
 from shoal.service.runner import argv_problem, render_argv, takes_json
 from shoal.service.settings import ServeSettings
-from shoal.service.store import Job, JobStore
+from shoal.service.store import Job
 
 
 class UnknownAgent(ValueError):
@@ -43,7 +44,7 @@ class Admission:
     def __init__(
         self,
         settings: ServeSettings,
-        store: JobStore,
+        store: AsyncStore,
         scheduler: Scheduler[Job],
         outputs: Outputs,
         callers: Callers,
@@ -59,23 +60,23 @@ class Admission:
         """Admit nothing more (shutting down); retries still find their jobs."""
         self.closed = True
 
-    def _earlier(self, attempt: Attempt) -> Job | None:
+    async def _earlier(self, attempt: Attempt) -> Job | None:
         """The job this request repeats, or None when it needs a new one."""
         job = None
         if attempt.key is not None:
-            job = self._store.by_key(attempt.key)
+            job = await self._store.by_key(attempt.key)
             if job is not None and job.request_hash != attempt.fingerprint:
                 raise KeyReused(attempt.key.partition(":")[2])
         elif attempt.retry:
             job_id = self._callers.retry_of(attempt.fingerprint)
-            job = None if job_id is None else self._store.get(job_id)
+            job = None if job_id is None else await self._store.get(job_id)
         if job is not None and job.status is JobStatus.interrupted:
             # The service stopped under it, not the agent: a retry is what it needs.
-            self._store.update(job.id, idem_key=None)
+            await self._store.update(job.id, idem_key=None)
             return None
         return job
 
-    def submit(
+    async def submit(
         self,
         *,
         prompt: str,
@@ -90,9 +91,9 @@ class Admission:
         messages: list[dict[str, str]] | None = None,
     ) -> Admitted:
         """The job for this request, made now or before; QueueFull, UnknownAgent, ..."""
-        earlier = self._earlier(attempt)
+        earlier = await self._earlier(attempt)
         if earlier is not None:
-            return Admitted(earlier, self._store.position(earlier.id) or 0, again=True)
+            return Admitted(earlier, await self._store.position(earlier.id) or 0, again=True)
         if self.closed:
             raise ShuttingDown
         name = agent or self._settings.agent_for_default
@@ -120,9 +121,9 @@ class Admission:
             request_hash=attempt.fingerprint,
             messages=messages if takes_json(template) else None,
         )
-        self._store.enqueue(job, max_depth=self._settings.max_queue_depth)
+        await self._store.enqueue(job, max_depth=self._settings.max_queue_depth)
         if not self._store.shared:  # in a fleet another node may run it: followers poll
             self._outputs.track(job.id)
         self._callers.made(attempt.fingerprint, job.id, waited_on=kind == "chat")
-        self._scheduler.pump()
-        return Admitted(job, self._store.position(job.id) or 0, again=False)
+        await self._scheduler.pump()
+        return Admitted(job, await self._store.position(job.id) or 0, again=False)

@@ -148,7 +148,7 @@ async def chat_completions(
     model = body.model.partition("/")[2] or body.model
     try:
         attempt = retries.attempt("chat", request.headers, body.model_dump(mode="json"))
-        admitted = service.submit(
+        admitted = await service.submit(
             prompt=body.prompt(),
             agent=body.agent,
             attempt=attempt,
@@ -290,7 +290,7 @@ class _Answer:
                 else:
                     yield self._chunk({"content": item})
             answered = True
-            job = self.service.get(self.job_id)
+            job = await self.service.get(self.job_id)
             if job is not None and job.status is JobStatus.completed:
                 yield self._chunk({}, "stop")
             else:

@@ -14,11 +14,12 @@ from typing import Any
 
 import psutil
 
+from shoal.service.asyncstore import AsyncStore
 from shoal.service.models import JobStatus
 from shoal.service.output import Live, Outputs
 from shoal.service.runner import Outcome, Process, render_argv, takes_file, takes_json
 from shoal.service.settings import ServeSettings
-from shoal.service.store import Job, JobStore
+from shoal.service.store import Job
 from shoal.service.workspaces import Workspace, WorkspaceError, Workspaces, checkout_env
 
 log = logging.getLogger("shoal.serve")
@@ -31,7 +32,7 @@ class Execution:
     def __init__(
         self,
         settings: ServeSettings,
-        store: JobStore,
+        store: AsyncStore,
         spaces: Workspaces,
         outputs: Outputs,
         in_pool: InPool,
@@ -56,7 +57,7 @@ class Execution:
         live = self._outputs.track(job.id)
         cancel = self._cancel.setdefault(job.id, asyncio.Event())
         if cancel.is_set():
-            self._store.update(job.id, status=JobStatus.cancelled, finished_at=time.time())
+            await self._store.update(job.id, status=JobStatus.cancelled, finished_at=time.time())
             self.finished(job.id)
             return
         space: Workspace | None = None
@@ -71,7 +72,7 @@ class Execution:
                 env=env,
                 home_template=self._settings.home_template,
             )
-            self._store.update(job.id, workspace=str(space.work))
+            await self._store.update(job.id, workspace=str(space.work))
             result = await self._run_agent(job, space, env, live, cancel)
         except WorkspaceError as exc:
             result = {"status": JobStatus.failed, "error": str(exc)}
@@ -117,9 +118,11 @@ class Execution:
             )
         except OSError as exc:
             return {"status": JobStatus.failed, "error": f"cannot start agent {argv[0]!r}: {exc}"}
+        started: float | None = None
         with contextlib.suppress(psutil.Error):
             started = psutil.Process(proc.pid).create_time()
-            self._store.update(job.id, pid=proc.pid, pid_started=started)
+        if started is not None:
+            await self._store.update(job.id, pid=proc.pid, pid_started=started)
         # The time limit starts here: waiting in the queue and preparing never count.
         outcome = await proc.wait(job.timeout_s, cancel)
         return {"status": _status(outcome), "exit_code": outcome.exit_code}
@@ -136,7 +139,7 @@ class Execution:
                 result["error"] = f"could not summarise the checkout: {exc}"
         await self._in_pool(self._spaces.remove, job.id)
         output, truncated = live.output()
-        self._store.update(
+        await self._store.update(
             job.id,
             status=result.get("status", JobStatus.failed),
             finished_at=time.time(),

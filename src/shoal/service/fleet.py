@@ -4,7 +4,10 @@ Every ``heartbeat_s`` the node says it is alive, interrupts what dead nodes were
 (and kills their agents when they ran on this host), stops its own jobs that were
 cancelled through another node or that the fleet no longer counts as its own, and looks
 at the head of the line. Notifications make the last two immediate; the period is the
-fallback when one is lost.
+fallback when one is lost. Every store call goes through the node's
+:class:`~shoal.service.asyncstore.AsyncStore`, off the event loop; the tick only asks the
+scheduler to look at the line, so a claim waiting on the line's lock never delays the
+heartbeat.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import psycopg
 
 from shoal import naming
 from shoal.errors import first_line
+from shoal.service.asyncstore import AsyncStore
 from shoal.service.execution import Execution
 from shoal.service.models import FleetHealth, NodeHealth
 from shoal.service.pgstore import Listener, PgStore, QueueUnreachable
@@ -35,6 +39,7 @@ class Fleet:
     def __init__(
         self,
         store: PgStore,
+        calls: AsyncStore,
         scheduler: Scheduler[Job],
         execution: Execution,
         in_pool: InPool,
@@ -42,6 +47,7 @@ class Fleet:
         heartbeat_s: float,
     ) -> None:
         self.store = store
+        self._calls = calls
         self._scheduler = scheduler
         self._execution = execution
         self._in_pool = in_pool
@@ -49,9 +55,9 @@ class Fleet:
         self._task: asyncio.Task[None] | None = None
         self._listener: Listener | None = None
 
-    def start(self) -> None:
+    async def start(self) -> None:
         """Join the fleet: before this node claims anything, it is in the fleet."""
-        self.store.beat()
+        await self._calls.run(self.store.beat)
         loop = asyncio.get_running_loop()
 
         def notified(channel: str, payload: str) -> None:  # on the listener's thread
@@ -63,7 +69,7 @@ class Fleet:
 
     def _notified(self, channel: str, payload: str) -> None:
         if channel == naming.SERVE_LINE_CHANNEL:
-            self._scheduler.pump()
+            self._scheduler.pump_soon()
         elif channel == naming.SERVE_CANCEL_CHANNEL and payload in self._scheduler.running():
             self._execution.cancel(payload)
 
@@ -77,19 +83,19 @@ class Fleet:
 
     async def tick(self) -> None:
         # The heartbeat first: a node never finds itself dead.
-        self.store.beat()
-        reaped = self.store.reap(time.time())
+        await self._calls.run(self.store.beat)
+        reaped = await self._calls.run(self.store.reap, time.time())
         if reaped.running:
             log.warning("interrupted %d job(s) of nodes that stopped", len(reaped.running))
         here = {job_id for job_id, host in reaped.running.items() if host == self.store.host}
         if here:
             await self._in_pool(kill_leftover_agents, here)
-        for job_id in self.store.to_stop(self._scheduler.running()):
+        for job_id in await self._calls.run(self.store.to_stop, self._scheduler.running()):
             self._execution.cancel(job_id)
-        self._scheduler.pump()
+        self._scheduler.pump_soon()
 
-    def health(self) -> FleetHealth:
-        nodes = self.store.fleet()
+    async def health(self) -> FleetHealth:
+        nodes = await self._calls.run(self.store.fleet)
         alive = [n for n in nodes if n.alive]
         return FleetHealth(
             nodes=[
@@ -104,7 +110,7 @@ class Fleet:
                 for n in nodes
             ],
             running=sum(n.running for n in nodes),
-            queued=self.store.queued(),
+            queued=await self._calls.queued(),
             capacity=sum(n.capacity for n in alive),
         )
 
@@ -116,6 +122,6 @@ class Fleet:
         if self._listener is not None:
             await self._in_pool(self._listener.stop)
         try:
-            self.store.leave()
+            await self._calls.run(self.store.leave)
         except (psycopg.Error, QueueUnreachable) as exc:
             log.warning("could not leave the fleet (it will time out): %s", first_line(exc))

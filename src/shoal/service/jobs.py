@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 
 from shoal import naming
 from shoal.service.admission import Admission, Admitted, UnknownAgent
+from shoal.service.asyncstore import STORE_THREADS, AsyncStore
 from shoal.service.execution import Execution
 from shoal.service.fleet import Fleet
 from shoal.service.models import FleetHealth, JobStatus, JobView
@@ -67,11 +68,16 @@ def open_store(settings: ServeSettings, node: str) -> JobStore:
     return SqliteStore(settings.state_dir / "jobs.sqlite3", node)
 
 
+def awaited(store: JobStore) -> AsyncStore:
+    """The service's calls of ``store``: PostgreSQL's in threads, SQLite's inline."""
+    return AsyncStore(store, threads=STORE_THREADS if isinstance(store, PgStore) else 0)
+
+
 class JobService:
     def __init__(self, settings: ServeSettings) -> None:
         self.settings = settings
         make_state_dir(settings.state_dir)
-        self.store = open_store(settings, node_id(settings))
+        self.store = awaited(open_store(settings, node_id(settings)))
         self.spaces = Workspaces.from_settings(settings)
         self.outputs = Outputs(self.store, settings.max_output_chars)
         self.execution = Execution(settings, self.store, self.spaces, self.outputs, self._in_pool)
@@ -81,8 +87,9 @@ class JobService:
         self.callers = Callers(settings.reattach_s, self.cancel)
         self.admission = Admission(settings, self.store, self.scheduler, self.outputs, self.callers)
         self.fleet: Fleet | None = None
-        if isinstance(self.store, PgStore):
+        if isinstance(self.store.sync, PgStore):
             self.fleet = Fleet(
+                self.store.sync,
                 self.store,
                 self.scheduler,
                 self.execution,
@@ -106,12 +113,12 @@ class JobService:
         await self._in_pool(self.spaces.ensure_base)
         self.spaces.start()
         waiting = await recover(self.store, self.spaces, self._in_pool)
-        self.evict()
+        await self.evict()
         for job_id in waiting:
             self.outputs.track(job_id)
         if self.fleet is not None:
-            self.fleet.start()
-        self.scheduler.pump()
+            await self.fleet.start()
+        await self.scheduler.pump()
         self._evictor = asyncio.create_task(self._evict_periodically())
         self._checkpointer = asyncio.create_task(self.outputs.checkpoint_periodically())
 
@@ -122,22 +129,22 @@ class JobService:
         self.stopping.set()
         self.admission.close()
         self.scheduler.stop_starting()
+        self._draining = asyncio.get_running_loop().create_task(self._drain())
+
+    async def _drain(self) -> None:
         now = time.time()
-        for job in self.store.list(JobStatus.queued):
+        for job in await self.store.list(JobStatus.queued):
             # Its caller is answered now; a restart would drop it. In a fleet, only the
             # requests that came through this node have their callers here.
             mine = not self.store.shared or job.origin == self.store.node
             if job.kind == "chat" and mine:
-                self.store.update(
+                await self.store.update(
                     job.id,
                     status=JobStatus.interrupted,
                     finished_at=now,
                     error="the service stopped before the request ran",
                 )
                 self.execution.finished(job.id)
-        self._draining = asyncio.get_running_loop().create_task(self._drain())
-
-    async def _drain(self) -> None:
         if not await self.scheduler.wait_idle(self.settings.shutdown_grace_s):
             log.warning("interrupting the jobs still running after the shutdown grace")
             await self.scheduler.close()
@@ -162,7 +169,7 @@ class JobService:
         if self.fleet is not None:
             await self.fleet.stop()
         await self._in_pool(self.spaces.close)
-        self.store.close()
+        await self.store.close()
         self._pool.shutdown(wait=False)
 
     async def _in_pool(self, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -170,34 +177,34 @@ class JobService:
             self._pool, functools.partial(call, *args, **kwargs)
         )
 
-    def evict(self) -> int:
-        return self.store.evict(time.time() - self.settings.job_ttl_seconds)
+    async def evict(self) -> int:
+        return await self.store.evict(time.time() - self.settings.job_ttl_seconds)
 
     async def _evict_periodically(self) -> None:
         period = min(60.0, max(self.settings.job_ttl_seconds / 4, 0.5))
         while True:
             await asyncio.sleep(period)
-            self.evict()
+            await self.evict()
 
-    def checkpoint(self) -> int:
-        return self.outputs.checkpoint()
+    async def checkpoint(self) -> int:
+        return await self.outputs.checkpoint()
 
     # -- requests --------------------------------------------------------------------------
 
-    def submit(self, **request: Any) -> Admitted:
-        return self.admission.submit(**request)
+    async def submit(self, **request: Any) -> Admitted:
+        return await self.admission.submit(**request)
 
-    def get(self, job_id: str) -> Job | None:
-        job = self.store.get(job_id)
+    async def get(self, job_id: str) -> Job | None:
+        job = await self.store.get(job_id)
         return None if job is None else self.outputs.overlay(job)
 
-    def jobs(
+    async def jobs(
         self, status: JobStatus | None = None, *, after_seq: int = 0, limit: int | None = None
     ) -> list[Job]:
-        listed = self.store.list(status, after_seq=after_seq, limit=limit)
+        listed = await self.store.list(status, after_seq=after_seq, limit=limit)
         return [self.outputs.overlay(job) for job in listed]
 
-    def view(self, job: Job) -> JobView:
+    async def view(self, job: Job) -> JobView:
         queued = job.status is JobStatus.queued
         return JobView(
             job_id=job.id,
@@ -214,7 +221,7 @@ class JobService:
             queued_at=job.queued_at,
             started_at=job.started_at,
             finished_at=job.finished_at,
-            position=self.store.position(job.id) if queued else None,
+            position=await self.store.position(job.id) if queued else None,
             workspace=job.workspace,
             node=job.node,
             diff=job.diff,  # type: ignore[arg-type]
@@ -222,15 +229,15 @@ class JobService:
         )
 
     async def cancel(self, job_id: str) -> Job | None:
-        job = self.store.get(job_id)
+        job = await self.store.get(job_id)
         if job is None or job.status.finished:
             return job
-        if self.store.withdraw(job_id, time.time()):
+        if await self.store.withdraw(job_id, time.time()):
             self.execution.finished(job_id)
-            return self.get(job_id)
+            return await self.get(job_id)
         # Running, or claimed and about to start: the execution checks this flag; in a
         # fleet the node running it is told, and stops it.
-        self.store.request_cancel(job_id)
+        await self.store.request_cancel(job_id)
         if not self.store.shared or job_id in self.scheduler.running():
             self.execution.cancel(job_id)
         # The agent gets its grace to exit; a node that dies meanwhile is declared so.
@@ -239,7 +246,7 @@ class JobService:
             await asyncio.wait_for(self.wait(job_id), bound)
         except TimeoutError:
             log.warning("job %s was asked to stop %g s ago and still runs", job_id, bound)
-        return self.get(job_id)
+        return await self.get(job_id)
 
     async def wait(self, job_id: str) -> Job | None:
         """The job once finished (now, when it is not running or queued here and the store
@@ -248,14 +255,14 @@ class JobService:
             live = self.outputs.get(job_id)
             if live is not None:
                 await live.finished.wait()
-                return self.get(job_id)
-            job = self.get(job_id)
+                return await self.get(job_id)
+            job = await self.get(job_id)
             if job is None or job.status.finished or not self.store.shared:
                 return job
             await asyncio.sleep(REMOTE_POLL_S)
 
-    def fleet_health(self) -> FleetHealth | None:
-        return None if self.fleet is None else self.fleet.health()
+    async def fleet_health(self) -> FleetHealth | None:
+        return None if self.fleet is None else await self.fleet.health()
 
     def follow(self, job_id: str) -> AsyncIterator[str]:
         return self.outputs.follow(job_id)

@@ -14,11 +14,12 @@ from collections.abc import AsyncIterator
 
 import psycopg
 
-from shoal.service.store import Job, JobStore
+from shoal.service.asyncstore import AsyncStore
+from shoal.service.store import Job
 
 log = logging.getLogger("shoal.serve")
 # How often a running job's output is written to the store: what a crash can lose. One
-# short SQLite transaction per job whose output changed, on the event loop.
+# short transaction per job whose output changed.
 OUTPUT_CHECKPOINT_S = 1.0
 # With a fleet, followers on other nodes read the saved output: save it more often, and
 # look for it as often.
@@ -68,7 +69,7 @@ class Live:
 class Outputs:
     """The :class:`Live` buffer of every unfinished job of this process."""
 
-    def __init__(self, store: JobStore, limit: int) -> None:
+    def __init__(self, store: AsyncStore, limit: int) -> None:
         self._store = store
         self._limit = limit
         self._live: dict[str, Live] = {}
@@ -104,7 +105,7 @@ class Outputs:
             job.stderr = live.stderr
         return job
 
-    def checkpoint(self) -> int:
+    async def checkpoint(self) -> int:
         """Write the output of every job whose output changed since the last time; how many.
 
         A running job's output lives in memory until it finishes; this bounds what a crash
@@ -112,18 +113,20 @@ class Outputs:
         restart, keeps the rest.
         """
         written = 0
-        for job_id, live in self._live.items():
-            if live.version == self._saved.get(job_id, 0):
+        for job_id, live in list(self._live.items()):
+            version = live.version
+            if version == self._saved.get(job_id, 0):
                 continue
             output, truncated = live.output()
-            self._store.update(
+            await self._store.update(
                 job_id,
                 output=output,
                 output_truncated=truncated,
                 output_total=live.total,
                 stderr=live.stderr,
             )
-            self._saved[job_id] = live.version
+            if job_id in self._live:  # not finished meanwhile
+                self._saved[job_id] = version
             written += 1
         return written
 
@@ -131,7 +134,7 @@ class Outputs:
         while True:
             await asyncio.sleep(self.period)
             try:
-                self.checkpoint()
+                await self.checkpoint()
             except (sqlite3.Error, psycopg.Error):  # a full disk, a lost server: next period
                 log.exception("could not save the output of running jobs")
 
@@ -159,7 +162,7 @@ class Outputs:
         finished, and, in a fleet, what the node running it saves until it finishes."""
         seen = 0  # characters of the job's output already yielded
         while True:
-            job = self._store.get(job_id)
+            job = await self._store.get(job_id)
             if job is None:
                 return
             new = job.output_total - seen if job.output_total else len(job.output) - seen

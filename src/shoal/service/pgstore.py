@@ -20,17 +20,31 @@ every heartbeat covers a lost notification.
 
 Every connection is labelled with the node (``application_name``) and bound to the
 queue's own schema only, so nothing is ever created in ``public``.
+
+The store stays synchronous and is called from worker threads, each with a connection of
+its own (:mod:`.asyncstore` says why). A connection the server dropped (a restart, a
+terminated backend, a network cut) is replaced, and the call that found it dropped runs
+once more on the new one when that cannot do twice what was done once
+(:func:`_once_more_if_dropped`): reads; writes that set absolute values (``update``,
+``beat``, ``leave``, ``evict``, ``request_cancel``); and transactions that failed before
+their COMMIT was sent (``enqueue``, ``claim``, ``reap``). Not ``add`` and ``withdraw``: one
+autocommit statement each, which may have been applied when the reply was lost, and
+whose answer (a new row; whether the job was still waiting) would be wrong the second
+time; nor a transaction lost during its COMMIT, whose outcome is unknown. A statement
+error (a lock or statement timeout) is never retried: the connection is fine.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import psycopg
 from psycopg import sql
@@ -43,9 +57,13 @@ from shoal.service.queue import QueueFull
 from shoal.service.store import FINISHED, FLAGS, Job, from_values, job_values, row_values
 
 log = logging.getLogger("shoal.serve")
+P = ParamSpec("P")
+T = TypeVar("T")
+Connection = psycopg.Connection[dict[str, Any]]
 CONNECT_TIMEOUT_S = 5
-# The store is used from the event loop: no statement may hold it for long, a lock wait
-# (the line's advisory lock included) least of all.
+# Calls run in worker threads, off the event loop, but a thread waiting is one fewer for
+# the node's other calls: no statement may wait for long, a lock wait (the line's advisory
+# lock included) least of all.
 STATEMENT_TIMEOUT = "10s"
 LOCK_TIMEOUT = "5s"
 DEAD_NODE_ERROR = "the node running the job stopped (no heartbeat for {timeout:g} s)"
@@ -184,7 +202,7 @@ class Reaped:
     chats: list[str]
 
 
-def connect(url: str, node: str, schema: str) -> psycopg.Connection[dict[str, Any]]:
+def connect(url: str, node: str, schema: str) -> Connection:
     """A connection of this node's queue: labelled, bound to the queue's schema only."""
     # libpq reads PGOPTIONS only when no options are given: give them, keeping the URL's.
     given = conninfo.params(url).get("options", "")
@@ -225,8 +243,32 @@ def ensure_schema(db: psycopg.Connection[Any], schema: str) -> None:
                 db.execute(statement)
 
 
+def _once_more_if_dropped(
+    call: Callable[Concatenate[PgStore, P], T],
+) -> Callable[Concatenate[PgStore, P], T]:
+    """``call`` again, on a new connection, when the server dropped the one it ran on and
+    nothing was committed that a second run would repeat (see the module's docstring)."""
+
+    def retrying(store: PgStore, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        store._local.committing = False
+        try:
+            return call(store, *args, **kwargs)
+        except psycopg.OperationalError as exc:
+            if not store._dropped() or store._local.committing:
+                raise
+            log.info(
+                "the queue's connection was lost (%s): %s again", first_line(exc), call.__name__
+            )
+        store._local.committing = False
+        return call(store, *args, **kwargs)
+
+    functools.update_wrapper(retrying, call)
+    return retrying
+
+
 class PgStore:
-    """The records of the fleet, seen from one node. Used from the event loop's thread."""
+    """The records of the fleet, seen from one node. Safe to call from many threads at
+    once: each thread has a connection of its own."""
 
     shared = True
 
@@ -246,23 +288,42 @@ class PgStore:
         self.host = host or socket.gethostname()
         self.capacity = capacity
         self.node_timeout_s = node_timeout_s
-        self._db = connect(url, node, schema)
+        self._local = threading.local()  # .db: the thread's connection; .committing
+        self._opened: list[Connection] = []
+        self._opening = threading.Lock()
         try:
-            ensure_schema(self._db, schema)
+            ensure_schema(self.db, schema)
         except psycopg.Error as exc:
-            self._db.close()
+            self.close()
             raise QueueUnreachable(f"cannot set up the queue: {first_line(exc)}") from None
 
     @property
-    def db(self) -> psycopg.Connection[dict[str, Any]]:
-        # A dropped connection (a server restart) is replaced on the next use; the call
-        # that found it broken failed, the service goes on.
-        if self._db.closed or self._db.broken:
-            self._db = connect(self.url, self.node, self.schema)
-        return self._db
+    def db(self) -> Connection:
+        """This thread's connection; a new one when the server dropped the last."""
+        db: Connection | None = getattr(self._local, "db", None)
+        if db is None or db.closed or db.broken:
+            db = self._local.db = connect(self.url, self.node, self.schema)
+            with self._opening:
+                self._opened = [c for c in self._opened if not c.closed] + [db]
+        return db
+
+    def _dropped(self) -> bool:
+        db: Connection | None = getattr(self._local, "db", None)
+        return db is None or db.closed or db.broken
+
+    @contextmanager
+    def _transaction(self) -> Iterator[Connection]:
+        db = self.db
+        with db.transaction():
+            yield db
+            # COMMIT comes next: lost from here on, the outcome is unknown.
+            self._local.committing = True
 
     def close(self) -> None:
-        self._db.close()
+        with self._opening:
+            opened, self._opened = self._opened, []
+        for db in opened:
+            db.close()
 
     def add(self, job: Job) -> Job:
         values = _pg(job_values(job))
@@ -277,8 +338,11 @@ class PgStore:
         return job
 
     def update(self, job_id: str, **changes: Any) -> None:
-        if not changes:
-            return
+        if changes:
+            self._update(job_id, changes)
+
+    @_once_more_if_dropped
+    def _update(self, job_id: str, changes: dict[str, Any]) -> None:
         values = _pg(row_values(changes))
         query = sql.SQL("UPDATE jobs SET {} WHERE id = %(_id)s").format(
             sql.SQL(", ").join(
@@ -294,33 +358,39 @@ class PgStore:
 
     def enqueue(self, job: Job, *, max_depth: int) -> int:
         """Add ``job`` at the end of the fleet's line; QueueFull at ``max_depth`` in all."""
+        self._join(job, max_depth)
+        return self.position(job.id) or 0
+
+    @_once_more_if_dropped
+    def _join(self, job: Job, max_depth: int) -> None:
         job.origin = self.node
-        with self.db.transaction():
-            self.db.execute(_LOCK, naming.serve_line_lock(self.schema))
+        with self._transaction() as db:
+            db.execute(_LOCK, naming.serve_line_lock(self.schema))
             depth = self._count(_DEPTH)
             if depth >= max_depth:
                 raise QueueFull(f"{depth} jobs are running or waiting (max_queue_depth)")
             self.add(job)
-            self.db.execute(_NOTIFY, (naming.SERVE_LINE_CHANNEL, job.id))
-        return self.position(job.id) or 0
+            db.execute(_NOTIFY, (naming.SERVE_LINE_CHANNEL, job.id))
 
+    @_once_more_if_dropped
     def claim(self, now: float) -> Job | None:
         """The first job in the fleet's line, now running on this node; None when none waits."""
-        with self.db.transaction():
-            self.db.execute(_LOCK, naming.serve_line_lock(self.schema))
+        with self._transaction() as db:
+            db.execute(_LOCK, naming.serve_line_lock(self.schema))
             # Under the lock nobody else claims; a cancel can still take the head out of line
             # between the two statements, so look again then.
             for _ in range(100):
-                head = self.db.execute(_HEAD).fetchone()
+                head = db.execute(_HEAD).fetchone()
                 if head is None:
                     return None
-                row = self.db.execute(
+                row = db.execute(
                     _CLAIM, {"now": now, "node": self.node, "seq": head["seq"]}
                 ).fetchone()
                 if row is not None:
                     return from_values(row)
         return None
 
+    @_once_more_if_dropped
     def position(self, job_id: str) -> int | None:
         row = self.db.execute(_POSITION, (job_id,)).fetchone()
         return (int(row["n"]) or None) if row else None
@@ -328,16 +398,19 @@ class PgStore:
     def withdraw(self, job_id: str, now: float) -> bool:
         return self.db.execute(_WITHDRAW, (now, job_id)).rowcount == 1
 
+    @_once_more_if_dropped
     def queued(self) -> int:
         return self._count(_QUEUED)
 
+    @_once_more_if_dropped
     def request_cancel(self, job_id: str) -> None:
-        with self.db.transaction():
-            if self.db.execute(_ASK_CANCEL, (job_id,)).fetchone() is not None:
-                self.db.execute(_NOTIFY, (naming.SERVE_CANCEL_CHANNEL, job_id))
+        with self._transaction() as db:
+            if db.execute(_ASK_CANCEL, (job_id,)).fetchone() is not None:
+                db.execute(_NOTIFY, (naming.SERVE_CANCEL_CHANNEL, job_id))
 
     # -- the fleet -------------------------------------------------------------------------------
 
+    @_once_more_if_dropped
     def beat(self) -> None:
         """This node is alive (its heartbeat, on the server's clock)."""
         self.db.execute(
@@ -345,10 +418,12 @@ class PgStore:
             {"node": self.node, "host": self.host, "pid": os.getpid(), "capacity": self.capacity},
         )
 
+    @_once_more_if_dropped
     def leave(self) -> None:
         """This node stops: the fleet need not wait for its heartbeat to expire."""
         self.db.execute(_LEAVE, (self.node,))
 
+    @_once_more_if_dropped
     def to_stop(self, job_ids: list[str]) -> list[str]:
         """Of the jobs running here, those to stop: a cancel was asked, or the fleet no
         longer counts them as running here (this node was declared dead meanwhile)."""
@@ -357,26 +432,28 @@ class PgStore:
         rows = self.db.execute(_TO_STOP, {"ids": job_ids, "node": self.node}).fetchall()
         return [row["id"] for row in rows]
 
+    @_once_more_if_dropped
     def reap(self, now: float) -> Reaped:
         """Interrupt the running jobs of dead nodes and the waiting chat requests whose
         callers were connected to one; forget nodes dead for long."""
         timeout = self.node_timeout_s
-        with self.db.transaction():
-            running = self.db.execute(
+        with self._transaction() as db:
+            running = db.execute(
                 _REAP_RUNNING,
                 {"now": now, "timeout": timeout, "error": DEAD_NODE_ERROR.format(timeout=timeout)},
             ).fetchall()
-            chats = self.db.execute(
+            chats = db.execute(
                 _REAP_CHATS, {"now": now, "timeout": timeout, "error": DEAD_ORIGIN_ERROR}
             ).fetchall()
             nodes = sorted({row["node"] for row in running if row["node"]})
-            hosts = {r["node"]: r["host"] for r in self.db.execute(_HOSTS, (nodes,)).fetchall()}
-            self.db.execute(_FORGET_NODES, (max(KEEP_DEAD_NODES_S, 10 * timeout),))
+            hosts = {r["node"]: r["host"] for r in db.execute(_HOSTS, (nodes,)).fetchall()}
+            db.execute(_FORGET_NODES, (max(KEEP_DEAD_NODES_S, 10 * timeout),))
         return Reaped(
             running={row["id"]: hosts.get(row["node"], "") for row in running},
             chats=[row["id"] for row in chats],
         )
 
+    @_once_more_if_dropped
     def fleet(self) -> list[NodeState]:
         return [
             NodeState(
@@ -392,14 +469,17 @@ class PgStore:
 
     # -- records ---------------------------------------------------------------------------
 
+    @_once_more_if_dropped
     def get(self, job_id: str) -> Job | None:
         row = self.db.execute(_GET, (job_id,)).fetchone()
         return None if row is None else from_values(row)
 
+    @_once_more_if_dropped
     def by_key(self, idem_key: str) -> Job | None:
         row = self.db.execute(_BY_KEY, (idem_key,)).fetchone()
         return None if row is None else from_values(row)
 
+    @_once_more_if_dropped
     def list(
         self, status: JobStatus | None = None, *, after_seq: int = 0, limit: int | None = None
     ) -> list[Job]:
@@ -410,6 +490,7 @@ class PgStore:
             rows = self.db.execute(_LIST_STATUS, (status.value, after_seq, limit)).fetchall()
         return [from_values(row) for row in rows]
 
+    @_once_more_if_dropped
     def evict(self, older_than: float) -> int:
         return self.db.execute(_EVICT, (list(FINISHED), older_than)).rowcount
 

@@ -21,27 +21,27 @@ from typing import Any
 
 import psutil
 
+from shoal.service.asyncstore import AsyncStore
 from shoal.service.execution import STOPPED_WHILE_RUNNING
 from shoal.service.models import JobStatus
 from shoal.service.runner import kill_group
-from shoal.service.store import JobStore
 from shoal.service.workspaces import WorkspaceError, Workspaces
 
 log = logging.getLogger("shoal.serve")
 InPool = Callable[..., Awaitable[Any]]
 
 
-async def recover(store: JobStore, spaces: Workspaces, in_pool: InPool) -> list[str]:
+async def recover(store: AsyncStore, spaces: Workspaces, in_pool: InPool) -> list[str]:
     """Settle what the previous process left; the ids of the jobs still waiting in line."""
     now = time.time()
     leftovers = spaces.leftovers()
     if store.shared:
-        found = (store.get(job_id) for job_id in leftovers)
+        found = [await store.get(job_id) for job_id in leftovers]
         running = [job for job in found if job is not None and job.status is JobStatus.running]
     else:
-        running = store.list(JobStatus.running)
+        running = await store.list(JobStatus.running)
     for job in running:
-        store.update(
+        await store.update(
             job.id, status=JobStatus.interrupted, finished_at=now, error=STOPPED_WHILE_RUNNING
         )
     if running:
@@ -51,9 +51,9 @@ async def recover(store: JobStore, spaces: Workspaces, in_pool: InPool) -> list[
     if store.shared:
         return []
     waiting = []
-    for job in store.list(JobStatus.queued):
+    for job in await store.list(JobStatus.queued):
         if job.kind == "chat":
-            store.update(
+            await store.update(
                 job.id,
                 status=JobStatus.interrupted,
                 finished_at=now,
@@ -64,19 +64,19 @@ async def recover(store: JobStore, spaces: Workspaces, in_pool: InPool) -> list[
     return waiting
 
 
-async def salvage(store: JobStore, spaces: Workspaces, in_pool: InPool, job_id: str) -> None:
+async def salvage(store: AsyncStore, spaces: Workspaces, in_pool: InPool, job_id: str) -> None:
     """Keep what an interrupted job did (diff, branch if asked), then remove its checkout."""
-    job = store.get(job_id)
+    job = await store.get(job_id)
     space = spaces.workspace(job_id)
     if job is not None and (space.root / "start").exists() and (space.work / ".git").exists():
         try:
             diff, branch = await in_pool(spaces.finish, space, save_branch=job.save_branch)
-            store.update(job_id, diff=diff, branch=branch)
+            await store.update(job_id, diff=diff, branch=branch)
         except WorkspaceError as exc:
             log.warning("job %s: could not summarise its checkout: %s", job_id, exc)
     await in_pool(spaces.remove, job_id)
     if job is not None:
-        store.update(job_id, workspace=None)
+        await store.update(job_id, workspace=None)
 
 
 def kill_leftover_agents(job_ids: set[str]) -> None:

@@ -115,17 +115,17 @@ def _stopping(body: dict[str, Any]) -> JSONResponse:
     return JSONResponse(status_code=503, content=body, headers={"Retry-After": str(RETRY_AFTER_S)})
 
 
-def _job_or_404(service: JobService, job_id: str) -> JobView:
-    job = service.get(job_id)
+async def _job_or_404(service: JobService, job_id: str) -> JobView:
+    job = await service.get(job_id)
     if job is None:
         raise HTTPException(status_code=404, detail=f"no job {job_id!r} (unknown or evicted)")
-    return service.view(job)
+    return await service.view(job)
 
 
 @health_router.get("/health", response_model=Health)
 async def health(service: Service) -> Health:
     active, capacity = service.scheduler.active, service.scheduler.capacity
-    queued = service.store.queued()
+    queued = await service.store.queued()
     return Health(
         status="ok",
         busy=active >= capacity,
@@ -133,7 +133,7 @@ async def health(service: Service) -> Health:
         queued=queued,
         capacity=capacity,
         node=service.store.node,
-        fleet=service.fleet_health(),
+        fleet=await service.fleet_health(),
     )
 
 
@@ -158,7 +158,7 @@ async def execute(
     just made) answers the job made for it, with ``Idempotent-Replayed: true``."""
     try:
         attempt = retries.attempt("execute", request.headers, body.model_dump(mode="json"))
-        admitted = service.submit(
+        admitted = await service.submit(
             prompt=body.prompt,
             agent=body.agent,
             attempt=attempt,
@@ -204,24 +204,25 @@ async def list_jobs(
     ] = 0,
 ) -> JobList:
     # One more than the page, to know whether there is a next one.
-    jobs = service.jobs(status, after_seq=after, limit=limit + 1)
+    jobs = await service.jobs(status, after_seq=after, limit=limit + 1)
     page = jobs[:limit]
     more = len(jobs) > limit
-    return JobList(jobs=[service.view(job) for job in page], next=page[-1].seq if more else None)
+    views = [await service.view(job) for job in page]
+    return JobList(jobs=views, next=page[-1].seq if more else None)
 
 
 @router.get("/jobs/{job_id}", response_model=JobView, responses=JOB_ERRORS)
 async def get_job(job_id: str, service: Service) -> JobView:
-    return _job_or_404(service, job_id)
+    return await _job_or_404(service, job_id)
 
 
 @router.post("/jobs/{job_id}/cancel", response_model=JobView, responses=JOB_ERRORS)
 async def cancel_job(job_id: str, service: Service) -> JobView:
-    _job_or_404(service, job_id)
+    await _job_or_404(service, job_id)
     job = await service.cancel(job_id)
     if job is None:
         raise HTTPException(status_code=404, detail=f"no job {job_id!r} (unknown or evicted)")
-    return service.view(job)
+    return await service.view(job)
 
 
 @router.get(
@@ -238,7 +239,7 @@ async def job_events(job_id: str, service: Service) -> StreamingResponse:
     A ``: keep-alive`` comment comes first and after every silent ``keepalive_s``; on
     shutdown the stream ends with ``end`` carrying ``"status": "stopping"``.
     """
-    _job_or_404(service, job_id)
+    await _job_or_404(service, job_id)
 
     async def events() -> AsyncIterator[str]:
         yield KEEPALIVE
@@ -251,7 +252,7 @@ async def job_events(job_id: str, service: Service) -> StreamingResponse:
                 return
             else:
                 yield sse(item, "output")
-        job = service.get(job_id)
+        job = await service.get(job_id)
         status = job.status.value if job else "evicted"
         yield sse({"status": status, "exit_code": job.exit_code if job else None}, "end")
 

@@ -19,7 +19,7 @@ from psycopg import sql
 
 from shoal import naming
 from shoal.pg import databases
-from shoal.pg.sweep import Found, decide_template
+from shoal.pg.sweep import Found, decide_database, decide_template
 from tests.conftest import Server
 from tests.django.project import DjangoProject, make
 from tests.plugin import inner
@@ -163,3 +163,18 @@ def test_decide_template_is_fail_closed() -> None:
     name = naming.template_database_name(old)
     assert reason(Found("d", name, None, "template")) == "not_shoal"
     assert reason(Found("d", "shoaltpl_nothex", None, "template")) == "unparseable"
+
+
+def test_an_uncommented_worker_database_is_kept() -> None:
+    """A worker killed between CREATE DATABASE and its COMMENT leaves a database with no
+    owner record. Its name alone is no proof it is shoal's: ``test_<name>_<ns>_<worker>``
+    is also how Django names its own test databases, and ``test_shop_eu_main`` parses as
+    name ``shop``, namespace ``eu``, worker ``main``. Kept, as a schema without an owner
+    comment is."""
+    now = datetime.now(UTC)
+    dead = "p1t1r00000000"
+    for name in (naming.worker_database_name("test_shop", dead, "gw0"), "test_shop_eu_main"):
+        assert naming.parse_worker_database(name) is not None
+        found = Found("django:default", name, None, "database")
+        decision = decide_database(found, set(), True, now, 0)
+        assert (decision.drop, decision.reason) == (False, "not_shoal"), name

@@ -132,6 +132,17 @@ class JobService:
         self._draining = asyncio.get_running_loop().create_task(self._drain())
 
     async def _drain(self) -> None:
+        try:
+            await self._answer_waiting_chats()
+        except Exception:  # a lost queue: the running jobs still get their grace
+            log.exception("could not answer the chat requests still waiting")
+        if not await self.scheduler.wait_idle(self.settings.shutdown_grace_s):
+            log.warning("interrupting the jobs still running after the shutdown grace")
+            await self.scheduler.close()
+        # Queued jobs keep their place for the next start; their followers stop waiting.
+        self.outputs.finish_all()
+
+    async def _answer_waiting_chats(self) -> None:
         now = time.time()
         for job in await self.store.list(JobStatus.queued):
             # Its caller is answered now; a restart would drop it. In a fleet, only the
@@ -145,11 +156,6 @@ class JobService:
                     error="the service stopped before the request ran",
                 )
                 self.execution.finished(job.id)
-        if not await self.scheduler.wait_idle(self.settings.shutdown_grace_s):
-            log.warning("interrupting the jobs still running after the shutdown grace")
-            await self.scheduler.close()
-        # Queued jobs keep their place for the next start; their followers stop waiting.
-        self.outputs.finish_all()
 
     async def stop(self) -> None:
         if self._draining is not None:

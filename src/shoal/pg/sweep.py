@@ -368,21 +368,24 @@ def plan_templates(
     project: str | None = None,
     foreign_after_s: float = pool.FOREIGN_POOL_S,
 ) -> list[Decision]:
-    """A decision for every template database on the server ``conn`` is connected to."""
-    return [
-        decide_template(
-            Found(database, name, comment, kind="template"),
-            live,
-            complete,
-            now,
-            grace_s,
-            current,
-            project,
-            foreign_after_s,
+    """A decision for every template database on the server ``conn`` is connected to.
+
+    Templates are the server's, not one database's: another project's that stays is
+    none of this sweep's business and is left out (one past ``foreign_after_s`` is
+    dropped and reported)."""
+    decisions = []
+    for name, comment in databases.list_databases(conn, naming.TEMPLATE_LIKE):
+        template = databases.parse_template(name, comment)
+        if template is None:
+            continue
+        found = Found(database, name, comment, kind="template")
+        decision = decide_template(
+            found, live, complete, now, grace_s, current, project, foreign_after_s
         )
-        for name, comment in databases.list_databases(conn, naming.TEMPLATE_LIKE)
-        if naming.parse_template_database(name) is not None
-    ]
+        theirs = project is not None and template.state is not None and template.project != project
+        if decision.drop or not theirs:
+            decisions.append(decision)
+    return decisions
 
 
 @dataclass

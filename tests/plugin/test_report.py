@@ -10,7 +10,7 @@ import pytest
 
 from shoal import naming
 from shoal.report import RunReport, list_reports, read_report, startup_parts
-from tests.conftest import Databases, Server
+from tests.conftest import Databases, Server, settled
 from tests.plugin import inner
 
 OUTCOMES_TEST = """
@@ -188,7 +188,7 @@ def test_crash():
 
 
 # The test leaves a session behind that holds a lock on a table of its schema for a few
-# seconds, so that the worker's DROP SCHEMA waits out its lock timeout and fails.
+# seconds: a DROP SCHEMA would wait out its lock timeout and fail.
 LOCK_HOLDER_TEST = """
 import subprocess, sys
 
@@ -208,7 +208,7 @@ def test_leaves_a_lock(shoal_databases):
 """
 
 
-def test_a_failed_teardown_drop_is_counted_in_the_summary_and_recorded_in_the_report(
+def test_a_lock_left_on_a_table_neither_fails_the_teardown_nor_leaves_the_schema_behind(
     tmp_path: Path, embedded: Server, embedded_databases: Databases
 ) -> None:
     database = embedded_databases.new("leftover")
@@ -220,9 +220,9 @@ def test_a_failed_teardown_drop_is_counted_in_the_summary_and_recorded_in_the_re
     )
     result = inner.run(project, "-n", "0", "--shoal-report")
     assert result.returncode == 0, result.output
-    assert "1 schema could not be dropped; `shoal sweep` will remove them" in result.stdout
+    # The rename takes no lock on the tables; the reaper's drop waits out the session,
+    # failing and trying again, and takes the schema once the lock is gone.
+    assert "could not be dropped" not in result.stdout
     [path] = (project / "reports").glob("*.json")
-    problems = json.loads(path.read_text())["problems"]
-    assert len(problems) == 1
-    assert "dropping test_" in problems[0]
-    assert "lock timeout" in problems[0]
+    assert json.loads(path.read_text())["problems"] == []
+    assert settled(embedded, database, timeout=90) == []

@@ -8,6 +8,8 @@ runs tests exports its binding before any conftest is imported.
 
 from __future__ import annotations
 
+import atexit
+import gc
 import os
 import time
 from collections.abc import Iterator
@@ -245,6 +247,12 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     if state is not None:
         state.restore_environment()
         state.release_namespace()
+        # The interpreter's last garbage collections walk the whole heap (a setup's
+        # metadata, pydantic's schemas): measured 1.0-1.4 s after the last atexit handler
+        # of a run's controller, 0.05-0.18 s with the heap frozen first. Frozen at exit,
+        # so pytest's own collection at unconfigure (which reports unraisable exceptions)
+        # still sees everything.
+        atexit.register(gc.freeze)
         if not hasattr(config, "workerinput"):
             from shoal.plugin.refill import after_run
 
@@ -313,6 +321,12 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     failed = state is not None and (state.failure is not None or state.worker_failures)
     if failed and session.exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED):
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    if state is not None and state.is_controller:
+        # An xdist controller runs no test code, yet pytest collects its whole heap once
+        # more at unconfigure (looking for unraisable exceptions): 0.3-0.7 s measured with
+        # a 220-table setup's metadata loaded for its fingerprint. Nothing of it is garbage
+        # a test made, so it is frozen out of that collection.
+        gc.freeze()
 
 
 def provisioning_summary(namespace: str, timings: list[Timing]) -> str:

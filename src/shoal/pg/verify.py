@@ -23,12 +23,15 @@ from shoal.errors import SetupError
 
 Conn = psycopg.Connection[tuple[Any, ...]]
 
-# Schemas that are shoal's (worker, pool, extension homes) or the system's: what appears
-# in them during a build is not the build's doing or is checked separately.
+# Schemas that are shoal's (worker, pool, renamed for dropping, extension homes) or the
+# system's: what appears in them during a build is not the build's doing or is checked
+# separately. A worker of another run renaming its schema for dropping while this one
+# builds makes a to-drop schema appear, with everything in it.
 _OWN = [
     naming.WORKER_SCHEMA_LIKE,
     naming.POOL_READY_LIKE,
     naming.POOL_BUILD_LIKE,
+    naming.TO_DROP_LIKE,
     naming.EXTENSION_SCHEMA_LIKE,
     "pg\\_temp\\_%",
     "pg\\_toast\\_temp\\_%",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import cast
 
-from tests.conftest import Databases, Server
+from tests.conftest import Databases, Server, settled
 from tests.plugin import inner
 
 # The suite's own code creates tables and writes rows with plain psycopg through the
@@ -168,8 +168,4 @@ def test_unmodified_alembic_suite_with_an_extension_runs_four_at_once(
         assert result.returncode == 0, result.output
         assert "4 passed" in result.stdout
     assert public_tables(server, database) == 0
-    with server.connect(database) as conn:
-        leftovers = conn.execute(
-            "SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'test\\_%'"
-        ).fetchone()
-        assert leftovers == (0,)
+    assert settled(server, database) == []

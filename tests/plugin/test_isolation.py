@@ -8,7 +8,7 @@ from typing import cast
 import pytest
 
 from shoal import naming
-from tests.conftest import Databases, Server
+from tests.conftest import Databases, Server, settled
 from tests.plugin import inner
 
 PROBE_TEST = """
@@ -141,6 +141,4 @@ def test_failed_run_without_keep_drops_its_schemas(
     )
     result = inner.run(project)
     assert result.returncode == 1, result.output
-    with embedded.connect(database) as conn:
-        rows = conn.execute("SELECT nspname FROM pg_namespace WHERE nspname LIKE 'test\\_%'")
-        assert rows.fetchall() == []
+    assert settled(embedded, database) == []

@@ -182,6 +182,23 @@ def decide_pool(
     entry = pool.parse_pool(found.database, found.schema, found.comment)
     if entry is None:
         return Decision(found, False, "unparseable")
+    return _pool_decision(
+        found, entry, live, detection_complete, now, grace_s, current, project, foreign_after_s
+    )
+
+
+def _pool_decision(
+    found: Found,
+    entry: pool.PoolSchema,
+    live: set[str],
+    detection_complete: bool,
+    now: datetime,
+    grace_s: float,
+    current: frozenset[str] | None,
+    project: str | None,
+    foreign_after_s: float,
+) -> Decision:
+    """The sweep's decision on a pool entry (a pool schema, or a template seen as one)."""
     reason = pool.decide(
         entry,
         live=live,
@@ -343,18 +360,9 @@ def decide_template(
         created=template.created,
         project=template.project,
     )
-    reason = pool.decide(
-        entry,
-        live=live,
-        complete=detection_complete,
-        policy="sweep",
-        now=now,
-        grace_s=grace_s,
-        current=current,
-        project=project,
-        foreign_after_s=foreign_after_s,
+    return _pool_decision(
+        found, entry, live, detection_complete, now, grace_s, current, project, foreign_after_s
     )
-    return Decision(found, reason is None, reason)
 
 
 def plan_templates(

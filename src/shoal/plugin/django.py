@@ -210,11 +210,14 @@ def _shoal_django(request: pytest.FixtureRequest) -> Iterator[None]:
 
         connections.close_all()  # an idle connection would only delay the drop
         keep = state.plan.keep_on_failure and request.session.testsfailed > 0
-        problems = schemas.teardown(keep=keep)
+        # Renamed for the run's reaper, as the plugin's own worker schemas are.
+        problems = schemas.teardown(keep=keep, rename=True)
+        state.to_drop += schemas.to_drop
         state.problems.extend(problems)
         state.left += len(problems)
         if keep:
             state.kept += [f"{h.name}: schema {h.schema}" for h in schemas.handles().values()]
+        _output(request.config, naming.WORKEROUTPUT_TO_DROP, state.to_drop)
         _output(request.config, naming.WORKEROUTPUT_PROBLEMS, state.problems)
         _output(request.config, naming.WORKEROUTPUT_KEPT, state.kept)
         _output(request.config, naming.WORKEROUTPUT_LEFT, state.left)

@@ -82,30 +82,34 @@ async def test_async_client_timeouts_make_one_job_and_keepalives_outlast_read_ti
     live: LiveFactory, tmp_path: Path
 ) -> None:
     go = tmp_path / "go"
+    # Each client closed in the test: one left to the garbage collector closes its
+    # connections on whatever loop is current then, a closed one at the test's end.
     with live(keepalive_s=0.3, reattach_s=30) as url:
         # Silent for longer than the client's read timeout: the keep-alives carry it.
         slow = openai.AsyncOpenAI(base_url=f"{url}/v1", api_key=TOKEN, max_retries=0, timeout=1)
-        answer, streamed, failed = await asyncio.gather(
-            slow.chat.completions.create(model="fake", messages=user("sleep 2\nprint late")),
-            slow.chat.completions.create(
-                model="stdin", messages=user("sleep 2\nprint streamed"), stream=True
-            ),
-            slow.chat.completions.create(model="fake", messages=user("sleep 1\nexit 3")),
-        )
-        assert answer.choices[0].message.content == "late\n"
-        assert answer.choices[0].finish_reason == "stop"
-        # Once the status line has gone out, a failure is told in the body, with a finish
-        # reason of ours the SDK's Literal does not list.
-        assert cast(str, failed.choices[0].finish_reason) == "error"
-        assert (failed.model_extra or {})["error"]["code"] == "failed"
-        text = "".join([c.choices[0].delta.content or "" async for c in streamed if c.choices])
-        assert text == "streamed\n"
-        assert len(chat_jobs(url)) == 3
+        async with slow:
+            answer, streamed, failed = await asyncio.gather(
+                slow.chat.completions.create(model="fake", messages=user("sleep 2\nprint late")),
+                slow.chat.completions.create(
+                    model="stdin", messages=user("sleep 2\nprint streamed"), stream=True
+                ),
+                slow.chat.completions.create(model="fake", messages=user("sleep 1\nexit 3")),
+            )
+            assert answer.choices[0].message.content == "late\n"
+            assert answer.choices[0].finish_reason == "stop"
+            # Once the status line has gone out, a failure is told in the body, with a finish
+            # reason of ours the SDK's Literal does not list.
+            assert cast(str, failed.choices[0].finish_reason) == "error"
+            assert (failed.model_extra or {})["error"]["code"] == "failed"
+            text = "".join([c.choices[0].delta.content or "" async for c in streamed if c.choices])
+            assert text == "streamed\n"
+            assert len(chat_jobs(url)) == 3
     # With keep-alives later than the client's timeout, every attempt times out: one job.
     with live(keepalive_s=5, reattach_s=30) as url:
         hasty = openai.AsyncOpenAI(base_url=f"{url}/v1", api_key=TOKEN, max_retries=2, timeout=0.5)
-        with pytest.raises(openai.APITimeoutError):
-            await hasty.chat.completions.create(model="fake", messages=user(f"wait {go}"))
+        async with hasty:
+            with pytest.raises(openai.APITimeoutError):
+                await hasty.chat.completions.create(model="fake", messages=user(f"wait {go}"))
         # The same state directory: the three jobs above, and one for all three attempts.
         statuses = [job["status"] for job in chat_jobs(url)]
         assert (sorted(statuses[:-1]), statuses[-1]) == (
@@ -165,10 +169,10 @@ async def test_the_whole_conversation_reaches_the_agent(live: LiveFactory, tmp_p
         "{stdin_json}",
     ]
     with live(agents={**agents(tmp_path), "json": json_agent}) as url:
-        client = openai.AsyncOpenAI(base_url=f"{url}/v1", api_key=TOKEN, max_retries=0)
-        for model in ("dump", "dump-stdin", "json/some-model"):
-            await client.chat.completions.create(model=model, messages=CONVERSATION)
-        by_agent = {job["agent"]: job["job_id"] for job in chat_jobs(url)}
+        async with openai.AsyncOpenAI(base_url=f"{url}/v1", api_key=TOKEN, max_retries=0) as client:
+            for model in ("dump", "dump-stdin", "json/some-model"):
+                await client.chat.completions.create(model=model, messages=CONVERSATION)
+            by_agent = {job["agent"]: job["job_id"] for job in chat_jobs(url)}
     assert (dumps / by_agent["dump"]).read_text() == RENDERED
     assert (dumps / by_agent["dump-stdin"]).read_text() == RENDERED
     sent = json.loads((dumps / by_agent["json"]).read_text())
@@ -180,23 +184,23 @@ async def test_the_whole_conversation_reaches_the_agent(live: LiveFactory, tmp_p
 async def test_usage_is_counted_by_its_rule_and_streamed_when_asked(live: LiveFactory) -> None:
     prompt = "print twelve chars"
     with live() as url:
-        client = openai.AsyncOpenAI(base_url=f"{url}/v1", api_key=TOKEN, max_retries=0)
-        answer = await client.chat.completions.create(model="fake", messages=user(prompt))
-        chunks = [
-            chunk
-            async for chunk in await client.chat.completions.create(
-                model="fake",
-                messages=user(prompt),
-                stream=True,
-                stream_options={"include_usage": True},
-            )
-        ]
-        plain = [
-            c
-            async for c in await client.chat.completions.create(
-                model="fake", messages=user(prompt), stream=True
-            )
-        ]
+        async with openai.AsyncOpenAI(base_url=f"{url}/v1", api_key=TOKEN, max_retries=0) as client:
+            answer = await client.chat.completions.create(model="fake", messages=user(prompt))
+            chunks = [
+                chunk
+                async for chunk in await client.chat.completions.create(
+                    model="fake",
+                    messages=user(prompt),
+                    stream=True,
+                    stream_options={"include_usage": True},
+                )
+            ]
+            plain = [
+                c
+                async for c in await client.chat.completions.create(
+                    model="fake", messages=user(prompt), stream=True
+                )
+            ]
     expected = (math.ceil(len(prompt) / 4), math.ceil(len("twelve chars\n") / 4))
     assert answer.usage is not None
     assert (answer.usage.prompt_tokens, answer.usage.completion_tokens) == expected

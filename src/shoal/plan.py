@@ -9,6 +9,7 @@ any conftest is imported. Workers never load settings or probe a server to rebui
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -58,8 +59,9 @@ class Target:
         if self.setup is not None and self.setup_spec is None:
             object.__setattr__(self, "setup_spec", self.setup.spec)
 
-    @property
+    @functools.cached_property
     def cluster(self) -> str:
+        # Cached: parsing the URL is looked up on a worker's provisioning clock.
         return conninfo.cluster_key(self.url)
 
     def as_json(self) -> dict[str, Any]:

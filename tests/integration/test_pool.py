@@ -163,6 +163,31 @@ def test_empty_pool_falls_back_to_building_in_place(
         worker.teardown(keep=False)
 
 
+def test_teardown_renames_on_a_new_connection_when_the_kept_one_was_dropped(
+    server: Server, database: str, sql_hook: Setup
+) -> None:
+    app = target(server, database, sql_hook)
+    worker = WorkerSchemas([app], fresh().token, "gw0", ddl_slots=2, pool=True)
+    worker.check()
+    worker.provision()  # keeps its connection for teardown's rename
+    label = naming.admin_label(worker.worker, worker.namespace)
+    with server.connect(database) as conn:
+        killed = conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
+            (label,),
+        ).fetchall()
+    assert killed == [(True,)]
+    assert worker.teardown(keep=False, rename=True) == []
+    assert [d["database"] for d in worker.to_drop] == ["app"]
+    names = {name for name, _ in catalog(server, database)}
+    assert worker.schema not in names
+    (renamed,) = [
+        n for n in names if (d := naming.parse_to_drop(n)) and d.namespace == worker.namespace
+    ]
+    with server.connect(database) as conn:
+        conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(renamed)))
+
+
 def test_half_built_pool_schema_is_never_claimed(
     server: Server, database: str, sql_hook: Setup
 ) -> None:
@@ -213,11 +238,11 @@ def test_a_schema_being_claimed_is_passed_over_then_taken(
         # The outcome comes back as a notice; a session that hides notices still gets it.
         conn.execute("SET client_min_messages = error")
         holder.execute("SELECT pg_advisory_lock(%s, %s)", naming.pool_claim_lock(ready))
-        assert pool.take(conn, ready, current, mine, "{}") is False  # no exception either
+        assert pool.take(conn, ready, mine, "{}") is False  # no exception either
         assert [(e.schema, e.state) for e in pool_entries(server, database)] == [(ready, "ready")]
         holder.execute("SELECT pg_advisory_unlock(%s, %s)", naming.pool_claim_lock(ready))
-        assert pool.take(conn, ready, current, mine, "{}") is True
-        assert pool.take(conn, ready, current, mine, "{}") is False  # gone: not ready
+        assert pool.take(conn, ready, mine, "{}") is True
+        assert pool.take(conn, ready, mine, "{}") is False  # gone: not ready
         comment = conn.execute(
             "SELECT obj_description(oid, 'pg_namespace') FROM pg_namespace WHERE nspname = %s",
             (mine,),

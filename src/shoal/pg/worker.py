@@ -16,6 +16,7 @@ from shoal.binding import DatabaseHandle, environment
 from shoal.errors import ShoalError, first_line
 from shoal.pg import pool, schemas, verify
 from shoal.pg.connect import admin_connect
+from shoal.pg.pool import Take
 from shoal.pg.slots import Lease
 from shoal.plan import RunPlan, Target
 from shoal.setups import Setup
@@ -73,7 +74,7 @@ class WorkerSchemas:
         self._created: list[Target] = []
         self._fingerprints: dict[str, str | None] | None = None
         self._conns: dict[str, Conn] = {}
-        self._candidates: dict[str, list[str]] = {}
+        self._ahead: dict[str, Take | None] = {}  # claims composed while preparing
         # Where teardown renamed schemas for the reaper: database name, URL, control URL.
         self.to_drop: list[dict[str, str]] = []
 
@@ -150,9 +151,12 @@ class WorkerSchemas:
                 continue
             # Best effort: a claim that cannot work falls back to building in place.
             try:
-                self._candidates[target.name] = pool.candidate_names(conn, fingerprint)
+                ahead = pool.compose_claim(
+                    conn, fingerprint, self.schema, self._owner_comment(pool.POOLED)
+                )
             except psycopg.Error:
                 continue
+            self._ahead[target.name] = ahead
             pool.rehearse_claim(conn, fingerprint, self.schema, self._owner_comment("rehearsal"))
 
     def environment(self, current: Mapping[str, str]) -> dict[str, str]:
@@ -177,6 +181,9 @@ class WorkerSchemas:
         """Create the worker schema in every database and run its setup, inside DDL slots.
 
         On any failure, whatever was created is dropped again before the error propagates.
+        The connections stay open for teardown's renames: closed here, each would put a
+        backend's exit on the server's CPU while other workers claim, and teardown would
+        connect again, on the run's tail.
         """
         try:
             for target in self.targets:
@@ -184,8 +191,6 @@ class WorkerSchemas:
         except BaseException:
             self.teardown(keep=False)
             raise
-        finally:
-            self._close_conns()
         return self.handles()
 
     def _lease(self, target: Target) -> Lease:
@@ -206,7 +211,7 @@ class WorkerSchemas:
 
     def _conn(self, target: Target) -> Conn:
         conn = self._conns.get(target.name)
-        if conn is None or conn.closed:
+        if conn is None or conn.closed or conn.broken:
             conn = self._conns[target.name] = self._admin(target)
         return conn
 
@@ -258,7 +263,7 @@ class WorkerSchemas:
                 fingerprint,
                 self.schema,
                 self._owner_comment,
-                self._candidates.pop(target.name, None),
+                self._ahead.pop(target.name, None),
             )
         except psycopg.Error:
             # The pool is an optimisation: on any trouble, build in place (which first
@@ -277,7 +282,15 @@ class WorkerSchemas:
         to_drop = naming.to_drop_name(self.namespace, self.worker, os.urandom(4).hex())
         try:
             self._lease(target).ensure()  # the rename happens inside the lease
-            schemas.rename_for_drop(self._conn(target), self.schema, to_drop)
+            conn = self._conn(target)
+            try:
+                schemas.rename_for_drop(conn, self.schema, to_drop)
+            except psycopg.OperationalError:
+                if not conn.broken:
+                    raise
+                # The connection kept through the tests was dropped (a server restart,
+                # an idle-session timeout): once more, on a new one.
+                schemas.rename_for_drop(self._conn(target), self.schema, to_drop)
         except (ShoalError, psycopg.Error):
             return False
         self.to_drop.append(

@@ -8,15 +8,15 @@ Every value remembers which layer it came from, so an error can say where to fix
 from __future__ import annotations
 
 import os
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
-from shoal import conninfo, naming
+from shoal import conninfo, defaults, naming
 from shoal.errors import ConfigError, UsageError
+from shoal.given import NOT_SETTINGS, read_table
 from shoal.layers import Layers, environment, environment_source, source_of
 
 DEFAULT_DATABASE = "default"
@@ -68,7 +68,7 @@ class Settings(BaseModel):
         "must hold no tables",
     )
     ddl_slots: int | Literal["auto"] = Field(
-        default="auto",
+        default=defaults.DDL_SLOTS,
         description="concurrent schema DDL per server; `auto` derives it from lock capacity",
     )
     keep_on_failure: bool = Field(
@@ -76,7 +76,7 @@ class Settings(BaseModel):
         description="keep worker schemas when the run fails, and print how to connect",
     )
     reports_dir: Path = Field(
-        default=Path(".shoal/reports"),
+        default=Path(defaults.REPORTS_DIR),
         description="where run reports go (`shoal run`, or `pytest --shoal-report`)",
     )
     home: Path | None = Field(
@@ -85,7 +85,9 @@ class Settings(BaseModel):
     namespace_force: str | None = Field(
         default=None, description="use this namespace instead of a fresh one (a-z, 0-9, ≤ 32)"
     )
-    connect_timeout: int = Field(default=5, ge=1, le=60, description="seconds to wait for a server")
+    connect_timeout: int = Field(
+        default=defaults.CONNECT_TIMEOUT_S, ge=1, le=60, description="seconds to wait for a server"
+    )
     pool_foreign_days: float = Field(
         default=7,
         ge=0,
@@ -93,7 +95,7 @@ class Settings(BaseModel):
         "by a sweep only once this many days old",
     )
     pool_size: int = Field(
-        default=2,
+        default=defaults.POOL_SIZE,
         ge=0,
         le=POOL_SIZE_MAX,
         description="ready-made schemas kept warm per database whose setup has a fingerprint; "
@@ -153,48 +155,6 @@ class Settings(BaseModel):
         return candidate if candidate.is_absolute() else self.project_root / candidate
 
 
-def find_pyproject(start: Path) -> Path | None:
-    """The nearest pyproject.toml at or above ``start``."""
-    for directory in (start, *start.parents):
-        candidate = directory / "pyproject.toml"
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-def find_project_file(inipath: Path | None, start: Path) -> Path | None:
-    """The pyproject.toml whose ``[tool.shoal]`` applies, for pytest and the CLI alike:
-    pytest's ini file when it is one, else the nearest at or above ``start``."""
-    if inipath is not None and inipath.name == "pyproject.toml":
-        return inipath
-    return find_pyproject(start)
-
-
-def _read_pyproject(path: Path) -> dict[str, Any]:
-    try:
-        document = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        problem = UsageError("[tool.shoal]", str(path), str(path), f"unreadable: {exc}")
-        raise ConfigError([problem]) from None
-    table = document.get("tool", {}).get("shoal", {})
-    if not isinstance(table, dict):
-        raise ConfigError([UsageError("tool.shoal", table, str(path), "expected a table")])
-    return table
-
-
-# SHOAL_* variables that are not settings of this loader: what shoal passes between its
-# own processes, `shoal serve`'s settings, options read where they are used.
-_NOT_SETTINGS = (
-    "SHOAL_NAMESPACE",
-    "SHOAL_RUNNER",
-    "SHOAL_PLAN",
-    "SHOAL_REFILL_LOG",
-    "SHOAL_SERVE_",
-    "SHOAL_SHARD",
-    "SHOAL_TEST_",
-)
-
-
 def words(value: object) -> object:
     """A plain string as the list it names: ``"public, ext"`` → ``("public", "ext")``;
     ``export_env = "DATABASE_URL"`` means the one variable, not its characters."""
@@ -211,7 +171,7 @@ def load_settings(
     """Build the settings from every layer, or raise ConfigError naming each bad value."""
     layers = Layers()
     if pyproject is not None:
-        layers.add(_read_pyproject(pyproject), f"{pyproject.name} [tool.shoal]")
+        layers.add(read_table(pyproject), f"{pyproject.name} [tool.shoal]")
     if ini:
         layers.add(ini, "pytest ini")
     env = environment(
@@ -219,7 +179,7 @@ def load_settings(
         Settings,
         os.environ,
         tables={"databases": DatabaseConfig},
-        not_settings=_NOT_SETTINGS,
+        not_settings=NOT_SETTINGS,
         examples={"databases": '{"app": {"url": "postgresql://localhost/app"}}'},
     )
     env.pop("project_root", None)

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Literal
 
-from shoal import conninfo, layers, naming
+from shoal import conninfo, defaults, layers, naming
 from shoal.errors import ShoalError
 
 if TYPE_CHECKING:
@@ -93,15 +93,29 @@ class RunPlan:
     # configured extensions live in. Checked to hold no tables when the plan was built.
     tail: tuple[str, ...] = ()
     configured_tail: tuple[str, ...] = ()
-    ddl_slots: int | Literal["auto"] = "auto"
-    connect_timeout: int = 5
-    pool_size: int = 0
+    ddl_slots: int | Literal["auto"] = defaults.DDL_SLOTS
+    connect_timeout: int = defaults.CONNECT_TIMEOUT_S
+    pool_size: int = defaults.POOL_SIZE
     keep_on_failure: bool = False
     home: str | None = None
     project: str | None = None  # naming.project_key of the project root
-    reports_dir: str = ".shoal/reports"  # absolute once resolved against the project root
+    reports_dir: str = defaults.REPORTS_DIR  # absolute once resolved against the project root
     # Dotted setting key → where its value came from, for messages in any process.
     sources: dict[str, str] = field(default_factory=dict, compare=False)
+
+    @classmethod
+    def unconfigured(cls, namespace: str, origin: Origin, owner: str, root: Path) -> RunPlan:
+        """The plan of a run given no setting at all (:func:`shoal.given.nothing_given`):
+        what the settings' defaults would give, without loading the settings' models."""
+        return cls(
+            namespace=namespace,
+            origin=origin,
+            owner=owner,
+            project_root=str(root),
+            configured=False,
+            project=naming.project_key(str(root.resolve())),
+            reports_dir=str(root / defaults.REPORTS_DIR),
+        )
 
     @property
     def root(self) -> Path:

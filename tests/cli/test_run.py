@@ -146,3 +146,43 @@ def test_a_dead_runs_schema_is_swept_alongside_the_run(
     assert row is None
     (record,) = inner.read_records(root)
     assert record["schema"] != stale
+
+
+LOOKOUT = """
+import json, os, sys, threading
+
+def pytest_collection_finish(session):
+    seen = {
+        "threads": [t.name for t in threading.enumerate()],
+        "settings_loaded": "shoal.config" in sys.modules,
+    }
+    with open(os.environ["LOOKOUT"], "w") as out:
+        json.dump(seen, out)
+"""
+
+
+def test_a_project_that_gives_nothing_starts_without_settings_and_sweeps_after(
+    tmp_path: Path,
+) -> None:
+    if "SHOAL_HOME" in inner.clean_env():
+        pytest.skip("SHOAL_HOME is a setting: the run would not be given nothing")
+    (tmp_path / "pyproject.toml").write_text("[tool.pytest.ini_options]\n")
+    (tmp_path / "conftest.py").write_text(LOOKOUT)
+    (tmp_path / "test_plain.py").write_text("def test_one():\n    pass\n")
+    lookout = tmp_path / "lookout.json"
+    env = inner.clean_env(LOOKOUT=str(lookout))
+    env.pop("SHOAL_POOL_SIZE")  # a setting; nothing configured means no pool anyway
+    proc = subprocess.run(
+        [sys.executable, "-m", "shoal", "run", "--", "-n", "0", "-p", "no:cacheprovider"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    seen = json.loads(lookout.read_text())
+    # In-process: pytest's collection is over, and neither the settings' models nor the
+    # sweep have started yet; the sweep ran once the test had reported.
+    assert seen == {"threads": ["MainThread"], "settings_loaded": False}
+    assert proc.stderr.rstrip().splitlines()[-1].startswith("shoal: sweep: "), proc.stderr

@@ -25,8 +25,9 @@ from rich.table import Table
 from shoal import naming
 from shoal.cli.render import console as render_console
 from shoal.cli.settings import chosen_home, home_option
-from shoal.config import find_pyproject, load_settings
+from shoal.config import load_settings
 from shoal.errors import ShoalError, UsageError
+from shoal.given import find_pyproject
 from shoal.pg import schemas
 from shoal.pg.connect import admin_connect
 from shoal.targets import urls as configured_urls

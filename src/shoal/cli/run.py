@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING
 
 import click
 
-from shoal.cli.settings import cli_settings, home_option
+from shoal.cli.settings import chosen_home, cli_settings, home_option
+from shoal.defaults import CONNECT_TIMEOUT_S
 from shoal.errors import ShoalError, first_line
 from shoal.namespace import Namespace, fresh
 
@@ -61,12 +62,14 @@ def run_command(no_sweep: bool, shard: str | None, pytest_args: tuple[str, ...])
     a run report. Exits with pytest's exit status.
     """
     # Validates SHOAL_NAMESPACE_FORCE (and everything else) before anything is created.
-    settings = cli_settings()
+    # A project that gives shoal nothing has nothing to validate, and its run does not
+    # load the settings' models (the sweep loads them, in its own thread).
+    settings = None if _given_nothing() else cli_settings()
     shard_args = _shard_args(shard)
     # Always a fresh namespace: one exported by an earlier run in this shell is ignored.
     # It reaches the plugin in-process, not through the environment: a pytest that a
     # test starts must not inherit it.
-    forced = settings.namespace_force
+    forced = settings.namespace_force if settings is not None else None
     namespace = Namespace(forced, "forced") if forced else Namespace(fresh().token, "runner")
     sweeping = None if no_sweep else _Sweep(settings)
     args = list(pytest_args)
@@ -79,8 +82,9 @@ def run_command(no_sweep: bool, shard: str | None, pytest_args: tuple[str, ...])
     from shoal.plugin import PlanCarrier
 
     carrier = PlanCarrier(namespace)
+    plugins: list[object] = [carrier] if sweeping is None else [carrier, sweeping]
     try:
-        status = int(pytest.main(pytest_argv([*shard_args, *args]), plugins=[carrier]))
+        status = int(pytest.main(pytest_argv([*shard_args, *args]), plugins=plugins))
     finally:
         if sweeping is not None:
             sweeping.report()
@@ -89,30 +93,52 @@ def run_command(no_sweep: bool, shard: str | None, pytest_args: tuple[str, ...])
     raise SystemExit(status)
 
 
+def _given_nothing() -> bool:
+    from shoal.given import find_project_file, nothing_given
+
+    return nothing_given(
+        flags={"home": chosen_home()},
+        ini={},
+        pyproject=find_project_file(None, Path.cwd()),
+        environ=os.environ,
+    )
+
+
 class _Sweep:
     """The sweep of dead runs, alongside the run rather than before it.
 
     It only drops what dead runs left (fail-closed, see :mod:`shoal.pg.sweep`), nothing
     this run can have made yet, so it need not hold up the run's start: measured, the
-    sweep before the run put +0.14 s on every start. Its connections are shoal's own
+    sweep before the run put +0.14 s on every start, and a sweep started with the run
+    about 0.25 s more, competing with the workers' start for the same cores. So it starts once
+    the first test has reported (a pytest hook: this object is one of the run's plugins),
+    or at the end of a run that reported none. Its connections are shoal's own
     (:func:`shoal.pg.connect.admin_connect`), untouched by the binding the plugin exports
     meanwhile. Its summary is printed once the run is over.
     """
 
-    def __init__(self, settings: Settings) -> None:
-        self._settings = settings
+    def __init__(self, settings: Settings | None) -> None:
+        self._settings = settings  # None: nothing was given; loaded in the sweep's thread
         self._line: str | None = None
         self._error: ShoalError | None = None
         self._thread = threading.Thread(target=self._run, name="shoal-sweep", daemon=True)
-        self._thread.start()
+        self._started = False
+
+    def pytest_runtest_logreport(self) -> None:
+        self._start()
+
+    def _start(self) -> None:
+        if not self._started:
+            self._started = True
+            self._thread.start()
 
     def _run(self) -> None:
         from shoal.cli.sweep import summary_line
         from shoal.pg.sweep import sweep
         from shoal.targets import urls as configured_urls
 
-        settings = self._settings
         try:
+            settings = self._settings or cli_settings()
             result = sweep(
                 configured_urls(settings),
                 timeout=settings.connect_timeout,
@@ -128,7 +154,9 @@ class _Sweep:
 
     def report(self) -> None:
         """Wait for the sweep (within its budget) and say what it did."""
-        self._thread.join(SWEEP_BUDGET_S + self._settings.connect_timeout)
+        self._start()
+        timeout = self._settings.connect_timeout if self._settings else CONNECT_TIMEOUT_S
+        self._thread.join(SWEEP_BUDGET_S + timeout)
         if self._error is not None:
             click.echo(f"shoal: sweep: not done: {first_line(self._error)}", err=True)
         elif self._line is not None:

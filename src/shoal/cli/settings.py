@@ -8,11 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from shoal.config import Settings, find_project_file, load_settings
+from shoal.given import find_project_file
+
+if TYPE_CHECKING:
+    from shoal.config import Settings
 
 F = TypeVar("F", bound=Callable[..., Any])
 _HOME = "shoal_home"
@@ -46,6 +49,10 @@ def chosen_home() -> Path | None:
 
 
 def cli_settings(**flags: Any) -> Settings:
+    # Imported here: `shoal run` in a project that gives shoal nothing never loads the
+    # settings' models on its way to pytest.
+    from shoal.config import load_settings
+
     if flags.get("home") is None and chosen_home() is not None:
         flags["home"] = chosen_home()
     return load_settings(flags=flags, pyproject=find_project_file(None, Path.cwd()))

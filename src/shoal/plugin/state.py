@@ -38,17 +38,15 @@ INI_KEYS: Final = (
 
 
 def _pyproject(config: pytest.Config) -> Path | None:
-    from shoal.config import find_project_file
+    from shoal.given import find_project_file
 
     return find_project_file(
         Path(config.inipath) if config.inipath is not None else None, Path(config.rootpath)
     )
 
 
-def load_settings(config: pytest.Config) -> Settings:
-    """The settings of the process that owns the run, from its flags, ini and pyproject."""
-    from shoal import config as shoal_config
-
+def _given(config: pytest.Config) -> tuple[dict[str, Any], dict[str, Any], Path | None]:
+    """What pytest's configuration gives shoal: its flags, its ini keys, its pyproject."""
     ini = {key: config.getini(f"shoal_{key}") or None for key in INI_KEYS}
     if ini.get("search_path_tail"):
         ini["search_path_tail"] = tuple(str(ini["search_path_tail"]).replace(",", " ").split())
@@ -58,8 +56,16 @@ def load_settings(config: pytest.Config) -> Settings:
         "ddl_slots": getattr(options, "shoal_ddl_slots", None),
         "django_mode": getattr(options, "shoal_django_mode", None),
     }
+    return flags, ini, _pyproject(config)
+
+
+def load_settings(config: pytest.Config) -> Settings:
+    """The settings of the process that owns the run, from its flags, ini and pyproject."""
+    from shoal import config as shoal_config
+
+    flags, ini, pyproject = _given(config)
     return shoal_config.load_settings(
-        flags=flags, ini=ini, pyproject=_pyproject(config), project_root=Path(config.rootpath)
+        flags=flags, ini=ini, pyproject=pyproject, project_root=Path(config.rootpath)
     )
 
 
@@ -226,7 +232,15 @@ def own_token() -> str:
 def build_plan(config: pytest.Config, namespace: Namespace | None = None) -> RunPlan:
     """The plan of a run this process owns: its settings, a namespace (``namespace``
     when ``shoal run`` chose it), its databases checked."""
+    from shoal.given import nothing_given
     from shoal.namespace import resolve
+
+    flags, ini, pyproject = _given(config)
+    if nothing_given(flags=flags, ini=ini, pyproject=pyproject, environ=os.environ):
+        # The defaults' plan, without loading the settings' models: most runs of a
+        # project that has shoal installed give it nothing (measured: 0.1 s of start-up).
+        chosen = namespace or resolve(os.environ, None)
+        return RunPlan.unconfigured(chosen.token, chosen.origin, own_token(), Path(config.rootpath))
     from shoal.targets import build_plan as plan_run
 
     settings = load_settings(config)

@@ -21,17 +21,18 @@ from typing import TYPE_CHECKING, Any, Final
 
 import pytest
 
-from shoal import schedule
 from shoal.errors import UsageError
-from shoal.shard import Partition, ShardSpec, history_digest, parse_spec, partition
 
+# The split itself (shoal.shard, shoal.schedule and the statistics they use) is imported
+# where a run is sharded: this module is loaded by every run, for its options.
 if TYPE_CHECKING:
     from shoal.plugin.state import RunState
+    from shoal.shard import Partition, ShardSpec
 
 ENV: Final = "SHOAL_SHARD"
 OPTION: Final = "--shoal-shard"
 WORKERINPUT_KEY: Final = "shoal_shard"
-SHARD = pytest.StashKey[ShardSpec]()  # set in the process that owns a sharded run
+SHARD = pytest.StashKey["ShardSpec"]()  # set in the process that owns a sharded run
 # Fixture scopes whose set-up a split would pay once per machine that runs part of them.
 _GROUPING_SCOPES: Final = ("module", "class")
 
@@ -56,6 +57,8 @@ def addoptions(group: Any) -> None:
 
 def spec_from(option: str | None, environ: dict[str, str] | os._Environ[str]) -> ShardSpec | None:
     """The shard asked for: the option, else ``$SHOAL_SHARD`` (empty means not set)."""
+    from shoal.shard import parse_spec
+
     if option is not None:
         return parse_spec(option, OPTION, "the command line")
     value = environ.get(ENV)
@@ -70,6 +73,8 @@ def register(config: pytest.Config, state: RunState | None) -> None:
     if workerinput is not None:
         handed = workerinput.get(WORKERINPUT_KEY)
         if handed is not None:
+            from shoal.shard import parse_spec
+
             handed_spec = parse_spec(handed["spec"], OPTION, "the controller")
             selection = Selection(handed_spec, dict(handed["durations"]))
             config.pluginmanager.register(selection, "shoal-shard-selection")
@@ -121,6 +126,7 @@ class ShardOwner:
         """(reports read, node id → seconds): read on first use, then fixed for the run,
         so that a worker xdist starts later gets the numbers the first ones got."""
         if self._history is None:
+            from shoal import schedule
             from shoal.report import recent_reports
 
             reports = recent_reports(self.directory, schedule.HISTORY_REPORTS * self.spec.total)
@@ -135,6 +141,8 @@ class ShardOwner:
         node.workerinput[WORKERINPUT_KEY] = {"spec": str(self.spec), "durations": self.durations()}
 
     def pytest_report_header(self) -> str:
+        from shoal.shard import history_digest
+
         reports, durations = self.history()
         digest = history_digest(durations, self.spec.total)
         if not durations:
@@ -162,6 +170,8 @@ class Selection:
     def pytest_collection_modifyitems(
         self, config: pytest.Config, items: list[pytest.Item]
     ) -> None:
+        from shoal.shard import partition
+
         ids = [item.nodeid for item in items]
         self.partition = partition(ids, self.durations, self.spec.total, groups(items))
         keep = set(self.partition.of(self.spec))

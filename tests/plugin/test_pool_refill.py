@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
+import pytest
+
 from shoal import naming, refill_log
+from shoal.namespace import fresh
 from shoal.pg import pool
+from shoal.plan import RunPlan
+from shoal.plugin.refill import NICENESS, spawn
+from shoal.plugin.state import RunState
 from tests.conftest import Databases, Server
 from tests.plugin import inner
 
@@ -157,3 +165,27 @@ def test_no_refill_after_a_run_whose_setups_all_failed(
     logs = home / "logs"
     assert not logs.exists() or not list(logs.glob(naming.pool_log_glob()))
     assert refill_log.read(home, project) is None
+
+
+CHILD = """
+import os, sys
+print("niceness", os.nice(0), "argv", sys.argv[1:], flush=True)
+"""
+
+
+def test_a_detached_process_runs_its_module_at_a_lower_priority(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    modules = tmp_path / "modules"
+    modules.mkdir()
+    (modules / "shoal_test_child.py").write_text(CHILD)
+    monkeypatch.syspath_prepend(str(modules))  # spawn hands its import path on
+    plan = RunPlan.unconfigured(fresh().token, "fresh", "owner", tmp_path)
+    state = RunState(replace(plan, home=str(tmp_path / "home")), "main", is_controller=False)
+    pid = spawn(state, ["-m", "shoal_test_child", "one", "two"], {})
+    assert pid is not None
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    log = tmp_path / "home" / "logs" / naming.pool_log_filename(plan.namespace)
+    expected = min(os.nice(0) + NICENESS, 19)
+    assert log.read_text().splitlines() == [f"niceness {expected} argv ['one', 'two']"]

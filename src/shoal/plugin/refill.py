@@ -15,6 +15,15 @@ from shoal.plugin.state import STATE, RunState
 
 # Logs of earlier refills kept next to the newest one; older ones are deleted.
 KEEP_LOGS = 20
+# How a detached process starts: at a lower CPU priority, then the module it runs (argv
+# after the code: "-m", module, args). It starts as the run ends, while this run's
+# workers and often other runs on the machine are still exiting: at the same priority,
+# its interpreter start and imports compete with them for the cores.
+NICENESS = 10
+_BACKGROUND = (
+    "import os, runpy, sys; os.nice({niceness}); del sys.argv[:2]; "
+    "runpy.run_module(sys.argv[0], run_name='__main__', alter_sys=True)"
+)
 
 
 def after_run(config: pytest.Config) -> list[int]:
@@ -68,8 +77,9 @@ def maybe_refill(config: pytest.Config) -> int | None:
 
 
 def spawn(state: RunState, argv: list[str], env: dict[str, str]) -> int | None:
-    """``python argv…`` detached, logging to the run's refill log, with this process's
-    import path and ``env`` added to its environment; its pid, None when it cannot start.
+    """``python -m module args…`` (``argv``) detached and at a lower CPU priority
+    (:data:`NICENESS`), logging to the run's refill log, with this process's import path
+    and ``env`` added to its environment; its pid, None when it cannot start.
 
     Started with posix_spawn, not subprocess: a Popen object that is never waited for
     warns (ResourceWarning) when collected, and a suite with ``filterwarnings = error``
@@ -84,9 +94,11 @@ def spawn(state: RunState, argv: list[str], env: dict[str, str]) -> int | None:
         # The setup hooks import as they did in this process (pytest's `pythonpath`, rootdir).
         full["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
         full[naming.ENV_REFILL_LOG] = str(log)
+        assert argv[0] == "-m", argv
+        boot = _BACKGROUND.format(niceness=NICENESS)
         return os.posix_spawn(
             sys.executable,
-            [sys.executable, *argv],
+            [sys.executable, "-c", boot, *argv],
             full,
             file_actions=[
                 (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),

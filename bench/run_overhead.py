@@ -42,9 +42,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from common import bytecode_env
+
 GOAL_S = 0.1
 PYTEST_ARGS = ["-n", "2", "-p", "no:cacheprovider"]
-TIMES_ENV = "SHOAL_BENCH_TIMES"  # where the suite's conftest.py appends its marks
+# Where the suite's conftest.py appends its marks; not a SHOAL_ variable, which would count
+# as configuring shoal.
+TIMES_ENV = "BENCH_SHOAL_TIMES"
 CONFTEST = """\
 import os
 import time
@@ -52,7 +56,7 @@ import time
 
 def _mark(config, what):
     if not hasattr(config, "workerinput"):  # the controller, not an xdist worker
-        with open(os.environ["SHOAL_BENCH_TIMES"], "a") as f:
+        with open(os.environ["BENCH_SHOAL_TIMES"], "a") as f:
             f.write(f"{what} {time.time()!r}\\n")
 
 
@@ -106,8 +110,9 @@ def write_project(root: Path, tests: int) -> None:
 
 
 def clean_env() -> dict[str, str]:
-    """The environment without shoal's own variables (an outer run's namespace)."""
-    return {k: v for k, v in os.environ.items() if not k.startswith("SHOAL_")}
+    """The environment without shoal's own variables (an outer run's namespace), and with
+    bytecode written (see :func:`common.bytecode_env`)."""
+    return bytecode_env({k: v for k, v in os.environ.items() if not k.startswith("SHOAL_")})
 
 
 def children_cpu() -> float:

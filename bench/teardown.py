@@ -14,6 +14,10 @@ Two modes, interleaved round by round in the same invocation of this script:
   schemas inside DDL slots before it exits.
 - after: this checkout: each worker renames its schemas, and one detached reaper per run
   drops them after the run has exited.
+- xdist alone (the floor under both): four ``pytest -p no:shoal -n 2`` at once of a suite
+  of the same shape with no database (each test sleeps as long), a small conftest taking
+  the last test's end from pytest's own reports. What it measures between the last test
+  and the exit is xdist's: shutting its workers down and waiting for them to exit.
 
 Between rounds, the script waits until the refills have filled the pool again and nothing
 is left to drop, so that no round pays for the one before. After the last round of
@@ -22,7 +26,7 @@ is left to drop, so that no round pays for the one before. After the last round 
 Run (from the repository root)::
 
     git worktree add /path/to/old <rev-before-the-change>
-    .venv/bin/python bench/teardown.py --before /path/to/old/src [--rounds 2]
+    .venv/bin/python bench/teardown.py [--before /path/to/old/src] [--rounds 2]
 """
 
 from __future__ import annotations
@@ -42,15 +46,17 @@ from datetime import datetime
 from pathlib import Path
 
 import psycopg
+from common import bytecode_env
 
 from shoal.embedded import EmbeddedServer
 
 DATABASE = "shoal_bench_teardown"
 BENCH = Path(__file__).resolve().parent
 GOAL_S = 0.3
-RUNS = 4
-POOL = 8  # 4 runs x 2 workers
-PYTEST_ARGS = ("-n", "2", "-p", "no:cacheprovider", "-q")
+FLOOR = "xdist alone"
+RUNS = 4  # concurrent runs (--runs); the warm pool holds one schema per worker of them
+WORKERS = 2
+PYTEST_ARGS = ("-n", str(WORKERS), "-p", "no:cacheprovider", "-q")
 MODELS = f"""
 import sys
 sys.path.insert(0, {str(BENCH)!r})
@@ -65,6 +71,23 @@ def _probe(shoal_databases, n):
     with shoal_databases["app"].connect() as conn:
         conn.execute(f"select count(*) from t{n % 220:03d}").fetchone()
     time.sleep(0.05)
+"""
+
+
+# The floor's suite: the same 40 tests with no database, and the controller's record of
+# when the last one ended (pytest's own report stamps, as shoal's report takes them).
+FLOOR_CONFTEST = """
+import json, time
+
+LAST = []
+
+def pytest_runtest_logreport(report):
+    LAST.append(report.stop)
+
+def pytest_unconfigure(config):
+    if not hasattr(config, "workerinput"):
+        with open("last_test.json", "w") as out:
+            json.dump({"last": max(LAST, default=0.0)}, out)
 """
 
 
@@ -84,7 +107,7 @@ class Mode:
     samples: list[Sample] = field(default_factory=list)
 
 
-def write_project(root: Path, url: str, tables: int, tests: int) -> None:
+def write_project(root: Path, url: str, tables: int, tests: int, pool: int) -> None:
     root.mkdir(parents=True)
     (root / "pyproject.toml").write_text(
         "\n".join(
@@ -93,7 +116,7 @@ def write_project(root: Path, url: str, tables: int, tests: int) -> None:
                 'pythonpath = ["."]',
                 "",
                 "[tool.shoal]",
-                f"pool_size = {POOL}",
+                f"pool_size = {pool}",
                 "[tool.shoal.databases.app]",
                 f"url = {json.dumps(url)}",
                 'setup = "models:metadata"',
@@ -109,12 +132,21 @@ def write_project(root: Path, url: str, tables: int, tests: int) -> None:
     (root / "test_suite.py").write_text(body)
 
 
+def write_floor_project(root: Path, tests: int) -> None:
+    root.mkdir(parents=True)
+    (root / "conftest.py").write_text(FLOOR_CONFTEST)
+    body = "import time\n" + "".join(
+        f"\n\ndef test_{i:02d}():\n    time.sleep(0.05)\n" for i in range(tests)
+    )
+    (root / "test_suite.py").write_text(body)
+
+
 def env_for(pythonpath: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SHOAL_", "PG"))}
     if "SHOAL_HOME" in os.environ:
         env["SHOAL_HOME"] = os.environ["SHOAL_HOME"]
     env["PYTHONPATH"] = pythonpath
-    return env
+    return bytecode_env(env)
 
 
 def shoal(args: list[str], cwd: Path, pythonpath: str) -> subprocess.CompletedProcess[str]:
@@ -151,13 +183,13 @@ def counts(url: str) -> dict[str, int]:
     return found
 
 
-def settle(url: str, timeout: float = 600) -> float:
+def settle(url: str, pool: int, timeout: float = 600) -> float:
     """Wait until the pool is full again and nothing is left to drop; seconds waited."""
     started = time.monotonic()
     while True:
         found = counts(url)
         if (
-            found["ready"] >= POOL
+            found["ready"] >= pool
             and found["building"] == 0
             and found["worker"] == 0
             and found["to_drop"] == 0
@@ -196,10 +228,16 @@ def one_round(mode: Mode, projects: list[Path]) -> list[Sample]:
     for project in projects:
         for old in (project / ".shoal" / "reports").glob("*.json"):
             old.unlink()
+    floor = mode.name == FLOOR
+    command = (
+        ["-m", "pytest", "-p", "no:shoal", *PYTEST_ARGS]
+        if floor
+        else ["-m", "shoal", "run", "--no-sweep", "--", *PYTEST_ARGS]
+    )
     for project in projects:
         procs.append(
             subprocess.Popen(
-                [sys.executable, "-m", "shoal", "run", "--no-sweep", "--", *PYTEST_ARGS],
+                [sys.executable, *command],
                 cwd=project,
                 env=env_for(mode.pythonpath),
                 stdout=subprocess.PIPE,
@@ -222,6 +260,10 @@ def one_round(mode: Mode, projects: list[Path]) -> list[Sample]:
         output = proc.stdout.read() if proc.stdout else ""
         if proc.returncode != 0:
             raise SystemExit(f"{mode.name}: a run exited {proc.returncode}:\n{output[-3000:]}")
+        if floor:
+            last = float(json.loads((project / "last_test.json").read_text())["last"])
+            samples.append(Sample(mode.name, exits[i] - last, 0.0, 0.0, None))
+            continue
         report = latest_report(project)
         tests = report["tests"]
         assert isinstance(tests, list)
@@ -246,22 +288,23 @@ def med(values: list[float]) -> str:
 
 def report(modes: list[Mode]) -> list[str]:
     lines = [
-        f"{'mode':<7} {'runs':>4} {'last test→exit med s':>20} {'max s':>6}"
+        f"{'mode':<11} {'runs':>4} {'last test→exit med s':>20} {'max s':>6}"
         f" {'last test→finished med s':>24} {'finished→exit med s':>19}"
     ]
     for mode in modes:
         s = mode.samples
+        split = mode.name != FLOOR  # no report to split it at
         lines.append(
-            f"{mode.name:<7} {len(s):>4} {med([x.last_to_exit for x in s]):>20}"
+            f"{mode.name:<11} {len(s):>4} {med([x.last_to_exit for x in s]):>20}"
             f" {max(x.last_to_exit for x in s):>6.3f}"
-            f" {med([x.last_to_finished for x in s]):>24}"
-            f" {med([x.finished_to_exit for x in s]):>19}"
+            f" {med([x.last_to_finished for x in s]) if split else '—':>24}"
+            f" {med([x.finished_to_exit for x in s]) if split else '—':>19}"
         )
     after = next((m for m in modes if m.name == "after"), None)
     if after is not None and after.samples:
         parts = ("teardown_s", "summary_s", "spawn_s", "exit_s")
         figures = {
-            part: [float(x.tail[part]) for x in after.samples if x.tail and x.tail.get(part)]
+            part: [float(x.tail[part] or 0) for x in after.samples if x.tail and x.tail.get(part)]
             for part in parts
         }
         lines.append(
@@ -277,6 +320,14 @@ def report(modes: list[Mode]) -> list[str]:
             f"last test→exit, median: before {b:.3f} s → after {a:.3f} s"
             f" ({b / a:.1f}x shorter): {verdict} the {GOAL_S} s goal"
         )
+    floor = next((m for m in modes if m.name == FLOOR), None)
+    if floor is not None and after is not None and floor.samples and after.samples:
+        f = statistics.median(x.last_to_exit for x in floor.samples)
+        a = statistics.median(x.last_to_exit for x in after.samples)
+        lines.append(
+            f"last test→exit, median: xdist alone {f:.3f} s, after {a:.3f} s: shoal adds"
+            f" {a - f:+.3f} s to xdist's own"
+        )
     return lines
 
 
@@ -287,10 +338,11 @@ def machine() -> str:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--before", required=True, help="the src directory of the old shoal")
+    parser.add_argument("--before", help="the src directory of the old shoal (a mode)")
     parser.add_argument("--rounds", type=int, default=2, help="rounds of each mode")
     parser.add_argument("--tables", type=int, default=220)
     parser.add_argument("--tests", type=int, default=40)
+    parser.add_argument("--runs", type=int, default=RUNS, help="concurrent runs")
     return parser.parse_args(argv)
 
 
@@ -301,33 +353,38 @@ def main(argv: list[str] | None = None) -> int:
     server.ensure_database(DATABASE)
     url = server.url(DATABASE)
     here = str(BENCH.parent / "src")
-    modes = [Mode("before", str(Path(args.before).resolve())), Mode("after", here)]
+    pool = args.runs * WORKERS
+    modes = [Mode("after", here), Mode(FLOOR, here)]
+    if args.before:
+        modes.insert(0, Mode("before", str(Path(args.before).resolve())))
     print(f"machine: {machine()}")
-    for mode in modes:
+    for mode in modes[:-1]:
         print(f"{mode.name}: shoal from {which_shoal(mode.pythonpath)}")
     print(
-        f"{RUNS} concurrent `shoal run --no-sweep -- -n 2` of {args.tests} tests, "
-        f"{args.tables}-table schema, warm pool of {POOL}; {args.rounds} rounds of each mode",
+        f"{args.runs} concurrent `shoal run --no-sweep -- -n 2` of {args.tests} tests, "
+        f"{args.tables}-table schema, warm pool of {pool}; {args.rounds} rounds of each mode",
         flush=True,
     )
     with tempfile.TemporaryDirectory(prefix="shoal-bench-teardown-") as tmp:
-        projects = [Path(tmp) / f"run{i}" for i in range(RUNS)]
-        for project in projects:
-            write_project(project, url, args.tables, args.tests)
+        projects = [Path(tmp) / f"run{i}" for i in range(args.runs)]
+        floors = [Path(tmp) / f"floor{i}" for i in range(args.runs)]
+        for project, floor in zip(projects, floors, strict=True):
+            write_project(project, url, args.tables, args.tests, pool)
+            write_floor_project(floor, args.tests)
         # Leftovers of an interrupted earlier invocation (the sweep's rules decide).
         shoal(["sweep"], projects[0], here)
-        warmed = shoal(["pool", "warm", "--size", str(POOL)], projects[0], here)
+        warmed = shoal(["pool", "warm", "--size", str(pool)], projects[0], here)
         if warmed.returncode != 0:
             raise SystemExit(f"shoal pool warm failed:\n{warmed.stdout}{warmed.stderr}")
-        settle(url)
+        settle(url, pool)
         for round_ in range(args.rounds):
             for mode in modes if round_ % 2 == 0 else modes[::-1]:
-                mode.samples += one_round(mode, projects)
+                mode.samples += one_round(mode, floors if mode.name == FLOOR else projects)
                 cleaned = until_clean(url)
-                waited = settle(url)
+                waited = settle(url, pool)
                 print(
                     f"  round {round_ + 1} {mode.name}: last test→exit "
-                    + ", ".join(f"{s.last_to_exit:.2f}" for s in mode.samples[-RUNS:])
+                    + ", ".join(f"{s.last_to_exit:.2f}" for s in mode.samples[-args.runs :])
                     + f" s; nothing left to drop {cleaned:.1f} s after the runs exited,"
                     + f" pool full again {waited:.1f} s later",
                     flush=True,

@@ -316,6 +316,22 @@ def _shoal_autouse(request: pytest.FixtureRequest) -> None:
 
 
 @pytest.hookimpl(trylast=True)
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Freeze the heap once the tests are collected, before the first one runs.
+
+    What exists by then (the imports, the plugins, the collected items) lives for the
+    whole session and is never garbage a test made. Frozen, it is left out of every
+    collection after it: those the tests' allocations trigger, and pytest's own at
+    unconfigure, which still finds the cycles the tests leave (and the unraisable
+    exceptions in them). Measured in an xdist worker of a 40-test run: from its last test
+    to its exit 0.115 s, 0.039 s with the heap frozen here; with four such runs on two
+    cores, every worker's collection ran at once.
+    """
+    if STATE in session.config.stash and not session.config.option.collectonly:
+        gc.freeze()
+
+
+@pytest.hookimpl(trylast=True)
 def pytest_sessionfinish(session: pytest.Session) -> None:
     state = session.config.stash.get(STATE, None)
     failed = state is not None and (state.failure is not None or state.worker_failures)

@@ -57,14 +57,14 @@ def addoptions(group: Any) -> None:
 
 def spec_from(option: str | None, environ: dict[str, str] | os._Environ[str]) -> ShardSpec | None:
     """The shard asked for: the option, else ``$SHOAL_SHARD`` (empty means not set)."""
+    value = environ.get(ENV)
+    if option is None and (value is None or not value.strip()):
+        return None
     from shoal.shard import parse_spec
 
     if option is not None:
         return parse_spec(option, OPTION, "the command line")
-    value = environ.get(ENV)
-    if value is None or not value.strip():
-        return None
-    return parse_spec(value, ENV, "the environment")
+    return parse_spec(str(value), ENV, "the environment")
 
 
 def register(config: pytest.Config, state: RunState | None) -> None:

@@ -155,13 +155,14 @@ def pytest_collection_finish(session):
     seen = {
         "threads": [t.name for t in threading.enumerate()],
         "settings_loaded": "shoal.config" in sys.modules,
+        "report_models_loaded": "shoal.report" in sys.modules,
     }
     with open(os.environ["LOOKOUT"], "w") as out:
         json.dump(seen, out)
 """
 
 
-def test_a_project_that_gives_nothing_starts_without_settings_and_sweeps_after(
+def test_a_project_that_gives_nothing_starts_without_models_and_sweeps_after(
     tmp_path: Path,
 ) -> None:
     if "SHOAL_HOME" in inner.clean_env():
@@ -182,7 +183,11 @@ def test_a_project_that_gives_nothing_starts_without_settings_and_sweeps_after(
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     seen = json.loads(lookout.read_text())
-    # In-process: pytest's collection is over, and neither the settings' models nor the
-    # sweep have started yet; the sweep ran once the test had reported.
-    assert seen == {"threads": ["MainThread"], "settings_loaded": False}
+    # In-process: pytest's collection is over, and neither the settings' models, nor the
+    # report's, nor the sweep have started yet; the sweep ran once the test had reported.
+    assert seen == {
+        "threads": ["MainThread"],
+        "settings_loaded": False,
+        "report_models_loaded": False,
+    }
     assert proc.stderr.rstrip().splitlines()[-1].startswith("shoal: sweep: "), proc.stderr

@@ -15,26 +15,19 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from shoal.plugin import startup
 from shoal.plugin.state import RunState
-from shoal.report import (
-    Outcome,
-    ProvisioningTiming,
-    ReportError,
-    RunReport,
-    Tail,
-    TestResult,
-    Versions,
-    WorkerStartup,
-    record_exit,
-    worker_usage,
-    write_report,
-)
 from shoal.schedule import Distance, distance
+
+# The report's models (pydantic: about 0.1 s to import and build) are imported where they
+# are used, from the first test's report on: the collector is registered at configure,
+# with the run's start-up still ahead.
+if TYPE_CHECKING:
+    from shoal.report import Outcome, Tail, TestResult, Versions
 
 
 @dataclass
@@ -127,6 +120,8 @@ class ReportCollector:
             self._close(self._open.pop(key))
 
     def _close(self, pending: _Pending) -> None:
+        from shoal.report import TestResult
+
         if pending.outcome is None:
             return  # set up but never run (the session was interrupted): not a result
         self.results.append(
@@ -144,6 +139,16 @@ class ReportCollector:
 
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        from shoal.report import (
+            ProvisioningTiming,
+            ReportError,
+            RunReport,
+            Tail,
+            WorkerStartup,
+            worker_usage,
+            write_report,
+        )
+
         for pending in self._open.values():
             self._close(pending)
         self._open.clear()
@@ -183,6 +188,8 @@ class ReportCollector:
         """The tail's figures once the after-run processes are started (epoch seconds:
         when unconfigure began, when the spawns were done); ``exited`` and the exit
         figure are stamped into the report as the interpreter exits."""
+        from shoal.report import Tail, record_exit
+
         if self.path is None or self.finished is None:
             return
         tail = (self.tail or Tail()).model_copy(
@@ -222,6 +229,8 @@ def _shard(config: pytest.Config) -> str | None:
 
 
 def _versions(config: pytest.Config) -> Versions:
+    from shoal.report import Versions
+
     xdist = None
     if config.pluginmanager.hasplugin("xdist"):
         xdist = _version("pytest-xdist")

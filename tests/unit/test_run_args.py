@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from shoal.cli import run
 from shoal.cli.run import pytest_argv, user_chose_xdist
+from shoal.errors import UsageError
 
 
 @pytest.mark.parametrize(
@@ -36,3 +38,30 @@ def test_defaults_to_all_cores_with_worksteal(args: list[str]) -> None:
     assert argv[:4] == ["-n", "auto", "--dist", "worksteal"]
     assert "--shoal-report" in argv
     assert argv[len(argv) - len(args) :] == args
+
+
+@pytest.mark.parametrize(
+    ("raised", "said"),
+    [
+        (
+            UsageError("databases.app.url", "env:NOPE", "pyproject.toml", "not set"),
+            "databases.app.url",
+        ),
+        (RuntimeError("an unexpected failure"), "RuntimeError: an unexpected failure"),
+    ],
+)
+def test_a_sweep_that_fails_says_so_in_one_line_and_the_run_goes_on(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    raised: Exception,
+    said: str,
+) -> None:
+    def failing() -> None:
+        raise raised
+
+    monkeypatch.setattr(run, "cli_settings", failing)
+    sweeping = run._Sweep(None)
+    sweeping.report()  # starts the sweep if no test reported, then waits for it
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("shoal: sweep: not done: ")
+    assert said in line

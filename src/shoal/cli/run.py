@@ -120,7 +120,7 @@ class _Sweep:
     def __init__(self, settings: Settings | None) -> None:
         self._settings = settings  # None: nothing was given; loaded in the sweep's thread
         self._line: str | None = None
-        self._error: ShoalError | None = None
+        self._error: str | None = None
         self._thread = threading.Thread(target=self._run, name="shoal-sweep", daemon=True)
         self._started = False
 
@@ -137,6 +137,9 @@ class _Sweep:
         from shoal.pg.sweep import sweep
         from shoal.targets import urls as configured_urls
 
+        # The run goes on whatever happens here: the next sweep tries again. Any other
+        # error than shoal's own is said in one line too, not as a thread's traceback in
+        # the middle of the run's output.
         try:
             settings = self._settings or cli_settings()
             result = sweep(
@@ -147,8 +150,11 @@ class _Sweep:
                 project=settings.project,
                 foreign_after_s=settings.pool_foreign_days * 86400,
             )
-        except ShoalError as exc:  # the run goes on: the next sweep tries again
-            self._error = exc
+        except ShoalError as exc:
+            self._error = first_line(exc)
+            return
+        except Exception as exc:
+            self._error = f"{type(exc).__name__}: {first_line(exc)}"
             return
         self._line = summary_line(result)
 
@@ -158,7 +164,7 @@ class _Sweep:
         timeout = self._settings.connect_timeout if self._settings else CONNECT_TIMEOUT_S
         self._thread.join(SWEEP_BUDGET_S + timeout)
         if self._error is not None:
-            click.echo(f"shoal: sweep: not done: {first_line(self._error)}", err=True)
+            click.echo(f"shoal: sweep: not done: {self._error}", err=True)
         elif self._line is not None:
             click.echo(f"shoal: {self._line}", err=True)
         else:

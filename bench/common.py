@@ -1,8 +1,14 @@
-"""What the benchmarks share: the environment their child processes run in."""
+"""What the benchmarks share: the machine line they print, the environment of their children."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
+
+
+def machine() -> str:
+    load = " ".join(f"{v:.1f}" for v in os.getloadavg())
+    return f"{os.cpu_count()} cores, load average {load}"
 
 
 def bytecode_env(environ: Mapping[str, str]) -> dict[str, str]:

@@ -54,6 +54,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import psycopg
+from common import machine
 from psycopg import sql
 from sqlalchemy import (
     Boolean,
@@ -961,11 +962,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def target_capacity(server: Server) -> int:
     return server.max_locks * (server.max_connections + server.max_prepared)
-
-
-def machine() -> str:
-    load = " ".join(f"{v:.1f}" for v in os.getloadavg())
-    return f"{os.cpu_count()} cores, load average {load}"
 
 
 def main(argv: list[str] | None = None) -> int:

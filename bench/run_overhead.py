@@ -42,7 +42,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from common import bytecode_env
+from common import bytecode_env, machine
 
 GOAL_S = 0.1
 PYTEST_ARGS = ["-n", "2", "-p", "no:cacheprovider"]
@@ -157,11 +157,6 @@ def run_once(command: Command, cwd: Path, env: dict[str, str]) -> Sample:
         configure, unconfigure = float(seen["configure"]), float(seen["unconfigure"])
         phases = (configure - spawned, unconfigure - configure, ended - unconfigure)
     return Sample(elapsed, cpu, phases)
-
-
-def machine() -> str:
-    load = " ".join(f"{v:.1f}" for v in os.getloadavg())
-    return f"{os.cpu_count()} cores, load average {load}"
 
 
 def paired(values: list[float], base: list[float]) -> float:

@@ -56,6 +56,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from common import machine
+
 from shoal import naming
 from shoal.report import RunReport, TestResult, Versions, list_reports, read_report
 from shoal.schedule import Distance, distance
@@ -243,11 +245,6 @@ def probe_distance(run: dict[str, Any]) -> Distance:
     if measured is None:
         raise SystemExit("xdist: the probe saw no test")
     return measured
-
-
-def machine() -> str:
-    load = " ".join(f"{v:.1f}" for v in os.getloadavg())
-    return f"{os.cpu_count()} cores, load average {load}"
 
 
 def table(cells: list[Cell]) -> list[str]:

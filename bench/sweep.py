@@ -47,6 +47,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
+from common import machine
 from psycopg import sql
 
 from shoal import conninfo, naming
@@ -444,11 +445,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--build-jobs", type=int, default=2, help="connections building the backlog at once"
     )
     return parser.parse_args(argv)
-
-
-def machine() -> str:
-    load = " ".join(f"{v:.1f}" for v in os.getloadavg())
-    return f"{os.cpu_count()} cores, load average {load}"
 
 
 def main(argv: list[str] | None = None) -> int:

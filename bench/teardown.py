@@ -46,7 +46,7 @@ from datetime import datetime
 from pathlib import Path
 
 import psycopg
-from common import bytecode_env
+from common import bytecode_env, machine
 
 from shoal.embedded import EmbeddedServer
 
@@ -329,11 +329,6 @@ def report(modes: list[Mode]) -> list[str]:
             f" {a - f:+.3f} s to xdist's own"
         )
     return lines
-
-
-def machine() -> str:
-    load = " ".join(f"{v:.1f}" for v in os.getloadavg())
-    return f"{os.cpu_count()} cores, load average {load}"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -251,7 +251,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         # metadata, pydantic's schemas): measured 1.0-1.4 s after the last atexit handler
         # of a run's controller, 0.05-0.18 s with the heap frozen first. Frozen at exit,
         # so pytest's own collection at unconfigure (which reports unraisable exceptions)
-        # still sees everything.
+        # still sees everything made since the freeze after collection.
         atexit.register(gc.freeze)
         if not hasattr(config, "workerinput"):
             from shoal.plugin.refill import after_run

@@ -59,11 +59,15 @@ def _given(config: pytest.Config) -> tuple[dict[str, Any], dict[str, Any], Path 
     return flags, ini, _pyproject(config)
 
 
-def load_settings(config: pytest.Config) -> Settings:
-    """The settings of the process that owns the run, from its flags, ini and pyproject."""
+def load_settings(
+    config: pytest.Config,
+    given: tuple[dict[str, Any], dict[str, Any], Path | None] | None = None,
+) -> Settings:
+    """The settings of the process that owns the run, from its flags, ini and pyproject
+    (``given``: those, when the caller has read them already)."""
     from shoal import config as shoal_config
 
-    flags, ini, pyproject = _given(config)
+    flags, ini, pyproject = given or _given(config)
     return shoal_config.load_settings(
         flags=flags, ini=ini, pyproject=pyproject, project_root=Path(config.rootpath)
     )
@@ -235,7 +239,8 @@ def build_plan(config: pytest.Config, namespace: Namespace | None = None) -> Run
     from shoal.given import nothing_given
     from shoal.namespace import resolve
 
-    flags, ini, pyproject = _given(config)
+    given = _given(config)
+    flags, ini, pyproject = given
     if nothing_given(flags=flags, ini=ini, pyproject=pyproject, environ=os.environ):
         # The defaults' plan, without loading the settings' models: most runs of a
         # project that has shoal installed give it nothing (measured: 0.1 s of start-up).
@@ -243,7 +248,7 @@ def build_plan(config: pytest.Config, namespace: Namespace | None = None) -> Run
         return RunPlan.unconfigured(chosen.token, chosen.origin, own_token(), Path(config.rootpath))
     from shoal.targets import build_plan as plan_run
 
-    settings = load_settings(config)
+    settings = load_settings(config, given)
     if namespace is None:
         namespace = resolve(os.environ, settings.namespace_force)
     return plan_run(settings, namespace, own_token())

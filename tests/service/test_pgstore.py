@@ -123,3 +123,15 @@ def test_connections_are_labelled_and_nothing_is_in_public(
     ).fetchone()
     assert row is not None
     assert row["n"] == 0
+
+
+def test_a_claim_asked_before_a_job_was_queued_starts_it_when_it_was_queued(
+    two: tuple[PgStore, PgStore],
+) -> None:
+    a, b = two
+    queued = job("late")
+    b.enqueue(queued, max_depth=5)
+    # Asked for before the job came (the claim waited for the line's lock meanwhile).
+    claimed = a.claim(queued.queued_at - 1.0)
+    assert claimed is not None
+    assert claimed.started_at == queued.queued_at

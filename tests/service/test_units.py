@@ -95,3 +95,17 @@ def test_prompt_file_and_stdin_json_are_placeholders_not_arguments() -> None:
     problem = argv_problem(["agent", "é" * (MAX_ARG_BYTES // 2 + 1)])
     assert problem is not None
     assert f"{MAX_ARG_BYTES // 2 * 2 + 2} bytes" in problem
+
+
+def test_the_local_store_never_starts_a_job_before_it_was_queued(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "jobs.sqlite3")
+    queued = queued_job("late")
+    store.enqueue(queued, max_depth=5)
+    claimed = store.claim(queued.queued_at - 1.0)  # asked for before the job came
+    assert claimed is not None
+    assert claimed.started_at == queued.queued_at
+    later = queued_job("later")
+    store.enqueue(later, max_depth=5)
+    claimed = store.claim(later.queued_at + 1.0)
+    assert claimed is not None
+    assert claimed.started_at == later.queued_at + 1.0

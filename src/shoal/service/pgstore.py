@@ -124,8 +124,11 @@ _LOCK = "SELECT pg_advisory_xact_lock(%s, %s)"
 _DEPTH = "SELECT count(*) AS n FROM jobs WHERE status IN ('queued', 'running')"
 _QUEUED = "SELECT count(*) AS n FROM jobs WHERE status = 'queued'"
 _HEAD = "SELECT seq FROM jobs WHERE status = 'queued' ORDER BY seq LIMIT 1"
+# A claim is asked for at ``now`` and may wait for the line's lock meanwhile, so the job it
+# takes can have been queued after ``now``: it starts when it was queued, then, not before.
 _CLAIM = (
-    "UPDATE jobs SET status = 'running', started_at = %(now)s, node = %(node)s, "
+    "UPDATE jobs SET status = 'running', started_at = GREATEST(%(now)s, queued_at), "
+    "node = %(node)s, "
     "claim_seq = nextval('claims') WHERE seq = %(seq)s AND status = 'queued' RETURNING *"
 )
 _POSITION = (

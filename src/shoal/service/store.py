@@ -204,9 +204,14 @@ class SqliteStore:
         return self.position(job.id) or 0
 
     def claim(self, now: float) -> Job | None:
-        """The first job in line, now marked running; None when nobody waits."""
+        """The first job in line, now marked running; None when nobody waits.
+
+        Never started before it was queued: a claim asked for at ``now`` can take a job
+        queued a moment later (as :mod:`shoal.service.pgstore` does too).
+        """
         row = self._db.execute(
-            "UPDATE jobs SET status = ?, started_at = ?, node = ?, claim_seq = seq WHERE seq = "
+            "UPDATE jobs SET status = ?, started_at = max(?, queued_at), node = ?, "
+            "claim_seq = seq WHERE seq = "
             "(SELECT seq FROM jobs WHERE status = ? ORDER BY seq LIMIT 1) RETURNING *",
             (JobStatus.running.value, now, self.node, JobStatus.queued.value),
         ).fetchone()

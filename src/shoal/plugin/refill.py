@@ -15,13 +15,14 @@ from shoal.plugin.state import STATE, RunState
 
 # Logs of earlier refills kept next to the newest one; older ones are deleted.
 KEEP_LOGS = 20
-# How a detached process starts: at a lower CPU priority, then the module it runs (argv
-# after the code: "-m", module, args). It starts as the run ends, while this run's
-# workers and often other runs on the machine are still exiting: at the same priority,
-# its interpreter start and imports compete with them for the cores.
+# How a detached process starts: at a lower CPU priority, then it waits for a free core
+# (shoal.idle), then it runs its module (argv after the code: "-m", module, args). It
+# starts as the run ends, while this run's workers and often other runs on the machine
+# are still exiting: its imports and its work would compete with them for the cores.
 NICENESS = 10
 _BACKGROUND = (
-    "import os, runpy, sys; os.nice({niceness}); del sys.argv[:2]; "
+    "import os, runpy, sys; os.nice({niceness}); "
+    "from shoal.idle import wait_for_idle_core; wait_for_idle_core(); del sys.argv[:2]; "
     "runpy.run_module(sys.argv[0], run_name='__main__', alter_sys=True)"
 )
 

@@ -1,0 +1,71 @@
+"""shoal.idle: a background process waits for a free core, and never forever."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from shoal.idle import IDLE_CORES, idle_cores, wait_for_idle_core
+
+
+class Scripted:
+    """Idle cores per window, as given; each window takes its time, like the real one."""
+
+    def __init__(self, *idle: float) -> None:
+        self.idle = list(idle)
+        self.windows = 0
+
+    def __call__(self, window_s: float) -> float:
+        time.sleep(window_s)
+        self.windows += 1
+        return self.idle.pop(0) if self.idle else 0.0
+
+
+def test_the_work_starts_after_the_first_window_with_a_free_core() -> None:
+    measure = Scripted(0.2, 0.9, IDLE_CORES, 0.0)
+    waited = wait_for_idle_core(max_wait_s=5, window_s=0.01, measure=measure)
+    assert measure.windows == 3
+    assert waited < 1
+
+
+def test_a_machine_that_is_never_idle_delays_the_work_only_so_long() -> None:
+    measure = Scripted()  # never a free core
+    waited = wait_for_idle_core(max_wait_s=0.3, window_s=0.05, measure=measure)
+    assert 0.3 <= waited < 1.0
+    assert measure.windows >= 5
+
+
+def _spin(seconds: float) -> None:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        pass
+
+
+@pytest.fixture
+def saturated() -> Iterator[None]:
+    """Every core busy (one spinner more than there are cores), for a few seconds."""
+    spinners = [
+        multiprocessing.get_context("spawn").Process(target=_spin, args=(10,))
+        for _ in range((os.cpu_count() or 1) + 1)
+    ]
+    for spinner in spinners:
+        spinner.start()
+    time.sleep(0.5)  # the spinners' interpreters are up
+    try:
+        yield
+    finally:
+        for spinner in spinners:
+            spinner.terminate()
+            spinner.join()
+
+
+def test_a_saturated_machine_has_no_free_core(saturated: None) -> None:
+    assert idle_cores(0.5) < IDLE_CORES
+    started = time.monotonic()
+    waited = wait_for_idle_core(max_wait_s=1.0, window_s=0.25)
+    assert waited >= 1.0
+    assert time.monotonic() - started < 3

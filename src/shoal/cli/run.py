@@ -182,12 +182,13 @@ def _shard_args(shard: str | None) -> list[str]:
 
 
 def _after(report: Path) -> None:
-    """Stamp when the run ended and, on GitHub Actions, append its summary to the job's."""
-    from shoal.report import ReportError, record_exit
+    """On GitHub Actions, append the run's summary to the job's. (The plugin stamps the
+    report's ``exited`` as the interpreter exits: no second rewrite of it here.)"""
+    from shoal.report import ReportError
     from shoal.step_summary import append_step_summary
 
     try:
-        append_step_summary(record_exit(report), os.environ)
+        append_step_summary(report, os.environ)  # reads the report only on GitHub Actions
     except ReportError as exc:
         # The run's outcome is pytest's exit status; a summary that cannot be written
         # only says so.

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 
@@ -69,3 +71,9 @@ def test_a_saturated_machine_has_no_free_core(saturated: None) -> None:
     waited = wait_for_idle_core(max_wait_s=1.0, window_s=0.25)
     assert waited >= 1.0
     assert time.monotonic() - started < 3
+
+
+def test_the_first_import_of_a_background_process_stays_light() -> None:
+    code = "import sys, shoal.idle; print(sorted({'typing', 'psutil'} & set(sys.modules)))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"

@@ -22,3 +22,24 @@ def bytecode_env(environ: Mapping[str, str]) -> dict[str, str]:
     the bytecode was written.
     """
     return {k: v for k, v in environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+
+
+# The pytest plugins a benchmark's suite runs with; every other one installed beside them
+# (shoal's own test dependencies: hypothesis, schemathesis, pytest-django, anyio) is
+# turned off, or its start-up and its work at the session's end would be measured as
+# shoal's: schemathesis imports its reporting modules in every worker as the session ends.
+SUITE_PLUGINS = ("pytest-xdist", "shoal")
+
+
+def other_plugins() -> list[str]:
+    """``-p no:<name>`` for every installed pytest plugin not of :data:`SUITE_PLUGINS`."""
+    from importlib.metadata import entry_points
+
+    names = sorted(
+        {
+            ep.name
+            for ep in entry_points(group="pytest11")
+            if ep.dist and ep.dist.name not in SUITE_PLUGINS
+        }
+    )
+    return [arg for name in names for arg in ("-p", f"no:{name}")]

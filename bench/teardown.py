@@ -5,7 +5,10 @@ Four ``shoal run -- -n 2`` of the same 40-test suite start at once against one d
 (``shoal_bench_teardown``), each worker claiming a 220-table schema (the generated
 metadata of ``bench/provision.py``) from a warm pool filled off the clock. Per run, from
 its report and its exit as this script saw it: last test → process exit, split into last
-test → the report's ``finished`` and ``finished`` → exit.
+test → the report's ``finished`` and ``finished`` → exit; and, for the start-up, the
+process's launch → its first test. The suites run with pytest-xdist and shoal as their
+only plugins (``common.other_plugins``): the rest of this checkout's test environment
+(hypothesis, schemathesis, pytest-django) is no part of what a run of this suite needs.
 
 Two modes, interleaved round by round in the same invocation of this script:
 
@@ -46,7 +49,7 @@ from datetime import datetime
 from pathlib import Path
 
 import psycopg
-from common import bytecode_env, machine
+from common import bytecode_env, machine, other_plugins
 
 from shoal.embedded import EmbeddedServer
 
@@ -56,7 +59,7 @@ GOAL_S = 0.3
 FLOOR = "xdist alone"
 RUNS = 4  # concurrent runs (--runs); the warm pool holds one schema per worker of them
 WORKERS = 2
-PYTEST_ARGS = ("-n", str(WORKERS), "-p", "no:cacheprovider", "-q")
+PYTEST_ARGS = ("-n", str(WORKERS), "-p", "no:cacheprovider", "-q", *other_plugins())
 MODELS = f"""
 import sys
 sys.path.insert(0, {str(BENCH)!r})
@@ -79,21 +82,23 @@ def _probe(shoal_databases, n):
 FLOOR_CONFTEST = """
 import json, time
 
-LAST = []
+FIRST, LAST = [], []
 
 def pytest_runtest_logreport(report):
+    FIRST.append(report.start)
     LAST.append(report.stop)
 
 def pytest_unconfigure(config):
     if not hasattr(config, "workerinput"):
         with open("last_test.json", "w") as out:
-            json.dump({"last": max(LAST, default=0.0)}, out)
+            json.dump({"first": min(FIRST, default=0.0), "last": max(LAST, default=0.0)}, out)
 """
 
 
 @dataclass
 class Sample:
     mode: str
+    start_to_first: float  # the process started → its first test began
     last_to_exit: float
     last_to_finished: float
     finished_to_exit: float
@@ -224,6 +229,7 @@ def seconds(stamp: object) -> float:
 def one_round(mode: Mode, projects: list[Path]) -> list[Sample]:
     """The four runs at once; a sample per run."""
     exits: dict[int, float] = {}
+    launched: list[float] = []
     procs = []
     for project in projects:
         for old in (project / ".shoal" / "reports").glob("*.json"):
@@ -235,6 +241,7 @@ def one_round(mode: Mode, projects: list[Path]) -> list[Sample]:
         else ["-m", "shoal", "run", "--no-sweep", "--", *PYTEST_ARGS]
     )
     for project in projects:
+        launched.append(time.time())
         procs.append(
             subprocess.Popen(
                 [sys.executable, *command],
@@ -261,18 +268,21 @@ def one_round(mode: Mode, projects: list[Path]) -> list[Sample]:
         if proc.returncode != 0:
             raise SystemExit(f"{mode.name}: a run exited {proc.returncode}:\n{output[-3000:]}")
         if floor:
-            last = float(json.loads((project / "last_test.json").read_text())["last"])
-            samples.append(Sample(mode.name, exits[i] - last, 0.0, 0.0, None))
+            marks = json.loads((project / "last_test.json").read_text())
+            first, last = float(marks["first"]), float(marks["last"])
+            samples.append(Sample(mode.name, first - launched[i], exits[i] - last, 0.0, 0.0, None))
             continue
         report = latest_report(project)
         tests = report["tests"]
         assert isinstance(tests, list)
+        first = min(float(t["start"]) for t in tests)
         last = max(float(t["stop"]) for t in tests)
         finished = seconds(report["finished"])
         tail = report.get("tail")
         samples.append(
             Sample(
                 mode.name,
+                start_to_first=first - launched[i],
                 last_to_exit=exits[i] - last,
                 last_to_finished=finished - last,
                 finished_to_exit=exits[i] - finished,
@@ -290,6 +300,7 @@ def report(modes: list[Mode]) -> list[str]:
     lines = [
         f"{'mode':<11} {'runs':>4} {'last test→exit med s':>20} {'max s':>6}"
         f" {'last test→finished med s':>24} {'finished→exit med s':>19}"
+        f" {'start→first test med s':>22}"
     ]
     for mode in modes:
         s = mode.samples
@@ -299,6 +310,7 @@ def report(modes: list[Mode]) -> list[str]:
             f" {max(x.last_to_exit for x in s):>6.3f}"
             f" {med([x.last_to_finished for x in s]) if split else '—':>24}"
             f" {med([x.finished_to_exit for x in s]) if split else '—':>19}"
+            f" {med([x.start_to_first for x in s]):>22}"
         )
     after = next((m for m in modes if m.name == "after"), None)
     if after is not None and after.samples:

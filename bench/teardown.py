@@ -56,6 +56,7 @@ from shoal.embedded import EmbeddedServer
 DATABASE = "shoal_bench_teardown"
 BENCH = Path(__file__).resolve().parent
 GOAL_S = 0.3
+OUTLIER_S = 2.0  # a tail this long is printed with its parts
 FLOOR = "xdist alone"
 RUNS = 4  # concurrent runs (--runs); the warm pool holds one schema per worker of them
 WORKERS = 2
@@ -279,6 +280,12 @@ def one_round(mode: Mode, projects: list[Path]) -> list[Sample]:
         last = max(float(t["stop"]) for t in tests)
         finished = seconds(report["finished"])
         tail = report.get("tail")
+        if exits[i] - last > OUTLIER_S:  # say where a long tail went, while the report is here
+            print(
+                f"  {mode.name}: run {i}: last test→exit {exits[i] - last:.2f} s, the report's"
+                f" finished at +{finished - last:.2f} s, its tail figures {tail}",
+                flush=True,
+            )
         samples.append(
             Sample(
                 mode.name,

@@ -9,6 +9,7 @@ using them at the same moment, so every name a test creates carries a random tok
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import secrets
 import time
@@ -127,3 +128,27 @@ def embedded_databases(embedded: Server) -> Iterator[Databases]:
     made = Databases(embedded)
     yield made
     made.drop_all()
+
+
+def _spin(seconds: float) -> None:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        pass
+
+
+@pytest.fixture
+def saturated() -> Iterator[None]:
+    """Every core busy (one spinner more than there are cores), for a few seconds."""
+    spinners = [
+        multiprocessing.get_context("spawn").Process(target=_spin, args=(10,))
+        for _ in range((os.cpu_count() or 1) + 1)
+    ]
+    for spinner in spinners:
+        spinner.start()
+    time.sleep(0.5)  # the spinners' interpreters are up
+    try:
+        yield
+    finally:
+        for spinner in spinners:
+            spinner.terminate()
+            spinner.join()

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from shoal import naming, refill_log
+from shoal.idle import MAX_WAIT_S
 from shoal.namespace import fresh
 from shoal.pg import pool
 from shoal.plan import RunPlan
@@ -189,3 +190,30 @@ def test_a_detached_process_runs_its_module_at_a_lower_priority(
     log = tmp_path / "home" / "logs" / naming.pool_log_filename(plan.namespace)
     expected = min(os.nice(0) + NICENESS, 19)
     assert log.read_text().splitlines() == [f"niceness {expected} argv ['one', 'two']"]
+
+
+STARTED = """
+import time
+print(time.time(), flush=True)
+"""
+
+
+@pytest.mark.usefixtures("saturated")
+def test_a_detached_process_waits_for_a_free_core_but_not_for_ever(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    modules = tmp_path / "modules"
+    modules.mkdir()
+    (modules / "shoal_test_started.py").write_text(STARTED)
+    monkeypatch.syspath_prepend(str(modules))
+    plan = RunPlan.unconfigured(fresh().token, "fresh", "owner", tmp_path)
+    state = RunState(replace(plan, home=str(tmp_path / "home")), "main", is_controller=False)
+    spawned = time.time()
+    pid = spawn(state, ["-m", "shoal_test_started"], {})
+    assert pid is not None
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    log = tmp_path / "home" / "logs" / naming.pool_log_filename(plan.namespace)
+    began = float(log.read_text().split()[0]) - spawned
+    # Every core is busy: the module runs only once the wait's bound has passed.
+    assert MAX_WAIT_S - 0.5 <= began < MAX_WAIT_S + 5

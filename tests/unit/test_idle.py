@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import multiprocessing
-import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 
 import pytest
 
@@ -41,31 +38,8 @@ def test_a_machine_that_is_never_idle_delays_the_work_only_so_long() -> None:
     assert measure.windows >= 5
 
 
-def _spin(seconds: float) -> None:
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        pass
-
-
-@pytest.fixture
-def saturated() -> Iterator[None]:
-    """Every core busy (one spinner more than there are cores), for a few seconds."""
-    spinners = [
-        multiprocessing.get_context("spawn").Process(target=_spin, args=(10,))
-        for _ in range((os.cpu_count() or 1) + 1)
-    ]
-    for spinner in spinners:
-        spinner.start()
-    time.sleep(0.5)  # the spinners' interpreters are up
-    try:
-        yield
-    finally:
-        for spinner in spinners:
-            spinner.terminate()
-            spinner.join()
-
-
-def test_a_saturated_machine_has_no_free_core(saturated: None) -> None:
+@pytest.mark.usefixtures("saturated")
+def test_a_saturated_machine_has_no_free_core() -> None:
     assert idle_cores(0.5) < IDLE_CORES
     started = time.monotonic()
     waited = wait_for_idle_core(max_wait_s=1.0, window_s=0.25)
